@@ -1,0 +1,5 @@
+import sys
+
+from datasvc.cli import main
+
+sys.exit(main())

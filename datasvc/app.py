@@ -1,0 +1,126 @@
+"""``create_app(settings)``: routes, middleware, error handlers, and a lifespan owning the pool."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from datasvc import health, openapi
+from datasvc.db import Database
+from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
+from datasvc.middleware import RequestContextMiddleware
+from datasvc.migrations import local_ids
+from datasvc.registry import Registry
+from datasvc.responses import JSONResponse, problem_response
+from datasvc.routing import Operation, build_routes
+from datasvc.settings import Settings
+from datasvc.users import routes as users
+
+log = logging.getLogger("datasvc.app")
+
+HEALTH_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        method="GET",
+        path="/health",
+        endpoint=health.live,
+        operation_id="health",
+        summary="Liveness: the process answers (no database call)",
+        tag="health",
+    ),
+    Operation(
+        method="GET",
+        path="/health/ready",
+        endpoint=health.ready,
+        operation_id="ready",
+        summary="Readiness: the database answers and every migration is applied",
+        tag="health",
+        errors=(503,),
+    ),
+)
+
+
+def operations() -> tuple[Operation, ...]:
+    return (*users.OPERATIONS, *HEALTH_OPERATIONS)
+
+
+def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
+    """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up."""
+    registry = registry if registry is not None else Registry.load(settings.sql_dir)
+    migration_ids = local_ids(settings.migrations_dir)
+    ops = operations()
+    document = openapi.build(ops)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        db = await Database.connect(settings, registry)
+        try:
+            yield {"db": db, "migration_ids": migration_ids, "settings": settings}
+        finally:
+            await db.close()
+
+    routes = [*build_routes(ops), Route("/openapi.json", openapi_json, methods=["GET"])]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)],
+        exception_handlers=_exception_handlers(),
+        lifespan=lifespan,
+    )
+
+
+def _exception_handlers() -> dict[Any, Any]:
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        error: DatasvcError
+        if exc.status_code == 404:
+            error = NotFound(f"no route matches {request.url.path}")
+        elif exc.status_code == 405:
+            allow: Sequence[str] = (exc.headers or {}).get("Allow", "").replace(" ", "").split(",")
+            error = MethodNotAllowed(allow, f"{request.method} is not allowed here")
+        elif 400 <= exc.status_code < 500:
+            error = BadRequest(exc.detail)
+            error.status = exc.status_code
+        else:
+            error = translate(exc)
+        return _problem(request, error)
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        error = translate(exc)
+        if not isinstance(error, ClientError) and error is not exc:
+            # Log the class and SQLSTATE only: driver messages can quote row values.
+            log.warning(
+                "request failed",
+                extra={
+                    "request_id": request.scope.get("state", {}).get("request_id"),
+                    "error": type(exc).__name__,
+                    "sqlstate": getattr(exc, "sqlstate", None),
+                    "problem": error.slug,
+                },
+            )
+        return _problem(request, error)
+
+    return {
+        HTTPException: on_http_exception,
+        DatasvcError: on_error,
+        asyncpg.PostgresError: on_error,
+        asyncpg.InterfaceError: on_error,
+        OSError: on_error,
+    }
+
+
+def _problem(request: Request, error: DatasvcError) -> Response:
+    return problem_response(
+        error, instance=request.url.path, request_id=request.scope.get("state", {}).get("request_id")
+    )

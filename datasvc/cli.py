@@ -1,0 +1,181 @@
+"""The ``datasvc`` command: argument parsing only; each subcommand calls one module."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+import uvicorn
+from starlette.applications import Starlette
+
+from datasvc import logs, migrations
+from datasvc.app import create_app
+from datasvc.db import check_statements
+from datasvc.embedded import EmbeddedError, embedded
+from datasvc.registry import Registry, RegistryError
+from datasvc.settings import Settings, SettingsError, redact_url
+
+log = logging.getLogger("datasvc.cli")
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory each worker calls: settings from the environment the parent prepared."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        result: int = args.handler(args, settings)
+        return result
+    except (SettingsError, RegistryError, EmbeddedError) as exc:
+        print(f"datasvc: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datasvc", description="The users data service.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL if DATABASE_URL is unset)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(handler=_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
+    group = migrate.add_mutually_exclusive_group()
+    group.add_argument(
+        "--rollback",
+        nargs="?",
+        type=int,
+        const=1,
+        metavar="N",
+        help="roll back the N most recent migrations (default 1)",
+    )
+    group.add_argument("--status", action="store_true", help="list applied and pending migrations")
+    migrate.set_defaults(handler=_migrate)
+
+    sql = sub.add_parser("sql", help="inspect the SQL registry").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    sql.add_parser("list", help="every statement: name, kind, file:line").set_defaults(handler=_sql_list)
+    show = sql.add_parser("show", help="one statement in full, as sent")
+    show.add_argument("name")
+    show.set_defaults(handler=_sql_show)
+    sql.add_parser("check", help="prepare every statement against DATABASE_URL").set_defaults(
+        handler=_sql_check
+    )
+    return parser
+
+
+def _require_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise SettingsError("DATABASE_URL is not set")
+    return settings.database_url
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
+    settings = settings.with_overrides(**overrides)
+    logs.configure(settings.log_level)
+    Registry.load(settings.sql_dir)  # refuse to start on a bad statement file, before anything else
+    if settings.database_url is None:
+        pg = embedded(settings.data_dir, settings.embedded_port)
+        pg.ensure_running()
+        settings = settings.with_overrides(database_url=pg.url)
+        os.environ["DATABASE_URL"] = pg.url
+        applied = migrations.apply(pg.url, settings.migrations_dir)
+        log.info(
+            "using embedded PostgreSQL",
+            extra={"database": pg.url, "pgdata": str(pg.pgdata), "migrations_applied": applied},
+        )
+    else:
+        log.info("using DATABASE_URL", extra={"database": redact_url(settings.database_url)})
+    log.info("starting", extra={"config": settings.redacted()})
+    uvicorn.run(
+        "datasvc.cli:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+        server_header=False,
+    )
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    url = _require_url(settings)
+    if args.status:
+        state = migrations.status(url, settings.migrations_dir)
+        for mid in state.applied:
+            print(f"applied  {mid}")
+        for mid in state.pending:
+            print(f"pending  {mid}")
+        return 0
+    if args.rollback is not None:
+        done = migrations.rollback(url, settings.migrations_dir, args.rollback)
+        print("rolled back: " + (", ".join(done) or "nothing"))
+        return 0
+    done = migrations.apply(url, settings.migrations_dir)
+    print("applied: " + (", ".join(done) or "nothing (up to date)"))
+    return 0
+
+
+def _sql_list(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry.load(settings.sql_dir)
+    width = max(len(name) for name in registry)
+    for stmt in registry.values():
+        print(f"{stmt.name:<{width}}  :{stmt.kind.value:<5}  {stmt.location}  {stmt.description}")
+    return 0
+
+
+def _sql_show(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry.load(settings.sql_dir)
+    stmt = registry.get(args.name)
+    if stmt is None:
+        print(f"datasvc: no statement named {args.name!r} (see `datasvc sql list`)", file=sys.stderr)
+        return 1
+    print(f"-- {stmt.name} :{stmt.kind.value}  ({stmt.location})")
+    print(f"-- {stmt.description}")
+    print(f"-- params: {', '.join(f'${i} {p}' for i, p in enumerate(stmt.params, 1)) or '(none)'}")
+    if stmt.plan:
+        print(f"-- expected plan: {stmt.plan}")
+    print(stmt.text + ";")
+    return 0
+
+
+def _sql_check(args: argparse.Namespace, settings: Settings) -> int:
+    url = _require_url(settings)
+    registry = Registry.load(settings.sql_dir)
+
+    async def run() -> list[tuple[str, str, str]]:
+        conn = await asyncpg.connect(url, timeout=settings.connect_timeout)
+        try:
+            return [(s.name, s.location, why) for s, why in await check_statements(conn, registry)]
+        finally:
+            await conn.close()
+
+    failures = asyncio.run(run())
+    for name, location, why in failures:
+        print(f"FAIL {name} ({location}): {why}")
+    print(f"{len(registry) - len(failures)} of {len(registry)} statements prepare against {redact_url(url)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

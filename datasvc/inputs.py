@@ -1,0 +1,78 @@
+"""Turning request bodies and parameters into validated models, or a 4xx naming each bad field."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, TypeVar
+
+import orjson
+from pydantic import AfterValidator, BaseModel, ValidationError
+from starlette.requests import Request
+
+from datasvc.errors import BadRequest, FieldError, UnsupportedMediaType, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+BIGINT_MAX = 2**63 - 1
+_JSON_MEDIA = re.compile(r"^application/(?:[\w.+-]+\+)?json\s*(?:;.*)?$", re.IGNORECASE)
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000; refuse it here with a field name rather than as a driver error.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(_no_nul)]
+
+
+def field_errors(exc: ValidationError, location: str) -> list[FieldError]:
+    """Pydantic's errors as ``location.field: reason``, without echoing the input back."""
+    out = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        path = ".".join(str(p) for p in err["loc"])
+        field = f"{location}.{path}" if path else location
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown field"
+        out.append(FieldError(field, reason))
+    return out
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """Parse and validate a JSON body (415 for another media type, 400 if malformed, 422 if invalid)."""
+    content_type = request.headers.get("content-type", "")
+    if not _JSON_MEDIA.match(content_type):
+        raise UnsupportedMediaType("send the body as application/json")
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed([FieldError("body", "must be a JSON object")])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc, "body")) from None
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    """A bigint path parameter; anything else is 422 before the database is asked."""
+    raw: str = request.path_params[name]
+    if not raw.isascii() or not raw.lstrip("-").isdigit() or len(raw) > 20:
+        raise ValidationFailed([FieldError(f"path.{name}", "must be an integer")])
+    value = int(raw)
+    if not -BIGINT_MAX - 1 <= value <= BIGINT_MAX:
+        raise ValidationFailed([FieldError(f"path.{name}", "must fit in a signed 64-bit integer")])
+    return value
+
+
+def path_text(request: Request, name: str, *, max_length: int) -> str:
+    raw: str = request.path_params[name]
+    if "\x00" in raw:
+        raise ValidationFailed([FieldError(f"path.{name}", "must not contain NUL characters")])
+    if not 1 <= len(raw) <= max_length:
+        raise ValidationFailed([FieldError(f"path.{name}", f"must be 1 to {max_length} characters")])
+    return raw

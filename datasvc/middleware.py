@@ -1,0 +1,130 @@
+"""Request tracking at the ASGI edge: request id, body cap, clock, access log, last-resort 500.
+
+Pure ASGI rather than ``BaseHTTPMiddleware``: no extra task per request and streaming stays intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from datasvc.db import Timing, request_timing
+from datasvc.errors import InternalError, PayloadTooLarge
+from datasvc.responses import problem_response
+
+access_log = logging.getLogger("datasvc.access")
+error_log = logging.getLogger("datasvc.error")
+
+# A caller's request id is echoed into headers and logs, so only a conservative alphabet is honoured.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Give every HTTP request an id, a database clock and one access-log line; never leak a traceback."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        timing = Timing()
+        token = request_timing.set(timing)
+        status = 500
+        response_started = False
+        request_id_header = (b"x-request-id", request_id.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append(request_id_header)
+                headers.append((b"server-timing", f"db;dur={timing.db_seconds * 1000:.2f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                await _send_problem(scope, send_wrapper, PayloadTooLarge(_too_large(self.max_body_bytes)))
+            else:
+                await self.app(scope, _capped(receive, self.max_body_bytes), send_wrapper)
+        except Exception:
+            error_log.exception("unhandled error", extra={"request_id": request_id})
+            if not response_started:
+                await _send_problem(scope, send_wrapper, InternalError())
+        finally:
+            request_timing.reset(token)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "db_ms": round(timing.db_seconds * 1000, 3),
+                        "statements": timing.statements,
+                        "caller": scope["state"].get("caller"),
+                    },
+                )
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _REQUEST_ID.match(text) else None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> str:
+    return f"request body exceeds {limit} bytes"
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they arrive: a chunked body has no Content-Length to check up front."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(_too_large(limit))
+        return message
+
+    return wrapped
+
+
+async def _send_problem(scope: Scope, send: Send, error: Any) -> None:
+    response = problem_response(error, instance=scope["path"], request_id=scope["state"].get("request_id"))
+    await response(scope, _empty_receive, send)
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.disconnect"}

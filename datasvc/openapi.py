@@ -1,0 +1,120 @@
+"""The OpenAPI 3.1 document, generated from the operations and their pydantic models."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from datasvc.responses import PROBLEM_MEDIA_TYPE
+from datasvc.routing import Operation
+
+REF = "#/components/schemas/{model}"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "Stable identifier of the problem kind."},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "request_id": {"type": "string"},
+        "field": {"type": "string", "description": "On 409: the field whose value is taken."},
+        "errors": {
+            "type": "array",
+            "description": "On 422: every offending field and why.",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+
+# Every operation can meet these, whatever its own errors are.
+COMMON_ERRORS = (500, 503, 504)
+
+
+def build(
+    operations: Sequence[Operation],
+    *,
+    extra_models: Sequence[type[BaseModel]] = (),
+    title: str = "datasvc",
+    version: str = "0.1.0",
+) -> dict[str, Any]:
+    models: list[type[BaseModel]] = list(extra_models)
+    for op in operations:
+        models += [m for m in (op.request_model, op.response_model) if m is not None]
+    unique = list(dict.fromkeys(models))
+    _, defs = models_json_schema([(m, "validation") for m in unique], ref_template=REF)
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Problem"] = PROBLEM_SCHEMA
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        for path in (op.path, *op.aliases):
+            paths.setdefault(path, {})[op.method.lower()] = _operation(op, path != op.path)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "The users data service: every statement is a reviewed SQL file.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _operation(op: Operation, alias: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": op.operation_id + ("Slash" if alias else ""),
+        "summary": op.summary,
+        "tags": [op.tag],
+        "responses": _responses(op),
+    }
+    if op.params:
+        out["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.location,
+                "required": p.required or p.location == "path",
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in op.params
+        ]
+    if op.request_model is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": REF.format(model=op.request_model.__name__)}}
+            },
+        }
+    return out
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": http.HTTPStatus(op.status).phrase}
+    if op.response_model is not None:
+        ok["content"] = {
+            "application/json": {"schema": {"$ref": REF.format(model=op.response_model.__name__)}}
+        }
+    if op.response_headers:
+        ok["headers"] = {
+            k: {"description": v, "schema": {"type": "string"}} for k, v in op.response_headers.items()
+        }
+    responses: dict[str, Any] = {str(op.status): ok}
+    problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for status in sorted({*op.errors, *COMMON_ERRORS}):
+        responses[str(status)] = {"description": http.HTTPStatus(status).phrase, "content": problem}
+    return responses

@@ -1,0 +1,41 @@
+"""orjson-encoded JSON and RFC 9457 problem+json responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from datasvc.errors import DatasvcError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class JSONResponse(Response):
+    """JSON via orjson: asyncpg records arrive as dicts and datetimes leave as RFC 3339."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def problem_response(error: DatasvcError, *, instance: str, request_id: str | None) -> Response:
+    """The problem+json body for ``error``: type, title, status, detail, instance, request id, extensions."""
+    body: dict[str, Any] = {
+        "type": error.type,
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail or error.title,
+        "instance": instance,
+    }
+    if request_id:
+        body["request_id"] = request_id
+    body.update(error.extensions())
+    return Response(
+        orjson.dumps(body),
+        status_code=error.status,
+        headers=error.headers(),
+        media_type=PROBLEM_MEDIA_TYPE,
+    )

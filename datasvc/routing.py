@@ -1,0 +1,77 @@
+"""Operations (method + path + handler + contract) and the Starlette routes built from them.
+
+One `Operation` list feeds both the router and the OpenAPI document, so the two cannot drift. Routes are
+grouped by path and dispatched by method, so a 405 lists every method the path allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from datasvc.errors import MethodNotAllowed
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Param:
+    """A path or query parameter as documented in OpenAPI."""
+
+    name: str
+    location: str  # "path" or "query"
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    method: str
+    path: str
+    endpoint: Endpoint
+    operation_id: str
+    summary: str
+    tag: str
+    status: int = 200
+    request_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    params: Sequence[Param] = ()
+    errors: Sequence[int] = ()
+    aliases: Sequence[str] = ()  # extra paths served by the same handler, e.g. the trailing-slash form
+    scope: str | None = None  # the caller scope the operation requires when auth is on
+
+
+def build_routes(operations: Sequence[Operation]) -> list[Route]:
+    """One Starlette route per distinct path, dispatching on method."""
+    by_path: dict[str, dict[str, Operation]] = {}
+    for op in operations:
+        for path in (op.path, *op.aliases):
+            methods = by_path.setdefault(path, {})
+            if op.method in methods:
+                raise ValueError(f"{op.method} {path} is defined twice")
+            methods[op.method] = op
+    return [Route(path, _dispatcher(methods), methods=list(methods)) for path, methods in by_path.items()]
+
+
+def _dispatcher(methods: dict[str, Operation]) -> Endpoint:
+    table: dict[str, Endpoint] = {m: op.endpoint for m, op in methods.items()}
+    if "GET" in table:
+        table.setdefault("HEAD", table["GET"])
+    allow = sorted(table)
+
+    async def dispatch(request: Request) -> Response:
+        endpoint = table.get(request.method)
+        if endpoint is None:
+            raise MethodNotAllowed(allow, f"{request.method} is not allowed here")
+        request.scope["operation"] = methods.get(request.method) or methods["GET"]
+        return await endpoint(request)
+
+    return dispatch

@@ -1,0 +1,196 @@
+"""Every setting the service reads, from the environment, once, typed.
+
+The README's configuration table is written from ``FIELDS``; `datasvc serve` logs the effective values
+at start-up with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The service's configuration; build it with `Settings.from_env`."""
+
+    database_url: str | None = None
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    acquire_timeout: float = 2.0
+    connect_timeout: float = 5.0
+    statement_timeout: float = 5.0
+    lock_timeout: float = 2.0
+    application_name: str = "datasvc"
+    max_body_bytes: int = 65536
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    shutdown_timeout: float = 10.0
+    sql_dir: Path = PROJECT_ROOT / "sql"
+    migrations_dir: Path = PROJECT_ROOT / "migrations"
+    data_dir: Path = PROJECT_ROOT / ".datasvc"
+    embedded_port: int = 54329
+    log_level: str = "info"
+    access_log: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``DATASVC_*`` variable (and ``DATABASE_URL``); unknown values fail loudly."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in FIELDS:
+            raw = env.get(spec.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[spec.attr] = spec.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{spec.env}={raw!r}: {exc}") from None
+        settings = cls(**values)
+        if settings.pool_min_size > settings.pool_max_size:
+            raise SettingsError("DATASVC_POOL_MIN must not exceed DATASVC_POOL_MAX")
+        return settings
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration, safe to log: passwords in URLs are masked."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "database_url" and value:
+                value = redact_url(value)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a libpq URL (``postgresql://user:secret@host`` → ``user:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, has_password, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{hostpart}"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    attr: str
+    env: str
+    parse: Callable[[str], Any]
+    doc: str
+
+
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec(
+        "database_url",
+        "DATABASE_URL",
+        str,
+        "libpq URL of the database. Unset: `datasvc serve` starts a private PostgreSQL.",
+    ),
+    FieldSpec("pool_min_size", "DATASVC_POOL_MIN", _non_negative_int, "Connections the pool keeps open."),
+    FieldSpec("pool_max_size", "DATASVC_POOL_MAX", _positive_int, "Most connections the pool opens."),
+    FieldSpec(
+        "acquire_timeout",
+        "DATASVC_ACQUIRE_TIMEOUT",
+        _positive_float,
+        "Seconds a request waits for a pooled connection before 503.",
+    ),
+    FieldSpec(
+        "connect_timeout",
+        "DATASVC_CONNECT_TIMEOUT",
+        _positive_float,
+        "Seconds to open one database connection.",
+    ),
+    FieldSpec(
+        "statement_timeout",
+        "DATASVC_STATEMENT_TIMEOUT",
+        _positive_float,
+        "Seconds a statement may run (server `statement_timeout`); then 504.",
+    ),
+    FieldSpec(
+        "lock_timeout",
+        "DATASVC_LOCK_TIMEOUT",
+        _positive_float,
+        "Seconds a statement may wait for a row or table lock (server `lock_timeout`).",
+    ),
+    FieldSpec(
+        "application_name",
+        "DATASVC_APPLICATION_NAME",
+        str,
+        "`application_name` of every connection, as seen in `pg_stat_activity`.",
+    ),
+    FieldSpec(
+        "max_body_bytes",
+        "DATASVC_MAX_BODY_BYTES",
+        _positive_int,
+        "Largest request body accepted; larger is 413.",
+    ),
+    FieldSpec("host", "DATASVC_HOST", str, "Address `datasvc serve` binds."),
+    FieldSpec("port", "DATASVC_PORT", _positive_int, "Port `datasvc serve` binds."),
+    FieldSpec("workers", "DATASVC_WORKERS", _positive_int, "Worker processes of `datasvc serve`."),
+    FieldSpec(
+        "shutdown_timeout",
+        "DATASVC_SHUTDOWN_TIMEOUT",
+        _positive_float,
+        "Seconds in-flight requests get to finish on SIGTERM; also bounds closing the pool.",
+    ),
+    FieldSpec("sql_dir", "DATASVC_SQL_DIR", Path, "Folder of the `.sql` statement files."),
+    FieldSpec("migrations_dir", "DATASVC_MIGRATIONS_DIR", Path, "Folder of the yoyo migrations."),
+    FieldSpec(
+        "data_dir",
+        "DATASVC_DATA_DIR",
+        Path,
+        "Where the embedded PostgreSQL keeps its data when `DATABASE_URL` is unset.",
+    ),
+    FieldSpec(
+        "embedded_port",
+        "DATASVC_EMBEDDED_PORT",
+        _positive_int,
+        "Port (127.0.0.1) of the embedded PostgreSQL when `DATABASE_URL` is unset.",
+    ),
+    FieldSpec("log_level", "DATASVC_LOG_LEVEL", str, "debug, info, warning or error."),
+    FieldSpec("access_log", "DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout."),
+)

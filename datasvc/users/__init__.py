@@ -1,0 +1,1 @@
+"""The users resource: request and response models, and the HTTP handlers."""

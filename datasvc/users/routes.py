@@ -1,0 +1,194 @@
+"""Thin handlers for /api/v1/users and /api/v1/auth: validate, run one named statement, answer.
+
+Records go straight from asyncpg to orjson: the SQL's column list is the response shape, and the
+pydantic `User` model documents it without being built per request.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response
+
+from datasvc.errors import NotFound, ValidationFailed
+from datasvc.inputs import path_id, path_text, read_json
+from datasvc.responses import JSONResponse
+from datasvc.routing import Operation, Param
+from datasvc.users.models import AuthLookup, Credentials, User, UserCreate, UserPatch
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from datasvc.db import Database
+
+PREFIX = "/api/v1/users"
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.state.db
+    return db
+
+
+def _user_or_404(row: object, what: str) -> JSONResponse:
+    if row is None:
+        raise NotFound(f"no user with {what}")
+    return JSONResponse(dict(row))  # type: ignore[call-overload]
+
+
+async def create_user(request: Request) -> Response:
+    body = await read_json(request, UserCreate)
+    row = await _db(request).fetch(
+        "users.create", body.email, body.username, body.hashed_password, body.full_name, body.bio
+    )
+    return JSONResponse(dict(row), status_code=201, headers={"Location": f"{PREFIX}/{row['id']}"})
+
+
+async def get_user(request: Request) -> Response:
+    user_id = path_id(request)
+    return _user_or_404(await _db(request).fetch("users.get_by_id", user_id), f"id {user_id}")
+
+
+async def get_user_by_username(request: Request) -> Response:
+    username = path_text(request, "username", max_length=50)
+    return _user_or_404(await _db(request).fetch("users.get_by_username", username), "that username")
+
+
+async def get_user_by_email(request: Request) -> Response:
+    email = path_text(request, "email", max_length=254)
+    return _user_or_404(await _db(request).fetch("users.get_by_email", email), "that email")
+
+
+async def patch_user(request: Request) -> Response:
+    user_id = path_id(request)
+    patch = await read_json(request, UserPatch)
+    if errors := patch.null_errors():
+        raise ValidationFailed(errors)
+    db = _db(request)
+    if not patch.model_fields_set:
+        # Nothing to change: answer with the row as it is rather than bumping updated_at.
+        return _user_or_404(await db.fetch("users.get_by_id", user_id), f"id {user_id}")
+    row = await db.fetch("users.update", user_id, patch.changes())
+    return _user_or_404(row, f"id {user_id}")
+
+
+async def delete_user(request: Request) -> Response:
+    user_id = path_id(request)
+    if await _db(request).fetch("users.delete", user_id) is None:
+        raise NotFound(f"no user with id {user_id}")
+    return Response(status_code=204)
+
+
+async def auth_lookup(request: Request) -> Response:
+    body = await read_json(request, AuthLookup)
+    row = await _db(request).fetch("auth.lookup", body.login)
+    if row is None:
+        raise NotFound("no user with that login")
+    return JSONResponse(dict(row))
+
+
+_ID = Param(
+    name="id",
+    location="path",
+    required=True,
+    description="The user's id.",
+    schema={"type": "integer", "format": "int64"},
+)
+_USERNAME = Param(name="username", location="path", required=True, schema={"type": "string", "maxLength": 50})
+_EMAIL = Param(
+    name="email",
+    location="path",
+    required=True,
+    description="Matched case-insensitively.",
+    schema={"type": "string", "maxLength": 254},
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        method="POST",
+        path=PREFIX,
+        aliases=(PREFIX + "/",),
+        endpoint=create_user,
+        operation_id="createUser",
+        summary="Create a user",
+        tag="users",
+        status=201,
+        request_model=UserCreate,
+        response_model=User,
+        scope="users:write",
+        response_headers={"Location": "Path of the new user."},
+        errors=(400, 409, 413, 415, 422),
+    ),
+    Operation(
+        method="GET",
+        path=PREFIX + "/{id}",
+        endpoint=get_user,
+        operation_id="getUser",
+        summary="Get a user by id",
+        tag="users",
+        response_model=User,
+        params=(_ID,),
+        scope="users:read",
+        errors=(404, 422),
+    ),
+    Operation(
+        method="GET",
+        path=PREFIX + "/by_username/{username}",
+        endpoint=get_user_by_username,
+        operation_id="getUserByUsername",
+        summary="Get a user by username",
+        tag="users",
+        response_model=User,
+        params=(_USERNAME,),
+        scope="users:read",
+        errors=(404, 422),
+    ),
+    Operation(
+        method="GET",
+        path=PREFIX + "/by_email/{email}",
+        endpoint=get_user_by_email,
+        operation_id="getUserByEmail",
+        summary="Get a user by email (case-insensitive)",
+        tag="users",
+        response_model=User,
+        params=(_EMAIL,),
+        scope="users:read",
+        errors=(404, 422),
+    ),
+    Operation(
+        method="PATCH",
+        path=PREFIX + "/{id}",
+        endpoint=patch_user,
+        operation_id="updateUser",
+        summary="Change some fields of a user",
+        tag="users",
+        request_model=UserPatch,
+        response_model=User,
+        params=(_ID,),
+        scope="users:write",
+        errors=(400, 404, 409, 413, 415, 422),
+    ),
+    Operation(
+        method="DELETE",
+        path=PREFIX + "/{id}",
+        endpoint=delete_user,
+        operation_id="deleteUser",
+        summary="Delete a user",
+        tag="users",
+        status=204,
+        params=(_ID,),
+        scope="users:write",
+        errors=(404, 422),
+    ),
+    Operation(
+        method="POST",
+        path="/api/v1/auth/lookup",
+        endpoint=auth_lookup,
+        operation_id="lookupCredentials",
+        summary="Stored credentials for a username or email",
+        tag="auth",
+        request_model=AuthLookup,
+        response_model=Credentials,
+        scope="credentials:read",
+        errors=(400, 404, 413, 415, 422),
+    ),
+)

@@ -1,0 +1,9 @@
+-- name: get_by_id :one
+-- Fetch one user by primary key.
+-- params: id
+-- plan: Index Scan using users_pkey on users
+SELECT
+    id, email, username, full_name, bio, status,
+    is_verified, is_admin, created_at, updated_at
+FROM users
+WHERE id = $1

@@ -1,0 +1,9 @@
+-- name: get_by_username :one
+-- Fetch one user by exact username.
+-- params: username
+-- plan: Index Scan using users_username_key on users
+SELECT
+    id, email, username, full_name, bio, status,
+    is_verified, is_admin, created_at, updated_at
+FROM users
+WHERE username = $1
