@@ -5,6 +5,8 @@ The tree (each leaf is one RFC 9457 ``type``)::
     DatasvcError
     ├── ClientError                       4xx: the caller can fix the request
     │   ├── BadRequest            400     malformed JSON, unreadable query or cursor
+    │   ├── Unauthorized          401     no or unknown bearer token; carries ``WWW-Authenticate``
+    │   ├── Forbidden             403     the caller's token lacks the operation's scope
     │   ├── NotFound              404     no such resource or route
     │   ├── MethodNotAllowed      405     carries ``Allow``
     │   ├── Conflict              409     names the field already taken
@@ -74,6 +76,26 @@ class ClientError(DatasvcError):
 
 class BadRequest(ClientError):
     pass
+
+
+class Unauthorized(ClientError):
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str | None = None, *, invalid: bool = False) -> None:
+        super().__init__(detail)
+        self.invalid = invalid
+
+    def headers(self) -> dict[str, str]:
+        # RFC 6750 section 3: name the scheme; say "invalid_token" only when one was presented.
+        return {"WWW-Authenticate": 'Bearer error="invalid_token"' if self.invalid else "Bearer"}
+
+
+class Forbidden(ClientError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
 
 
 class NotFound(ClientError):
@@ -225,6 +247,9 @@ ASYNCPG_MAP: Mapping[type[BaseException], Callable[[Any], DatasvcError]] = {
     pg.LockNotAvailableError: _unavailable("lock-timeout", "the row is locked by another transaction"),
     pg.SerializationError: _unavailable("serialization-failure", "concurrent update; retry"),
     pg.DeadlockDetectedError: _unavailable("deadlock", "concurrent update; retry"),
+    pg.TransactionRollbackError: _unavailable(
+        "transaction-rolled-back", "the transaction was rolled back; retry"
+    ),
     pg.TooManyConnectionsError: _unavailable("too-many-connections", "the database refuses new connections"),
     pg.CannotConnectNowError: _unavailable("database-starting", "the database is starting up"),
     pg.OperatorInterventionError: _unavailable("database-unavailable", "the database is shutting down"),

@@ -1,0 +1,121 @@
+from pathlib import Path
+
+import pytest
+
+from datasvc.registry import Kind, Registry, RegistryError, placeholders
+from datasvc.settings import PROJECT_ROOT
+
+GOOD = """\
+-- name: get_by_id :one
+-- Fetch one thing.
+-- params: id
+-- plan: Index Scan using things_pkey
+SELECT id FROM things WHERE id = $1;
+
+-- name: rename :exec
+-- Rename a thing.
+-- Second description line.
+-- params: id, name
+UPDATE things SET name = $2 WHERE id = $1
+"""
+
+
+def write(root: Path, rel: str, text: str) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_loads_named_statements_with_namespace_from_folder(tmp_path):
+    write(tmp_path, "things/basic.sql", GOOD)
+    registry = Registry.load(tmp_path)
+    assert list(registry) == ["things.get_by_id", "things.rename"]
+    stmt = registry["things.get_by_id"]
+    assert stmt.kind is Kind.ONE
+    assert stmt.params == ("id",)
+    assert stmt.plan == "Index Scan using things_pkey"
+    assert stmt.sql == "SELECT id FROM things WHERE id = $1"
+    assert stmt.line == 1
+    assert registry["things.rename"].description == "Rename a thing. Second description line."
+    assert registry["things.rename"].line == 7
+
+
+def test_file_at_root_is_namespaced_by_its_stem(tmp_path):
+    write(tmp_path, "things.sql", GOOD)
+    assert "things.get_by_id" in Registry.load(tmp_path)
+
+
+def test_text_carries_a_static_name_tag(tmp_path):
+    write(tmp_path, "things/basic.sql", GOOD)
+    assert Registry.load(tmp_path)["things.get_by_id"].text.startswith("/* things.get_by_id */ SELECT")
+
+
+BAD = {
+    "duplicate": (
+        "-- name: a :one\n-- d\nSELECT 1\n-- name: a :one\n-- d\nSELECT 2\n",
+        r"x\.sql:4: duplicate statement name 'ns\.a' \(first at .*x\.sql:1\)",
+    ),
+    "empty": ("-- name: a :one\n-- d\n-- params:\n\n", r"x\.sql:1: statement 'a' is empty"),
+    "unknown-kind": ("-- name: a :fetchall\n-- d\nSELECT 1\n", r"x\.sql:1: unknown result kind :fetchall"),
+    "missing-kind": ("-- name: a\n-- d\nSELECT 1\n", r"x\.sql:1: 'a' has no result kind"),
+    "undeclared-placeholder": (
+        "-- name: a :one\n-- d\n-- params: id\nSELECT $1, $2\n",
+        r"x\.sql:1: 'a' declares params \['id'\] but its SQL uses \['\$1', '\$2'\]",
+    ),
+    "unused-param": (
+        "-- name: a :one\n-- d\n-- params: id, name\nSELECT $1\n",
+        r"x\.sql:1: 'a' declares params \['id', 'name'\]",
+    ),
+    "gap": ("-- name: a :one\n-- d\n-- params: a, b\nSELECT $1, $3\n", r"but its SQL uses \['\$1', '\$3'\]"),
+    "no-description": ("-- name: a :one\nSELECT 1\n", r"x\.sql:1: 'a' needs a description line"),
+    "two-statements": ("-- name: a :exec\n-- d\nSELECT 1; SELECT 2\n", r"x\.sql:1: 'a' holds more than one"),
+    "sql-before-header": ("SELECT 1;\n-- name: a :one\n-- d\nSELECT 1\n", r"x\.sql:1: SQL before the first"),
+    "bad-name": ("-- name: Get-It :one\n-- d\nSELECT 1\n", r"x\.sql:1: statement name 'Get-It' must match"),
+    "duplicate-param": ("-- name: a :one\n-- d\n-- params: a, a\nSELECT $1\n", r"x\.sql:3: params must be"),
+}
+
+
+@pytest.mark.parametrize(("text", "message"), BAD.values(), ids=BAD.keys())
+def test_refuses_to_load_a_defect_naming_file_and_line(tmp_path, text, message):
+    write(tmp_path, "ns/x.sql", text)
+    with pytest.raises(RegistryError, match=message):
+        Registry.load(tmp_path)
+
+
+def test_duplicate_across_files_names_both_places(tmp_path):
+    write(tmp_path, "ns/a.sql", "-- name: same :one\n-- d\nSELECT 1\n")
+    write(tmp_path, "ns/b.sql", "-- name: same :one\n-- d\nSELECT 2\n")
+    with pytest.raises(RegistryError, match=r"b\.sql:1: duplicate .* \(first at .*a\.sql:1\)"):
+        Registry.load(tmp_path)
+
+
+def test_missing_or_empty_folder_is_refused(tmp_path):
+    with pytest.raises(RegistryError, match="SQL folder not found"):
+        Registry.load(tmp_path / "nope")
+    with pytest.raises(RegistryError, match="no statements found"):
+        Registry.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT $1, $2", {1, 2}),
+        ("SELECT '$1' || $2", {2}),
+        ("SELECT $1 -- not $2\n", {1}),
+        ("SELECT /* $9 */ $1", {1}),
+        ("SELECT $$ $7 $$, $tag$ $8 $tag$, $1", {1}),
+        ('SELECT "$3" FROM t WHERE a = $1', {1}),
+        ("SELECT 1", set()),
+    ],
+    ids=["plain", "string", "line-comment", "block-comment", "dollar-quotes", "identifier", "none"],
+)
+def test_placeholders_ignore_comments_and_literals(sql, expected):
+    assert placeholders(sql) == expected
+
+
+def test_shipped_sql_loads():
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    assert {"users.get_by_id", "users.create", "auth.lookup"} <= set(registry)
+    for stmt in registry.values():
+        assert stmt.description, stmt.name

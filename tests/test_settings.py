@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from datasvc.settings import FIELDS, PROJECT_ROOT, Settings, SettingsError, redact_url
+
+
+def test_defaults_without_environment():
+    settings = Settings.from_env({})
+    assert settings.database_url is None
+    assert settings.application_name == "datasvc"
+    assert settings.max_body_bytes == 65536
+
+
+def test_reads_and_types_each_variable():
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:p@h/db",
+            "DATASVC_POOL_MAX": "20",
+            "DATASVC_ACQUIRE_TIMEOUT": "0.5",
+            "DATASVC_ACCESS_LOG": "off",
+            "DATASVC_SQL_DIR": "/srv/sql",
+        }
+    )
+    assert settings.pool_max_size == 20
+    assert settings.acquire_timeout == 0.5
+    assert settings.access_log is False
+    assert settings.sql_dir == Path("/srv/sql")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATASVC_POOL_MAX": "many"}, "DATASVC_POOL_MAX='many'"),
+        ({"DATASVC_POOL_MAX": "0"}, "must be >= 1"),
+        ({"DATASVC_ACQUIRE_TIMEOUT": "-1"}, "must be > 0"),
+        ({"DATASVC_ACCESS_LOG": "maybe"}, "true or false"),
+        ({"DATASVC_POOL_MIN": "5", "DATASVC_POOL_MAX": "2"}, "must not exceed"),
+    ],
+)
+def test_bad_values_fail_loudly_naming_the_variable(env, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://app:s3cret@db:5432/users", "postgresql://app:***@db:5432/users"),
+        ("postgresql://app@db/users", "postgresql://app@db/users"),
+        ("postgresql://db/users", "postgresql://db/users"),
+    ],
+)
+def test_passwords_are_redacted(url, expected):
+    assert redact_url(url) == expected
+
+
+def test_redacted_config_hides_the_password():
+    config = Settings(database_url="postgresql://app:s3cret@db/users").redacted()
+    assert "s3cret" not in str(config)
+
+
+def test_every_setting_is_documented_in_the_readme():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    missing = [spec.env for spec in FIELDS if f"`{spec.env}`" not in readme]
+    assert missing == []
+
+
+def test_every_settings_field_has_an_environment_variable():
+    assert {spec.attr for spec in FIELDS} == set(Settings.__dataclass_fields__)
