@@ -18,6 +18,7 @@ from starlette.routing import Route
 from datasvc import health, openapi
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
+from datasvc.limits import ConcurrencyLimitMiddleware
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_ids
 from datasvc.registry import Registry
@@ -74,7 +75,11 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     routes = [*build_routes(ops), Route("/openapi.json", openapi_json, methods=["GET"])]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes),
+            # Inside the request context, so a shed request still has an id and an access-log line.
+            Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight),
+        ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )

@@ -4,21 +4,32 @@
 ``acquire_timeout``; every statement is sent by its registry name's tagged text, so asyncpg's prepared
 statement cache re-uses one server-side plan per statement and connection. Time spent in the database is
 added to the request's `Timing`, which the access log and ``Server-Timing`` report.
+
+Retries are narrow on purpose:
+
+- a statement that PostgreSQL rolled back as a serialization failure or deadlock (40001, 40P01) did
+  nothing, so it is run again, at most ``transaction_retries`` times, with a short jittered pause;
+- a read-only statement (`is_read_only`) whose connection died under it is run once more on a fresh
+  connection: reading twice is harmless;
+- a write whose connection died is never retried: it may have committed, and only the caller can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
+from asyncpg import exceptions as pg
 
 from datasvc.errors import PoolTimeout
 from datasvc.registry import Kind, Registry, Statement
@@ -27,6 +38,33 @@ if TYPE_CHECKING:
     from datasvc.settings import Settings
 
 log = logging.getLogger("datasvc.db")
+
+T = TypeVar("T")
+
+# PostgreSQL rolled the whole transaction back: running it again from the start is safe.
+ROLLED_BACK: tuple[type[BaseException], ...] = (pg.SerializationError, pg.DeadlockDetectedError)
+
+# The connection died (backend terminated, server crashed or restarting, socket reset). Not
+# QueryCanceledError: a statement that ran out of time would only run out of time again.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    pg.PostgresConnectionError,
+    pg.AdminShutdownError,
+    pg.CrashShutdownError,
+    pg.CannotConnectNowError,
+    ConnectionError,
+)
+
+# Words that make a SELECT write or lock; our statements are reviewed, so a word list is enough.
+_WRITE_WORDS = re.compile(
+    r"\b(insert|update|delete|merge|nextval|setval|for\s+(no\s+key\s+|key\s+)?(update|share))\b", re.I
+)
+_SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
+
+
+def is_read_only(stmt: Statement) -> bool:
+    """A plain SELECT that writes and locks nothing: safe to run twice after a lost connection."""
+    code = _SQL_COMMENTS.sub(" ", stmt.sql).strip()
+    return code[:6].lower() == "select" and _WRITE_WORDS.search(code) is None
 
 
 @dataclass(slots=True)
@@ -38,6 +76,8 @@ class Timing:
 
 
 request_timing: ContextVar[Timing | None] = ContextVar("request_timing", default=None)
+# The authenticated caller of the current request (None when auth is off), named to the database on acquire.
+request_caller: ContextVar[str | None] = ContextVar("request_caller", default=None)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -101,9 +141,24 @@ class Database:
         except TimeoutError:
             raise PoolTimeout(self.settings.acquire_timeout) from None
         try:
+            await self._name_caller(conn)
             yield conn
         finally:
             await self.pool.release(conn)
+
+    async def _name_caller(self, conn: asyncpg.Connection) -> None:
+        """Set ``application_name`` to ``<application_name>:<caller>`` for auditing (pg_stat_activity, logs).
+
+        The server reports every change of ``application_name``, so comparing costs nothing; the pool's
+        reset on release (RESET ALL) restores the connect-time name, so an authenticated request pays one
+        round trip here. See docs/security.md for the measured cost.
+        """
+        caller = request_caller.get()
+        if caller is None:
+            return
+        name = f"{self.settings.application_name}:{caller}"[:63]  # NAMEDATALEN - 1
+        if conn.get_settings().application_name != name:
+            await execute(conn, self.registry["session.set_application_name"], (name,))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -117,10 +172,63 @@ class Database:
         return await execute(conn, stmt, args)
 
     async def fetch(self, name: str, *args: Any) -> Any:
-        """Run one statement on a pooled connection, outside any explicit transaction."""
+        """Run one statement on a pooled connection, outside any explicit transaction.
+
+        A rolled-back statement (40001, 40P01) is retried a bounded number of times; a read-only one
+        is also retried once when its connection was lost. A write that lost its connection is not.
+        """
         stmt = self.registry[name]
-        async with self.connection() as conn:
-            return await execute(conn, stmt, args)
+        reconnect_once = is_read_only(stmt)
+        attempt = 0
+        while True:
+            try:
+                async with self.connection() as conn:
+                    return await execute(conn, stmt, args)
+            except ROLLED_BACK as exc:
+                attempt += 1
+                if attempt > self.settings.transaction_retries:
+                    raise
+                await self._pause_before_retry(stmt.name, exc, attempt)
+            except CONNECTION_LOST as exc:
+                if not reconnect_once:
+                    raise
+                reconnect_once = False
+                log.info("connection lost under a read; retrying once", extra=_why(stmt.name, exc))
+
+    async def in_transaction(
+        self,
+        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        isolation: str = "read_committed",
+        readonly: bool = False,
+    ) -> T:
+        """Run ``work(conn)`` in one transaction; start it over when PostgreSQL rolls it back (40001, 40P01).
+
+        ``work`` may run more than once, so it must do nothing outside the database it cannot repeat.
+        After ``transaction_retries`` retries the error propagates (503 with ``Retry-After``).
+        """
+        attempt = 0
+        while True:
+            try:
+                async with (
+                    self.connection() as conn,
+                    conn.transaction(isolation=isolation, readonly=readonly),
+                ):
+                    return await work(conn)
+            except ROLLED_BACK as exc:
+                attempt += 1
+                if attempt > self.settings.transaction_retries:
+                    raise
+                await self._pause_before_retry("transaction", exc, attempt)
+
+    async def _pause_before_retry(self, what: str, exc: BaseException, attempt: int) -> None:
+        log.info("rolled back by the database; retrying", extra={**_why(what, exc), "attempt": attempt})
+        # Full jitter: two transactions that collided once should not collide again in lockstep.
+        await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - not cryptographic
+
+
+def _why(what: str, exc: BaseException) -> dict[str, Any]:
+    return {"statement": what, "error": type(exc).__name__, "sqlstate": getattr(exc, "sqlstate", None)}
 
 
 async def execute(conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...]) -> Any:

@@ -60,6 +60,8 @@ class Settings:
     connect_timeout: float = 5.0
     statement_timeout: float = 5.0
     lock_timeout: float = 2.0
+    transaction_retries: int = 3
+    max_in_flight: int = 100
     application_name: str = "datasvc"
     max_body_bytes: int = 65536
     host: str = "127.0.0.1"
@@ -155,6 +157,18 @@ FIELDS: tuple[FieldSpec, ...] = (
         "DATASVC_LOCK_TIMEOUT",
         _positive_float,
         "Seconds a statement may wait for a row or table lock (server `lock_timeout`).",
+    ),
+    FieldSpec(
+        "transaction_retries",
+        "DATASVC_TRANSACTION_RETRIES",
+        _non_negative_int,
+        "Retries of a transaction PostgreSQL rolled back (serialization failure, deadlock); then 503.",
+    ),
+    FieldSpec(
+        "max_in_flight",
+        "DATASVC_MAX_IN_FLIGHT",
+        _non_negative_int,
+        "Requests served at once per worker; more are shed at once as 503 with `Retry-After`. 0: no limit.",
     ),
     FieldSpec(
         "application_name",

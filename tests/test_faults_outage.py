@@ -1,0 +1,95 @@
+"""Issue 5.1: while the database is unreachable every request is a quick 503, and the service heals alone."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import pytest
+
+from datasvc.settings import Settings
+from tests import load
+from tests.faultproxy import FaultProxy
+from tests.server import serve
+
+pytestmark = pytest.mark.slow
+
+
+def through(proxy: FaultProxy, settings: Settings, database_url: str) -> Settings:
+    # acquire_timeout bounds connecting too (asyncpg applies it to the whole acquire), so a dead host
+    # costs at most this long per request.
+    return settings.with_overrides(
+        database_url=proxy.url_for(database_url), acquire_timeout=0.5, connect_timeout=0.5
+    )
+
+
+async def test_outage_answers_503_within_1s_and_recovers_within_2s(settings, database_url):
+    with FaultProxy() as proxy, serve(through(proxy, settings, database_url)) as base:
+        async with load.client(base) as c:
+            seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
+            assert seed.status_code == 201, seed.text
+            read = functools.partial(load.read_user, user_id=seed.json()["id"])
+            log, stop = load.Log(), asyncio.Event()
+            driver = asyncio.create_task(
+                load.steady(c, log, stop, (read, load.create_user), workers=4, pause=0.002)
+            )
+            await asyncio.sleep(1.0)
+            down = time.monotonic()
+            await asyncio.to_thread(proxy.set_mode, "close")
+            await asyncio.sleep(0.5)
+            ready_down = await c.get("/health/ready")
+            await asyncio.sleep(4.5)
+            up = time.monotonic()
+            await asyncio.to_thread(proxy.set_mode, "pass")
+            await asyncio.sleep(3.0)
+            stop.set()
+            await driver
+            ready_up = await c.get("/health/ready")
+
+    outage = log.between(down, up)
+    settled = log.between(up + 2.0, float("inf"))
+    first_ok = min((a.started + a.seconds for a in log.answers if a.ok and a.started >= up), default=None)
+    figure = (
+        f"outage: {load.summary(outage)}; after +2 s: {load.summary(settled)}; "
+        f"first 2xx {((first_ok or 0) - up) * 1000:.0f} ms after the database came back"
+    )
+    assert all(a.ok or a.is_503_problem for a in log.answers), figure
+    assert outage, figure
+    assert all(a.seconds < 1.0 for a in outage), figure
+    # Requests that began in the last half second of the outage may already see the database back.
+    assert all(a.is_503_problem for a in log.between(down, up - 0.6)), figure
+    assert settled, figure
+    assert all(a.ok for a in settled), figure
+    assert ready_down.status_code == 503, ready_down.text
+    assert ready_down.headers["content-type"] == load.PROBLEM
+    assert ready_up.status_code == 200, ready_up.text
+    print(figure)
+
+
+async def test_starts_while_database_is_down_and_becomes_ready_alone(settings, database_url):
+    with FaultProxy() as proxy:
+        proxy.set_mode("close")
+        started = time.monotonic()
+        with serve(through(proxy, settings, database_url)) as base:
+            startup = time.monotonic() - started
+            async with load.client(base) as c:
+                not_ready = await c.get("/health/ready")
+                live = await c.get("/health")
+                read = await c.get("/api/v1/users/1")
+                await asyncio.to_thread(proxy.set_mode, "pass")
+                back = time.monotonic()
+                while (ready := await c.get("/health/ready")).status_code != 200:
+                    assert time.monotonic() - back < 5, ready.text
+                    await asyncio.sleep(0.05)
+                healed = time.monotonic() - back
+    figure = (
+        f"start-up with the database down: {startup:.2f} s; ready {healed * 1000:.0f} ms after it returned"
+    )
+    assert not_ready.status_code == 503, not_ready.text
+    assert not_ready.json()["type"].endswith("database-unavailable"), not_ready.text
+    assert live.status_code == 200
+    assert read.status_code == 503, read.text
+    assert read.headers["retry-after"] == "1"
+    assert startup < 3, figure
+    print(figure)
