@@ -12,11 +12,8 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
 
 log = logging.getLogger("datasvc.embedded")
 
@@ -54,8 +51,8 @@ class EmbeddedPostgres:
                 f"{Path(args[0]).name} failed: {result.stderr.strip() or result.stdout.strip()}"
             )
 
-    def ensure_running(self) -> None:
-        """Initialise on first use, start if stopped, create the database; idempotent."""
+    def ensure_running(self) -> bool:
+        """Initialise on first use, start if stopped, create the database; True if this call started it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.run_as is not None:
             account = pwd.getpwnam(self.run_as)
@@ -73,7 +70,8 @@ class EmbeddedPostgres:
                 "UTF8",
                 "--no-locale",
             )
-        if not self._is_running():
+        started = not self._is_running()
+        if started:
             self._run(
                 str(self.bindir / "pg_ctl"),
                 "-D",
@@ -88,6 +86,7 @@ class EmbeddedPostgres:
                 "start",
             )
         self._create_database()
+        return started
 
     def _is_running(self) -> bool:
         result = subprocess.run(
@@ -98,27 +97,29 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def _create_database(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                psycopg.connect(self.url, connect_timeout=2).close()
-                return
-            except psycopg.OperationalError as exc:
-                if exc.sqlstate == "3D000":  # invalid_catalog_name: the database does not exist yet
-                    self._run(
-                        str(self.bindir / "createdb"),
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        str(self.port),
-                        "-U",
-                        "postgres",
-                        DATABASE,
-                    )
-                    continue
-                if time.monotonic() > deadline:
-                    raise EmbeddedError(f"embedded PostgreSQL does not answer on port {self.port}") from None
-                time.sleep(0.2)
+        """Create the service's database once; `psql -l` lists databases without any SQL of ours."""
+        listing = subprocess.run(
+            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-lqtA"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if listing.returncode != 0:
+            raise EmbeddedError(
+                f"embedded PostgreSQL does not answer on port {self.port}: {listing.stderr.strip()}"
+            )
+        names = {line.split("|", 1)[0] for line in listing.stdout.splitlines()}
+        if DATABASE not in names:
+            self._run(
+                str(self.bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                DATABASE,
+            )
 
     def stop(self) -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop")

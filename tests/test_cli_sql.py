@@ -1,0 +1,57 @@
+"""`datasvc sql list | show | check` — what a DBA runs to review the registry."""
+
+import pytest
+
+from datasvc.cli import main
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+
+
+def test_list_prints_every_statement_with_kind_and_location(capsys):
+    assert main(["sql", "list"]) == 0
+    out = capsys.readouterr().out
+    for stmt in Registry.load(PROJECT_ROOT / "sql").values():
+        line = next(line for line in out.splitlines() if line.startswith(stmt.name + " "))
+        assert f":{stmt.kind.value}" in line
+        assert f"{stmt.file.name}:{stmt.line}" in line
+
+
+def test_show_prints_the_statement_as_sent(capsys):
+    assert main(["sql", "show", "users.get_by_id"]) == 0
+    out = capsys.readouterr().out
+    assert "-- params: $1 id" in out
+    assert "/* users.get_by_id */ SELECT" in out
+
+
+def test_show_unknown_name_fails(capsys):
+    assert main(["sql", "show", "users.nope"]) == 1
+    assert "no statement named 'users.nope'" in capsys.readouterr().err
+
+
+def test_check_passes_on_the_migrated_schema(monkeypatch, database_url, capsys):
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main(["sql", "check"]) == 0
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    assert f"{len(registry)} of {len(registry)} statements prepare" in capsys.readouterr().out
+
+
+def test_check_fails_on_an_unmigrated_database(monkeypatch, empty_database_url, capsys):
+    monkeypatch.setenv("DATABASE_URL", empty_database_url)
+    assert main(["sql", "check"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL users.get_by_id" in out
+    assert "42P01" in out
+
+
+def test_check_without_database_url_says_so(monkeypatch, capsys):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert main(["sql", "check"]) == 2
+    assert "DATABASE_URL is not set" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["-- name: broken :weird\n-- d\nSELECT 1\n"])
+def test_a_bad_statement_file_stops_every_command_with_file_and_line(monkeypatch, tmp_path, capsys, bad):
+    (tmp_path / "x.sql").write_text(bad)
+    monkeypatch.setenv("DATASVC_SQL_DIR", str(tmp_path))
+    assert main(["sql", "list"]) == 2
+    assert f"{tmp_path / 'x.sql'}:1: unknown result kind :weird" in capsys.readouterr().err
