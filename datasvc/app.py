@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datasvc import health, openapi
+from datasvc.auth import Authenticator
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import ConcurrencyLimitMiddleware
@@ -59,20 +60,25 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     registry = registry if registry is not None else Registry.load(settings.sql_dir)
     migration_ids = local_ids(settings.migrations_dir)
     ops = operations()
-    document = openapi.build(ops)
+    authenticator = Authenticator.from_settings(settings)
+    document = openapi.build(ops, secured=authenticator.enabled)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        authenticator.log_mode()
         db = await Database.connect(settings, registry)
         try:
             yield {"db": db, "migration_ids": migration_ids, "settings": settings}
         finally:
             await db.close()
 
-    routes = [*build_routes(ops), Route("/openapi.json", openapi_json, methods=["GET"])]
+    routes = [
+        *build_routes(ops, guard=authenticator.authorize),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
     return Starlette(
         routes=routes,
         middleware=[

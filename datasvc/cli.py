@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from starlette.applications import Starlette
 
 from datasvc import logs, migrations
 from datasvc.app import create_app
+from datasvc.auth import Authenticator, hash_token
 from datasvc.db import check_statements
 from datasvc.embedded import EmbeddedError, embedded
 from datasvc.registry import Registry, RegistryError
@@ -65,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--status", action="store_true", help="list applied and pending migrations")
     migrate.set_defaults(handler=_migrate)
 
+    token = sub.add_parser("token", help="bearer tokens for DATASVC_AUTH_TOKENS").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    token.add_parser("hash", help="read a token on stdin, print its sha256 hex").set_defaults(
+        handler=_token_hash
+    )
+    token.add_parser("new", help="print a fresh random token and its sha256 hex").set_defaults(
+        handler=_token_new
+    )
+
     sql = sub.add_parser("sql", help="inspect the SQL registry").add_subparsers(
         required=True, metavar="ACTION"
     )
@@ -89,6 +101,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.with_overrides(**overrides)
     logs.configure(settings.log_level)
     Registry.load(settings.sql_dir)  # refuse to start on a bad statement file, before anything else
+    Authenticator.from_settings(settings)  # ... or on a bad token entry
     if settings.database_url is None:
         pg = embedded(settings.data_dir, settings.embedded_port)
         pg.ensure_running()
@@ -175,6 +188,22 @@ def _sql_check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"FAIL {name} ({location}): {why}")
     print(f"{len(registry) - len(failures)} of {len(registry)} statements prepare against {redact_url(url)}")
     return 1 if failures else 0
+
+
+def _token_hash(args: argparse.Namespace, settings: Settings) -> int:
+    token = sys.stdin.readline().strip()
+    if not token:
+        print("datasvc: no token on stdin", file=sys.stderr)
+        return 1
+    print(hash_token(token))
+    return 0
+
+
+def _token_new(args: argparse.Namespace, settings: Settings) -> int:
+    token = secrets.token_urlsafe(32)
+    print(f"token   {token}")
+    print(f"sha256  {hash_token(token)}")
+    return 0
 
 
 if __name__ == "__main__":

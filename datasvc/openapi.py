@@ -48,7 +48,9 @@ def build(
     extra_models: Sequence[type[BaseModel]] = (),
     title: str = "datasvc",
     version: str = "0.1.0",
+    secured: bool = False,
 ) -> dict[str, Any]:
+    """The document; ``secured`` (bearer tokens configured) adds each operation's security and 401/403."""
     models: list[type[BaseModel]] = list(extra_models)
     for op in operations:
         models += [m for m in (op.request_model, op.response_model) if m is not None]
@@ -59,7 +61,7 @@ def build(
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         for path in (op.path, *op.aliases):
-            paths.setdefault(path, {})[op.method.lower()] = _operation(op, path != op.path)
+            paths.setdefault(path, {})[op.method.lower()] = _operation(op, path != op.path, secured)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -75,13 +77,17 @@ def build(
     }
 
 
-def _operation(op: Operation, alias: bool) -> dict[str, Any]:
+def _operation(op: Operation, alias: bool, secured: bool) -> dict[str, Any]:
+    guarded = secured and op.scope is not None
     out: dict[str, Any] = {
         "operationId": op.operation_id + ("Slash" if alias else ""),
         "summary": op.summary,
         "tags": [op.tag],
-        "responses": _responses(op),
+        "responses": _responses(op, (401, 403) if guarded else ()),
     }
+    if secured:
+        # OpenAPI 3.1 lets a non-OAuth scheme list the roles it needs: here, the token's scope.
+        out["security"] = [{"bearer": [op.scope]}] if op.scope is not None else []
     if op.params:
         out["parameters"] = [
             {
@@ -103,7 +109,7 @@ def _operation(op: Operation, alias: bool) -> dict[str, Any]:
     return out
 
 
-def _responses(op: Operation) -> dict[str, Any]:
+def _responses(op: Operation, auth_errors: Sequence[int]) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": http.HTTPStatus(op.status).phrase}
     if op.response_model is not None:
         ok["content"] = {
@@ -115,6 +121,10 @@ def _responses(op: Operation) -> dict[str, Any]:
         }
     responses: dict[str, Any] = {str(op.status): ok}
     problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for status in sorted({*op.errors, *COMMON_ERRORS}):
-        responses[str(status)] = {"description": http.HTTPStatus(status).phrase, "content": problem}
+    for status in sorted({*op.errors, *auth_errors, *COMMON_ERRORS}):
+        # A 3xx (304 Not Modified) has no body; every 4xx/5xx is a problem.
+        described: dict[str, Any] = {"description": http.HTTPStatus(status).phrase}
+        if status >= 400:
+            described["content"] = problem
+        responses[str(status)] = described
     return responses

@@ -18,6 +18,8 @@ from starlette.routing import Route
 from datasvc.errors import MethodNotAllowed
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# Runs before the handler with the operation chosen, e.g. the bearer-token check; raises to refuse.
+Guard = Callable[[Request, "Operation"], object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +51,8 @@ class Operation:
     scope: str | None = None  # the caller scope the operation requires when auth is on
 
 
-def build_routes(operations: Sequence[Operation]) -> list[Route]:
-    """One Starlette route per distinct path, dispatching on method."""
+def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:
+    """One Starlette route per distinct path, dispatching on method; ``guard`` vets every request."""
     by_path: dict[str, dict[str, Operation]] = {}
     for op in operations:
         for path in (op.path, *op.aliases):
@@ -58,10 +60,12 @@ def build_routes(operations: Sequence[Operation]) -> list[Route]:
             if op.method in methods:
                 raise ValueError(f"{op.method} {path} is defined twice")
             methods[op.method] = op
-    return [Route(path, _dispatcher(methods), methods=list(methods)) for path, methods in by_path.items()]
+    return [
+        Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in by_path.items()
+    ]
 
 
-def _dispatcher(methods: dict[str, Operation]) -> Endpoint:
+def _dispatcher(methods: dict[str, Operation], guard: Guard | None) -> Endpoint:
     table: dict[str, Endpoint] = {m: op.endpoint for m, op in methods.items()}
     if "GET" in table:
         table.setdefault("HEAD", table["GET"])
@@ -71,7 +75,10 @@ def _dispatcher(methods: dict[str, Operation]) -> Endpoint:
         endpoint = table.get(request.method)
         if endpoint is None:
             raise MethodNotAllowed(allow, f"{request.method} is not allowed here")
-        request.scope["operation"] = methods.get(request.method) or methods["GET"]
+        operation = methods.get(request.method) or methods["GET"]
+        request.scope["operation"] = operation
+        if guard is not None:
+            guard(request, operation)
         return await endpoint(request)
 
     return dispatch

@@ -74,6 +74,8 @@ class Settings:
     embedded_port: int = 54329
     log_level: str = "info"
     access_log: bool = True
+    auth_tokens: str = ""
+    auth_tokens_file: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -207,4 +209,17 @@ FIELDS: tuple[FieldSpec, ...] = (
     ),
     FieldSpec("log_level", "DATASVC_LOG_LEVEL", str, "debug, info, warning or error."),
     FieldSpec("access_log", "DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout."),
+    FieldSpec(
+        "auth_tokens",
+        "DATASVC_AUTH_TOKENS",
+        str,
+        "Bearer tokens as `caller scopes sha256hex` entries separated by `;` (see Authentication). "
+        "Unset with no file: open mode.",
+    ),
+    FieldSpec(
+        "auth_tokens_file",
+        "DATASVC_AUTH_TOKENS_FILE",
+        Path,
+        "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`.",
+    ),
 )

@@ -1,0 +1,163 @@
+"""Caller authentication: bearer tokens, each naming a caller and the scopes it holds.
+
+Tokens are configured hashed (sha256, hex) from ``DATASVC_AUTH_TOKENS`` and/or the file named by
+``DATASVC_AUTH_TOKENS_FILE``, one token a line (``;`` also separates entries in the variable)::
+
+    # caller  scopes                       sha256 of the token (`datasvc token hash`)
+    billing   users:read                   9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    login     users:read,credentials:read  60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+
+A presented token is hashed and compared with every configured hash in constant time
+(`hmac.compare_digest`), so neither the match nor its position leaks through timing. With no token
+configured the service runs open (any caller may do anything) and says so at start-up.
+
+Operations that name a ``scope`` require it; the others (health, ``/openapi.json``) stay open, so load
+balancers and schema readers need no token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from datasvc.db import request_caller
+from datasvc.errors import Forbidden, Unauthorized
+from datasvc.settings import SettingsError
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from datasvc.routing import Operation
+    from datasvc.settings import Settings
+
+log = logging.getLogger("datasvc.auth")
+
+SCOPES = frozenset({"users:read", "users:write", "credentials:read"})
+
+_CALLER = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# RFC 6750 b64token, with a length bound so hashing an absurd header costs nothing.
+_BEARER = re.compile(r"^Bearer +([A-Za-z0-9._~+/-]{1,512}=*) *$", re.IGNORECASE)
+
+
+class AuthConfigError(SettingsError):
+    """A token entry the service cannot use; names where it came from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling and what it may do."""
+
+    name: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    digest: bytes
+    caller: Caller
+
+
+def hash_token(token: str) -> str:
+    """The configured form of a token: sha256 of its UTF-8 bytes, lowercase hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_entries(text: str, source: str) -> list[tuple[str, Caller]]:
+    """``caller scopes sha256`` entries, one a line (or ``;``-separated); ``#`` starts a comment."""
+    out: list[tuple[str, Caller]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for chunk in line.split("#", 1)[0].split(";"):
+            fields = chunk.split()
+            if not fields:
+                continue
+            where = f"{source}:{lineno}"
+            if len(fields) != 3:
+                raise AuthConfigError(f"{where}: expected 'caller scopes sha256hex' ({len(fields)} fields)")
+            name, scopes_text, digest = fields
+            if not _CALLER.match(name):
+                raise AuthConfigError(f"{where}: caller name must be 1-40 of [A-Za-z0-9_.-]")
+            scopes = frozenset(s for s in scopes_text.split(",") if s)
+            if unknown := scopes - SCOPES:
+                raise AuthConfigError(f"{where}: unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
+            if not scopes:
+                raise AuthConfigError(f"{where}: at least one scope is needed")
+            if not _SHA256_HEX.match(digest):
+                raise AuthConfigError(f"{where}: the token must be given as 64 lowercase hex (sha256)")
+            out.append((digest, Caller(name, scopes)))
+    return out
+
+
+class Authenticator:
+    """Checks the ``Authorization`` header of a request against the configured token hashes."""
+
+    def __init__(self, entries: Iterable[tuple[str, Caller]] = ()) -> None:
+        self._entries: list[_Entry] = []
+        seen: set[str] = set()
+        for digest, caller in entries:
+            if digest in seen:
+                raise AuthConfigError(f"the token of caller {caller.name!r} is configured twice")
+            seen.add(digest)
+            self._entries.append(_Entry(bytes.fromhex(digest), caller))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        entries = parse_entries(settings.auth_tokens, "DATASVC_AUTH_TOKENS")
+        if settings.auth_tokens_file is not None:
+            path = Path(settings.auth_tokens_file)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise AuthConfigError(f"DATASVC_AUTH_TOKENS_FILE={path}: {exc.strerror}") from None
+            entries += parse_entries(text, str(path))
+        return cls(entries)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._entries)
+
+    def callers(self) -> list[str]:
+        return sorted({e.caller.name for e in self._entries})
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """The caller a header's bearer token belongs to, or `Unauthorized`."""
+        if not authorization:
+            raise Unauthorized("send 'Authorization: Bearer <token>'")
+        match = _BEARER.match(authorization)
+        if match is None:
+            raise Unauthorized("the Authorization header is not a bearer token", invalid=True)
+        presented = hashlib.sha256(match.group(1).encode()).digest()
+        found: Caller | None = None
+        # Every entry is compared, whatever matched before: the time taken says nothing about which.
+        for entry in self._entries:
+            if hmac.compare_digest(entry.digest, presented):
+                found = entry.caller
+        if found is None:
+            raise Unauthorized("the bearer token is not valid", invalid=True)
+        return found
+
+    def authorize(self, request: Request, operation: Operation) -> Caller | None:
+        """The caller, checked for the operation's scope (401/403); `None` when open or not required."""
+        if not self._entries or operation.scope is None:
+            return None
+        caller = self.authenticate(request.headers.get("authorization"))
+        request.scope.setdefault("state", {})["caller"] = caller.name  # the access log's "caller"
+        request_caller.set(caller.name)  # and the database session's application_name
+        if operation.scope not in caller.scopes:
+            raise Forbidden(f"this operation needs the scope {operation.scope}")
+        return caller
+
+    def log_mode(self) -> None:
+        if self.enabled:
+            log.info("bearer-token authentication on", extra={"callers": self.callers()})
+        else:
+            log.warning(
+                "AUTHENTICATION IS OFF: no token is configured, any caller may read and write every user "
+                "and read password hashes; set DATASVC_AUTH_TOKENS or DATASVC_AUTH_TOKENS_FILE"
+            )
