@@ -13,13 +13,26 @@ directly in ``sql/`` uses its stem. Result kinds map onto asyncpg: ``one`` → `
 ``fetch``, ``value`` → ``fetchval``, ``exec`` → ``execute``. Placeholders are PostgreSQL's own ``$1 … $n``;
 ``params`` names them in order and must account for every one. Any defect refuses the whole load with
 ``file:line``, so a broken statement never reaches a running service.
+
+A header may expand one template over a closed set, for what cannot be a parameter (a sort key, a
+direction)::
+
+    -- name: list_seek :many
+    -- expand: sort, type in (created_at, timestamptz), (username, text)
+    -- expand: dir, op in (asc, >), (desc, <)
+    SELECT ... WHERE ({{sort}}, id) {{op}} ($1::{{type}}, $2) ORDER BY {{sort}} {{dir}}, id {{dir}}
+
+makes one statement per combination, named by the first value of each line (``list_seek__created_at_asc``
+…), each checked like a written-out one and listed by ``datasvc sql list``. ``{{marker}}`` is replaced in
+the SQL, the description and the plan; a marker no ``expand`` line defines refuses the load.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -57,7 +70,10 @@ class Statement:
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)(?:\s+:(?P<kind>\S+))?\s*$")
-_KEY_LINE = re.compile(r"^--\s*(?P<key>params|plan):\s*(?P<value>.*?)\s*$")
+_KEY_LINE = re.compile(r"^--\s*(?P<key>params|plan|expand):\s*(?P<value>.*?)\s*$")
+_EXPAND = re.compile(r"^(?P<names>[a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)\s+in\s+(?P<values>.+)$")
+_TUPLE = re.compile(r"\(([^()]*)\)")
+_MARKER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Strip what can hide a `$n` without being one: comments, quoted strings and dollar-quoted bodies.
 _NOT_CODE = re.compile(
@@ -120,6 +136,38 @@ class _Draft:
     description: list[str]
     params: tuple[str, ...] | None = None
     plan: str = ""
+    expand: list[Expansion] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """One ``-- expand:`` line: marker names and the closed set of value tuples they range over."""
+
+    names: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+
+def parse_expand(value: str, where: str) -> Expansion:
+    """``a, b in (x, y), (z, w)`` or ``a in x, z``: every value a plain token, every tuple full."""
+    match = _EXPAND.match(value)
+    if not match:
+        raise RegistryError(f"{where}: expand must read 'name[, name…] in value, …', got {value!r}")
+    names = tuple(n.strip() for n in match["names"].split(","))
+    raw = match["values"].strip()
+    if len(names) == 1 and "(" not in raw:
+        groups = [(v.strip(),) for v in raw.split(",")]
+    else:
+        groups = [tuple(v.strip() for v in g.split(",")) for g in _TUPLE.findall(raw)]
+        if _TUPLE.sub("", raw).replace(",", "").strip():
+            raise RegistryError(f"{where}: expand values must be parenthesised tuples, got {raw!r}")
+    for group in groups:
+        if len(group) != len(names) or not all(v and not re.search(r"[\s;'\"{}]", v) for v in group):
+            raise RegistryError(f"{where}: expand tuple {group!r} does not fit names {names!r}")
+    if len(set(groups)) != len(groups) or len({g[0] for g in groups}) != len(groups):
+        raise RegistryError(f"{where}: expand values must be distinct in their first element")
+    if len(set(names)) != len(names):
+        raise RegistryError(f"{where}: expand names must be distinct, got {names!r}")
+    return Expansion(names, tuple(groups))
 
 
 def parse_file(path: Path, namespace: str) -> list[Statement]:
@@ -136,7 +184,7 @@ def parse_file(path: Path, namespace: str) -> list[Statement]:
     def finish() -> None:
         if draft is None:
             return
-        out.append(_build(draft, body, namespace, path))
+        out.extend(_expand(draft, body, namespace, path))
 
     for lineno, raw in enumerate(lines, start=1):
         stripped = raw.strip()
@@ -173,12 +221,52 @@ def parse_file(path: Path, namespace: str) -> list[Statement]:
                     raise RegistryError(f"{where(lineno)}: params must be distinct identifiers, got {bad!r}")
             elif key and key["key"] == "plan":
                 draft.plan = key["value"]
+            elif key and key["key"] == "expand":
+                draft.expand.append(parse_expand(key["value"], where(lineno)))
             else:
                 draft.description.append(stripped[2:].strip())
             continue
         in_header = False
         body.append(raw)
     finish()
+    return out
+
+
+def _expand(draft: _Draft, body: list[str], namespace: str, path: Path) -> list[Statement]:
+    """The statement, or one per combination of its ``expand`` values, each built and checked."""
+    location = f"{path}:{draft.line}"
+    names = [n for e in draft.expand for n in e.names]
+    if len(set(names)) != len(names):
+        raise RegistryError(f"{location}: {draft.name!r} defines an expand marker twice")
+    out = []
+    for combo in itertools.product(*(e.values for e in draft.expand)):
+        markers = {
+            n: v
+            for e, values in zip(draft.expand, combo, strict=True)
+            for n, v in zip(e.names, values, strict=True)
+        }
+
+        def fill(text: str, markers: dict[str, str] = markers) -> str:
+            def one(m: re.Match[str]) -> str:
+                if m[1] not in markers:
+                    raise RegistryError(f"{location}: {draft.name!r} uses undefined marker {{{{{m[1]}}}}}")
+                return markers[m[1]]
+
+            return _MARKER.sub(one, text)
+
+        suffix = "_".join(values[0] for values in combo)
+        name = f"{draft.name}__{suffix}" if combo else draft.name
+        if not _IDENT.match(name):
+            raise RegistryError(f"{location}: expanded name {name!r} must match [a-z_][a-z0-9_]*")
+        variant = _Draft(
+            name=name,
+            kind=draft.kind,
+            line=draft.line,
+            description=[fill(d) for d in draft.description],
+            params=draft.params,
+            plan=fill(draft.plan),
+        )
+        out.append(_build(variant, [fill(line) for line in body], namespace, path))
     return out
 
 

@@ -1,0 +1,74 @@
+-- GET /api/v1/users: one statement per sort key and SQL direction, expanded from this template at load time
+-- (`datasvc sql list` shows all twelve). The page and its total come from one statement: one round trip,
+-- one snapshot.
+-- * Offset mode: cursor_key and cursor_id are NULL and `offset` rows are skipped. Keyset mode: offset is 0
+--   and only rows strictly past (cursor_key, cursor_id) in this order are read, so a deep page costs what
+--   the first does. A walk backwards runs the opposite direction's statement and reverses the rows.
+-- * A NULL filter means "no filter". The pool runs with plan_cache_mode = force_custom_plan, so every call
+--   is planned with its values and `$n IS NULL OR ...` folds away: a generic plan (PostgreSQL's choice
+--   after five executions of a prepared statement) would have to serve every filter combination at once.
+-- * The total is a sub-select on a one-row outer side, evaluated only for the branch `count` picks, and
+--   present even when the page is empty (offset past the end). 'exact' counts the filtered rows;
+--   'estimated' is the planner's arithmetic: pg_class.reltuples scaled to the table's current size, times
+--   the pg_stats frequency of each filter value (NULL with a search term, which it cannot estimate).
+-- * search is an ILIKE pattern, '%' || term || '%' with \ % _ escaped by the caller; the trigram indexes
+--   serve terms of three or more characters.
+-- * full_name is nullable, so its key is ARRAY[full_name]: never NULL, equal to itself when the name is
+--   NULL, and arrays order a NULL element after every value, so NULL names come last ascending (first
+--   descending) and the row comparison walks through them like any other key (users_full_name_id_idx).
+
+-- name: list :many
+-- One page of users ordered by {{sort}} {{dir}} then id, with the total `count` asks for.
+-- expand: sort, key, type in (created_at, created_at, timestamptz), (updated_at, updated_at, timestamptz), (username, username, text), (email, email, text), (full_name, array[full_name], text[]), (id, id, bigint)
+-- expand: dir, op in (asc, >), (desc, <)
+-- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
+-- plan: Limit -> Index Scan using users_{{sort}}_id_idx (users_pkey for id); rare search: BitmapOr of users_*_trgm_idx
+SELECT
+    CASE $5::text
+        WHEN 'exact' THEN (
+            SELECT count(*)
+            FROM users
+            WHERE ($1::text IS NULL OR status = $1)
+                AND ($2::boolean IS NULL OR is_verified = $2)
+                AND ($3::boolean IS NULL OR is_admin = $3)
+                AND ($4::text IS NULL OR username ILIKE $4 OR email ILIKE $4 OR full_name ILIKE $4)
+        )
+        WHEN 'estimated' THEN (
+            SELECT round(
+                CASE WHEN c.relpages > 0
+                    THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int)
+                    ELSE greatest(c.reltuples, 0)
+                END
+                * CASE WHEN $1::text IS NULL THEN 1 ELSE coalesce((
+                    SELECT m.freq FROM pg_stats AS s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m (val, freq)
+                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'status' AND m.val = $1
+                ), 0) END
+                * CASE WHEN $2::boolean IS NULL THEN 1 ELSE coalesce((
+                    SELECT m.freq FROM pg_stats AS s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m (val, freq)
+                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'is_verified' AND m.val::boolean = $2
+                ), 0) END
+                * CASE WHEN $3::boolean IS NULL THEN 1 ELSE coalesce((
+                    SELECT m.freq FROM pg_stats AS s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m (val, freq)
+                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'is_admin' AND m.val::boolean = $3
+                ), 0) END
+            )::bigint
+            FROM pg_class AS c
+            JOIN pg_namespace AS n ON n.oid = c.relnamespace
+            WHERE c.oid = 'users'::regclass AND $4::text IS NULL AND c.reltuples >= 0
+        )
+    END AS total,
+    page.*
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN LATERAL (
+    SELECT
+        id, email, username, full_name, bio, status,
+        is_verified, is_admin, created_at, updated_at
+    FROM users
+    WHERE ($1::text IS NULL OR status = $1)
+        AND ($2::boolean IS NULL OR is_verified = $2)
+        AND ($3::boolean IS NULL OR is_admin = $3)
+        AND ($4::text IS NULL OR username ILIKE $4 OR email ILIKE $4 OR full_name ILIKE $4)
+        AND ($9::bigint IS NULL OR ({{key}}, id) {{op}} ($8::{{type}}, $9))
+    ORDER BY {{key}} {{dir}}, id {{dir}}
+    LIMIT $6 OFFSET $7
+) AS page ON true
