@@ -21,7 +21,7 @@ from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import ConcurrencyLimitMiddleware
 from datasvc.middleware import RequestContextMiddleware
-from datasvc.migrations import local_ids
+from datasvc.migrations import local_hashes
 from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
@@ -58,7 +58,8 @@ def operations() -> tuple[Operation, ...]:
 def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
     """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up."""
     registry = registry if registry is not None else Registry.load(settings.sql_dir)
-    migration_ids = local_ids(settings.migrations_dir)
+    migration_hashes = local_hashes(settings.migrations_dir)
+    migration_ids = list(migration_hashes)
     ops = operations()
     authenticator = Authenticator.from_settings(settings)
     document = openapi.build(ops, secured=authenticator.enabled)
@@ -71,7 +72,12 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         authenticator.log_mode()
         db = await Database.connect(settings, registry)
         try:
-            yield {"db": db, "migration_ids": migration_ids, "settings": settings}
+            yield {
+                "db": db,
+                "migration_ids": migration_ids,
+                "migration_hashes": migration_hashes,
+                "settings": settings,
+            }
         finally:
             await db.close()
 

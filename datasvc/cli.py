@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         result: int = args.handler(args, settings)
         return result
-    except (SettingsError, RegistryError, EmbeddedError) as exc:
+    except (SettingsError, RegistryError, EmbeddedError, migrations.MigrationLockTimeout) as exc:
         print(f"datasvc: {exc}", file=sys.stderr)
         return 2
 
@@ -62,9 +62,20 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         const=1,
         metavar="N",
-        help="roll back the N most recent migrations (default 1)",
+        help="roll back the N most recent migrations (default 1; 0 rolls back all)",
     )
-    group.add_argument("--status", action="store_true", help="list applied and pending migrations")
+    group.add_argument(
+        "--status",
+        action="store_true",
+        help="list applied, pending and drifted migrations; exit 1 on drift",
+    )
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=migrations.DEFAULT_WAIT,
+        metavar="SECONDS",
+        help="how long to wait for another migrator to finish (default %(default)s)",
+    )
     migrate.set_defaults(handler=_migrate)
 
     token = sub.add_parser("token", help="bearer tokens for DATASVC_AUTH_TOKENS").add_subparsers(
@@ -107,7 +118,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         pg.ensure_running()
         settings = settings.with_overrides(database_url=pg.url)
         os.environ["DATABASE_URL"] = pg.url
-        applied = migrations.apply(pg.url, settings.migrations_dir)
+        applied = migrations.apply(pg.url, settings.migrations_dir, sql_dir=settings.sql_dir)
         log.info(
             "using embedded PostgreSQL",
             extra={"database": pg.url, "pgdata": str(pg.pgdata), "migrations_applied": applied},
@@ -134,17 +145,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     url = _require_url(settings)
     if args.status:
-        state = migrations.status(url, settings.migrations_dir)
-        for mid in state.applied:
-            print(f"applied  {mid}")
-        for mid in state.pending:
-            print(f"pending  {mid}")
-        return 0
+        state = migrations.status(url, settings.migrations_dir, sql_dir=settings.sql_dir)
+        for line in migrations.status_lines(state):
+            print(line)
+        return 1 if state.drift else 0
     if args.rollback is not None:
-        done = migrations.rollback(url, settings.migrations_dir, args.rollback)
+        count = None if args.rollback == 0 else args.rollback
+        done = migrations.rollback(
+            url, settings.migrations_dir, count, sql_dir=settings.sql_dir, wait=args.wait
+        )
         print("rolled back: " + (", ".join(done) or "nothing"))
         return 0
-    done = migrations.apply(url, settings.migrations_dir)
+    done = migrations.apply(url, settings.migrations_dir, sql_dir=settings.sql_dir, wait=args.wait)
     print("applied: " + (", ".join(done) or "nothing (up to date)"))
     return 0
 

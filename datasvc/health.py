@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
 from datasvc.errors import DatasvcError, ServiceUnavailable, translate
+from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
 
 
@@ -29,4 +31,12 @@ async def ready(request: Request) -> Response:
     pending = [m for m in expected if m not in applied]
     if pending:
         raise ServiceUnavailable(f"migrations not applied: {', '.join(pending)}", slug="not-migrated")
-    return JSONResponse({"status": "ready", "migrations": len(expected)})
+    # Drift is reported, not failed on: during a rolling deploy the old pods see the new migrations as
+    # unknown, and taking them out of service before the new ones are up would be an outage.
+    try:
+        recorded: dict[str, str] | None = dict(await db.fetch("migrate.file_hashes"))
+    except asyncpg.UndefinedTableError:  # migrated without datasvc: nothing to compare with
+        recorded = None
+    state = compare(request.state.migration_hashes, [r["migration_id"] for r in rows], recorded)
+    drift = {"changed": state.changed, "unknown": state.unknown, "unrecorded": state.unrecorded}
+    return JSONResponse({"status": "ready", "migrations": len(expected), "drift": drift})

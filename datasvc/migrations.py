@@ -1,17 +1,49 @@
-"""yoyo migrations driven from ``DATABASE_URL``: apply, roll back, status.
+"""yoyo migrations driven from ``DATABASE_URL``: apply, roll back, status, drift.
 
 yoyo needs a synchronous driver, so this module uses psycopg 3; asyncpg stays the runtime driver.
+
+Two things yoyo does not do, added here:
+
+- **A lock that cannot go stale.** Every run that changes the schema first takes a PostgreSQL
+  session-level advisory lock on a connection of its own (``migrate.try_lock``), waiting for it if another
+  migrator holds it. The server releases it when that session ends, however the process died. Holding it
+  proves nobody else is migrating, so a row left in yoyo's own ``yoyo_lock`` table (which has no expiry) is
+  from a crashed run and is removed before yoyo takes its lock.
+- **Drift.** yoyo identifies a migration by its id only. We record the SHA-256 of each migration's files
+  (forward and rollback) when it is applied, in ``datasvc_migration_file``, and compare: an applied file
+  whose content changed, or an applied migration the code does not ship, is drift.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import psycopg
+from psycopg import errors as pg_errors
 from yoyo import get_backend, read_migrations
+
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+
+log = logging.getLogger("datasvc.migrations")
+
+DEFAULT_SQL_DIR = PROJECT_ROOT / "sql"
+# A rolling deploy's other migrators wait this long for the one that applies; an index build can be slow.
+DEFAULT_WAIT = 600.0
+_POLL = 0.2
+APPLICATION_NAME = "datasvc-migrate"
+
+
+class MigrationLockTimeout(Exception):
+    """Another migrator held the advisory lock for longer than we were willing to wait."""
 
 
 def yoyo_url(database_url: str) -> str:
@@ -24,52 +56,203 @@ def yoyo_url(database_url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+# For every connection yoyo opens (it opens one per migration): name it in pg_stat_activity, and have the
+# server check every second that the client is still there, so a killed migrator's half-run migration is
+# rolled back at once instead of holding its locks until its current statement ends.
+_SESSION_OPTIONS = {
+    "application_name": APPLICATION_NAME,
+    "options": "-c client_connection_check_interval=1000",
+}
+
+
+def _with_session_options(url: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    for key, value in _SESSION_OPTIONS.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def _forward_files(migrations_dir: Path) -> list[Path]:
+    return sorted(p for p in migrations_dir.glob("*.sql") if not p.name.endswith(".rollback.sql"))
+
+
 def local_ids(migrations_dir: Path) -> list[str]:
     """Migration ids shipped in ``migrations_dir`` (file stems), in apply order."""
-    return sorted(
-        p.name.removesuffix(".sql")
-        for p in migrations_dir.glob("*.sql")
-        if not p.name.endswith(".rollback.sql")
-    )
+    return [p.name.removesuffix(".sql") for p in _forward_files(migrations_dir)]
+
+
+def file_hash(forward: Path) -> str:
+    """SHA-256 of a migration's forward file and, if present, its ``.rollback.sql`` sibling."""
+    digest = hashlib.sha256(forward.read_bytes())
+    rollback = forward.with_name(forward.name.removesuffix(".sql") + ".rollback.sql")
+    if rollback.exists():
+        digest.update(b"\0rollback\0")
+        digest.update(rollback.read_bytes())
+    return digest.hexdigest()
+
+
+def local_hashes(migrations_dir: Path) -> dict[str, str]:
+    """``{migration id: content hash}`` of every migration shipped in ``migrations_dir``."""
+    return {p.name.removesuffix(".sql"): file_hash(p) for p in _forward_files(migrations_dir)}
 
 
 @dataclass(frozen=True)
 class Status:
+    """Where the database stands against the shipped migrations."""
+
     applied: list[str]
     pending: list[str]
+    changed: list[str] = field(default_factory=list)  # applied, but the file differs from what was applied
+    unknown: list[str] = field(default_factory=list)  # applied in the database, not shipped by this code
+    unrecorded: list[str] = field(default_factory=list)  # applied without datasvc: no hash to compare
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.changed or self.unknown)
+
+
+def compare(local: Mapping[str, str], applied: Sequence[str], recorded: Mapping[str, str] | None) -> Status:
+    """Pure comparison of shipped files, applied ids and recorded hashes (None: no hash table)."""
+    done = set(applied)
+    recorded = recorded or {}
+    return Status(
+        applied=[m for m in local if m in done],
+        pending=[m for m in local if m not in done],
+        changed=[m for m in local if m in done and m in recorded and recorded[m] != local[m]],
+        unknown=sorted(done - set(local)),
+        unrecorded=[m for m in local if m in done and m not in recorded],
+    )
+
+
+def _registry(sql_dir: Path | None) -> Registry:
+    return Registry.load(sql_dir or DEFAULT_SQL_DIR)
+
+
+def _rows(conn: psycopg.Connection[Any], registry: Registry, name: str, *args: Any) -> list[Any]:
+    """Run a registry statement on a psycopg connection with PostgreSQL's own ``$n`` placeholders."""
+    with psycopg.RawCursor(conn) as cur:
+        cur.execute(registry[name].text, args or None)
+        return cur.fetchall() if cur.description else []
 
 
 @contextmanager
-def _open(database_url: str, migrations_dir: Path) -> Iterator[tuple[Any, Any]]:
-    """yoyo's backend and the shipped migrations; yoyo never closes its connection, so we do."""
-    backend = get_backend(yoyo_url(database_url))
+def _exclusive(database_url: str, registry: Registry, wait: float) -> Iterator[psycopg.Connection[Any]]:
+    """Hold the migration advisory lock for the block; wait up to ``wait`` seconds for it."""
+    conn = psycopg.connect(database_url, autocommit=True, application_name=APPLICATION_NAME)
     try:
-        yield backend, read_migrations(str(migrations_dir))
+        deadline = time.monotonic() + wait
+        announced = False
+        while not _rows(conn, registry, "migrate.try_lock")[0][0]:
+            if time.monotonic() >= deadline:
+                raise MigrationLockTimeout(f"another migrator held the lock for more than {wait:g}s")
+            if not announced:
+                log.info("another migrator is running; waiting for it")
+                announced = True
+            time.sleep(_POLL)
+        yield conn
+        _rows(conn, registry, "migrate.unlock")
     finally:
-        backend.connection.close()
+        conn.close()  # ends the session, which releases the advisory lock on any path
 
 
-def apply(database_url: str, migrations_dir: Path) -> list[str]:
-    """Apply every pending migration under yoyo's lock; return the ids applied."""
-    with _open(database_url, migrations_dir) as (backend, migrations), backend.lock():
-        pending = backend.to_apply(migrations)
-        backend.apply_migrations(pending)
-    return [m.id for m in pending]
+@contextmanager
+def _yoyo(
+    database_url: str, migrations_dir: Path, lock_conn: psycopg.Connection[Any], registry: Registry
+) -> Iterator[tuple[Any, Any]]:
+    """yoyo's backend and the shipped migrations, with yoyo's lock taken; call under the advisory lock."""
+    backend = get_backend(_with_session_options(yoyo_url(database_url)))
+    try:
+        stale = _rows(lock_conn, registry, "migrate.break_yoyo_lock")
+        if stale:
+            log.warning("removed a stale yoyo lock", extra={"pids": [r[0] for r in stale]})
+        with backend.lock():
+            yield backend, read_migrations(str(migrations_dir))
+    finally:
+        backend.connection.close()  # yoyo never closes its connection
 
 
-def rollback(database_url: str, migrations_dir: Path, count: int | None = 1) -> list[str]:
+def apply(
+    database_url: str,
+    migrations_dir: Path,
+    *,
+    sql_dir: Path | None = None,
+    wait: float = DEFAULT_WAIT,
+) -> list[str]:
+    """Apply every pending migration under the advisory lock; return the ids applied.
+
+    Hashes are recorded for the migrations applied now, and for applied ones that have none yet (a
+    database migrated by plain yoyo is adopted as it stands).
+    """
+    registry = _registry(sql_dir)
+    with _exclusive(database_url, registry, wait) as conn:
+        _rows(conn, registry, "migrate.create_file_table")
+        with _yoyo(database_url, migrations_dir, conn, registry) as (backend, migrations):
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        applied_now = [m.id for m in pending]
+        state = _status(conn, registry, migrations_dir)
+        to_record = [m for m in state.applied if m in applied_now or m in state.unrecorded]
+        local = local_hashes(migrations_dir)
+        if to_record:
+            _rows(conn, registry, "migrate.record_files", to_record, [local[m] for m in to_record])
+        if state.drift:
+            log.warning("migration drift", extra={"changed": state.changed, "unknown": state.unknown})
+    return applied_now
+
+
+def rollback(
+    database_url: str,
+    migrations_dir: Path,
+    count: int | None = 1,
+    *,
+    sql_dir: Path | None = None,
+    wait: float = DEFAULT_WAIT,
+) -> list[str]:
     """Roll back the ``count`` most recent migrations (all of them when ``count`` is None)."""
-    with _open(database_url, migrations_dir) as (backend, migrations), backend.lock():
-        applied = backend.to_rollback(migrations)
-        chosen = applied[:count] if count is not None else applied
-        backend.rollback_migrations(chosen)
-    return [m.id for m in chosen]
+    registry = _registry(sql_dir)
+    with _exclusive(database_url, registry, wait) as conn:
+        _rows(conn, registry, "migrate.create_file_table")
+        with _yoyo(database_url, migrations_dir, conn, registry) as (backend, migrations):
+            applied = backend.to_rollback(migrations)
+            chosen = applied[:count] if count is not None else applied
+            backend.rollback_migrations(chosen)
+        done = [m.id for m in chosen]
+        if done:
+            _rows(conn, registry, "migrate.forget_files", done)
+    return done
 
 
-def status(database_url: str, migrations_dir: Path) -> Status:
-    with _open(database_url, migrations_dir) as (backend, migrations):
-        applied_hashes = set(backend.get_applied_migration_hashes())
-        return Status(
-            applied=[m.id for m in migrations if m.hash in applied_hashes],
-            pending=[m.id for m in migrations if m.hash not in applied_hashes],
+def status(database_url: str, migrations_dir: Path, *, sql_dir: Path | None = None) -> Status:
+    """Applied, pending and drifted migrations; reads only, takes no lock, creates nothing."""
+    registry = _registry(sql_dir)
+    with psycopg.connect(database_url, autocommit=True, application_name=APPLICATION_NAME) as conn:
+        return _status(conn, registry, migrations_dir)
+
+
+def _status(conn: psycopg.Connection[Any], registry: Registry, migrations_dir: Path) -> Status:
+    try:
+        applied = [r[0] for r in _rows(conn, registry, "health.applied_migrations")]
+    except pg_errors.UndefinedTable:  # yoyo never ran here
+        applied = []
+    try:
+        recorded: dict[str, str] | None = dict(_rows(conn, registry, "migrate.file_hashes"))
+    except pg_errors.UndefinedTable:  # migrated without datasvc
+        recorded = None
+    return compare(local_hashes(migrations_dir), applied, recorded)
+
+
+def status_lines(state: Status) -> list[str]:
+    """``datasvc migrate --status`` output: one line per migration, drift called out."""
+    lines = [f"{'changed' if m in state.changed else 'applied':<10}{m}" for m in state.applied]
+    lines += [f"{'pending':<10}{m}" for m in state.pending]
+    lines += [
+        f"{'unknown':<10}{m}  (applied in the database, not shipped by this code)" for m in state.unknown
+    ]
+    if state.changed:
+        lines.append("drift: file content changed since applied: " + ", ".join(state.changed))
+    if state.unrecorded:
+        lines.append(
+            "note: no content hash recorded (applied outside datasvc): " + ", ".join(state.unrecorded)
         )
+    return lines

@@ -1,0 +1,1 @@
+"""The datasvc benchmark: ``python -m bench`` (see docs/benchmarks.md)."""

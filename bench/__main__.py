@@ -1,0 +1,275 @@
+"""``python -m bench``: load N users, start each service, run the wrk scenarios and pgbench, print tables.
+
+    .venv/bin/python -m bench                          # everything: ~25 min with the default 10 s runs
+    .venv/bin/python -m bench --duration 3 --warmup 1 --targets datasvc-1w --scenarios by_id,create
+    .venv/bin/python -m bench report bench/results/<run>.json
+
+Targets, all in one run on this machine and over loopback: ``datasvc-1w`` and ``datasvc-2w`` (`datasvc
+serve --workers 1|2`, access log on), ``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI + SQLAlchemy
+service from ../shared/bench, on its own schema and an identical seed), ``pgbench`` (our statements, bare).
+Every load is bounded: WARMUP + DURATION seconds per scenario and target. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import load as L
+from bench import report, services
+from bench.probe import CpuWindow, RssSampler, tree_rss_kb
+from bench.scenarios import Scenario, sample_request, selected, write_pgbench_scripts
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+TARGETS = ("datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench")
+PORTS = {"datasvc-1w": 8101, "datasvc-2w": 8102, "ceiling": 8103, "peer": 8104}
+
+
+def _csv(raw: str) -> list[str]:
+    return [x.strip() for x in raw.split(",") if x.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("command", nargs="?", choices=["run", "report"], default="run")
+    p.add_argument("files", nargs="*", type=Path, help="report: result JSON files")
+    p.add_argument("-n", "--rows", type=int, default=int(env("BENCH_N", "1000000")), help="users to load")
+    p.add_argument("--duration", type=int, default=int(env("DURATION", "10")), help="measured s per run")
+    p.add_argument("--warmup", type=int, default=int(env("WARMUP", "3")), help="discarded s before each")
+    p.add_argument("--conns", type=int, default=int(env("CONNS", "32")))
+    p.add_argument("--threads", type=int, default=int(env("THREADS", "1")))
+    p.add_argument(
+        "--targets",
+        type=_csv,
+        default=_csv(env("TARGETS", ",".join(TARGETS))),
+        help=f"comma list of {', '.join(TARGETS)}",
+    )
+    p.add_argument(
+        "--scenarios", type=_csv, default=_csv(env("SCENARIOS", "")), help="comma list (default all)"
+    )
+    p.add_argument(
+        "--server",
+        default=env("BENCH_SERVER_URL", "postgresql://postgres@127.0.0.1:5432"),
+        help="PostgreSQL server URL, without a database name",
+    )
+    p.add_argument("--database", default=env("BENCH_DATABASE", "datasvc_bench"))
+    p.add_argument("--peer-database", default=env("BENCH_PEER_DATABASE", "datasvc_bench_peer"))
+    p.add_argument("--reseed", action="store_true", help="reload the rows even if the count is right")
+    args = p.parse_args(argv)
+    if bad := [t for t in args.targets if t not in TARGETS]:
+        p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
+    try:
+        args.selected = selected(args.scenarios)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- data
+def ensure_database(server: str, name: str) -> str:
+    url = f"{server}/{name}"
+    exists = L.psql(
+        f"{server}/postgres", file=HERE / "sql" / "has_database.sql", variables={"name": name}
+    ).strip()
+    if not exists:
+        subprocess.run(["createdb", "-d", f"{server}/postgres", name], check=True)
+        print(f"created database {name}")
+    return url
+
+
+def prepare_ours(url: str, n: int, reseed: bool) -> None:
+    """Our schema through our migrations, then N deterministic rows (bench/seed.sql) unless already there."""
+    subprocess.run(
+        [sys.executable, "-m", "datasvc", "migrate"],
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    rows = int(L.psql(url, file=HERE / "sql" / "rows.sql").strip())
+    if reseed or rows != n:
+        print(f"loading {n:,} users into {url} (had {rows:,}) ...", flush=True)
+        L.psql(url, file=HERE / "seed.sql", variables={"n": str(n)})
+
+
+def prepare_peer(url: str, n: int, reseed: bool) -> None:
+    """The peer's own schema and the same rows, with ../shared/bench's schema.sql and seed_data.sql."""
+    rows = int(L.psql(url, file=HERE / "sql" / "rows.sql").strip())
+    if reseed or rows != n:
+        print(f"loading {n:,} users into {url} for the peer (had {rows:,}) ...", flush=True)
+        L.psql(url, file=services.SHARED_BENCH / "schema.sql")
+        L.psql(url, file=services.SHARED_BENCH / "seed_data.sql", variables={"n": str(n)})
+
+
+def cleanup(url: str, n: int) -> None:
+    L.psql(url, file=HERE / "sql" / "cleanup.sql", variables={"n": str(n)})
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def smoke(service: services.Service, scenarios: list[Scenario], n: int, db_url: str) -> None:
+    """One request per scenario before any load: a wrong URL or seed fails in a second, not in a table."""
+    for s in scenarios:
+        method, path, body = sample_request(s, n, peer=service.is_peer)
+        status = services.request(service.url + path, method, body)
+        if not 200 <= status < 300:
+            sys.exit(f"{service.name}: {method} {path} answered {status}; is the seed/API as expected?")
+        if s.creates:
+            cleanup(db_url, n)
+
+
+def http_target(
+    service: services.Service, scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    load = L.Load(
+        n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
+    )
+    rows = []
+    with services.running(service, raw / f"{service.name}.log") as pid:
+        smoke(service, scenarios, args.rows, db_url)
+        idle = tree_rss_kb(pid)
+        sampler = RssSampler(pid)
+        sampler.start()
+        for s in scenarios:
+            path = s.peer_path if service.is_peer and s.peer_path else s.path
+            url = service.url + path
+            if args.warmup:
+                L.run_wrk(load, url, s.lua, args.warmup, None)
+                L.wait_db_idle(db_url)
+            with CpuWindow(pid) as cpu:
+                r = L.run_wrk(load, url, s.lua, args.duration, raw / f"{service.name}-{s.key}.txt")
+            L.wait_db_idle(db_url)
+            rows.append({"target": service.name, "scenario": s.key, **r, **cpu.result})
+            print(
+                f"[{service.name:10s}] {s.key:22s} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:8.2f} ms  "
+                f"p99 {r['p99_ms']:8.2f} ms  errors {int(r['errors'])}  cpu svc/pg {cpu.result['svc_cpu']}/"
+                f"{cpu.result['pg_cpu']}%",
+                flush=True,
+            )
+            if s.creates:
+                cleanup(db_url, args.rows)
+        rss = {"idle_kb": idle, "peak_kb": sampler.stop(), "hwm_kb": _hwm(pid)}
+    _trim(raw / f"{service.name}.log")
+    return rows, rss
+
+
+def _hwm(pid: int) -> int:
+    from bench.probe import tree_hwm_kb
+
+    return tree_hwm_kb(pid)
+
+
+def _trim(log: Path, keep: int = 200) -> None:
+    """The access log of a run is hundreds of MB; keep its tail (enough to see errors at the end)."""
+    if log.exists() and log.stat().st_size > 1 << 20:
+        with log.open("rb") as f:
+            f.seek(-64 * 1024, os.SEEK_END)
+            tail = f.read().splitlines()[-keep:]
+        log.write_bytes(b"[trimmed by bench: last lines only]\n" + b"\n".join(tail) + b"\n")
+
+
+def pgbench_target(
+    scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path
+) -> list[dict[str, Any]]:
+    load = L.Load(
+        n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
+    )
+    scripts = write_pgbench_scripts(scenarios, Registry.load(PROJECT_ROOT / "sql"), raw / "pgbench")
+    rows = []
+    for s in scenarios:
+        if s.key not in scripts:
+            continue
+        if args.warmup:
+            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None)
+            L.wait_db_idle(db_url)
+        with CpuWindow(None) as cpu:
+            r = L.run_pgbench(load, db_url, scripts[s.key], args.duration, raw / "pgbench")
+        L.wait_db_idle(db_url)
+        rows.append({"target": "pgbench", "scenario": s.key, **r, **cpu.result})
+        print(
+            f"[pgbench   ] {s.key:22s} {r['rps']:9.1f} tps    p50 {r['p50_ms']:8.2f} ms  "
+            f"p99 {r['p99_ms']:8.2f} ms  errors {int(r['errors'])}  cpu pg {cpu.result['pg_cpu']}%",
+            flush=True,
+        )
+        if s.creates:
+            cleanup(db_url, args.rows)
+    return rows
+
+
+def run(args: argparse.Namespace) -> Path:
+    L.require_tools()
+    started = dt.datetime.now(dt.UTC)
+    tag = started.strftime("%Y%m%dT%H%M%SZ")
+    raw = RESULTS / tag
+    raw.mkdir(parents=True, exist_ok=True)
+    ours = ensure_database(args.server, args.database)
+    prepare_ours(ours, args.rows, args.reseed)
+    peer_url = None
+    if "peer" in args.targets:
+        peer_url = ensure_database(args.server, args.peer_database)
+        prepare_peer(peer_url, args.rows, args.reseed)
+    meta = {
+        "started": started.isoformat(timespec="seconds"),
+        "n": args.rows,
+        "duration": args.duration,
+        "warmup": args.warmup,
+        "conns": args.conns,
+        "threads": args.threads,
+        "targets": args.targets,
+        "nproc": os.cpu_count(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+    }
+    results: list[dict[str, Any]] = []
+    rss: dict[str, dict[str, int]] = {}
+    for target in args.targets:
+        if target == "pgbench":
+            results += pgbench_target(args.selected, args, ours, raw)
+            continue
+        if target == "peer":
+            assert peer_url is not None
+            svc, db = services.peer(port=PORTS[target], database_url=peer_url), peer_url
+            scenarios = [s for s in args.selected if s.for_peer()]
+        elif target == "ceiling":
+            svc, db = services.ceiling(port=PORTS[target], database_url=ours), ours
+            scenarios = [s for s in args.selected if s.ceiling]
+        else:
+            workers = 2 if target == "datasvc-2w" else 1
+            svc, db = services.datasvc(target, port=PORTS[target], workers=workers, database_url=ours), ours
+            scenarios = list(args.selected)
+        if scenarios:
+            rows, rss[target] = http_target(svc, scenarios, args, db, raw)
+            results += rows
+    meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    out = RESULTS / f"{tag}.json"
+    out.write_text(json.dumps({"meta": meta, "results": results, "rss": rss}, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "report":
+        for f in args.files:
+            print(report.render(json.loads(f.read_text())))
+        return 0
+    out = run(args)
+    print()
+    print(report.render(json.loads(out.read_text())))
+    raw = out.with_suffix("").relative_to(PROJECT_ROOT)
+    print(f"saved {out.relative_to(PROJECT_ROOT)}; raw wrk/pgbench output and service logs in {raw}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Markdown tables from a run's results: every measurement, the ratios pair by pair, the issue's targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.scenarios import SCENARIOS
+
+Row = dict[str, Any]
+ORDER = ("peer", "datasvc-1w", "datasvc-2w", "ceiling", "pgbench")
+MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table, numbers right-aligned."""
+    cells = [[c if isinstance(c, str) else fmt(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(r: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+            + " |"
+        )
+
+    sep = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in cells)])
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+class Results:
+    """Lookup of one run's rows by (target, scenario)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.meta: dict[str, Any] = data["meta"]
+        self.rss: dict[str, dict[str, int]] = data.get("rss", {})
+        self.rows: dict[tuple[str, str], Row] = {(r["target"], r["scenario"]): r for r in data["results"]}
+        present = {t for t, _ in self.rows}
+        self.targets = [t for t in ORDER if t in present] + sorted(present - set(ORDER))
+        self.scenarios = [s for s in SCENARIOS if any(k == s.key for _, k in self.rows)]
+
+    def get(self, target: str, scenario: str, key: str) -> Any:
+        row = self.rows.get((target, scenario))
+        return None if row is None else row.get(key)
+
+    def peer(self, scenario: str, key: str) -> Any:
+        """The peer's figure to compare ``scenario`` with (its own request, or the closest one it serves)."""
+        s = next((x for x in SCENARIOS if x.key == scenario), None)
+        return None if s is None else self.get("peer", s.peer_pair or s.key, key)
+
+
+def measured(res: Results) -> str:
+    rows = []
+    for s in res.scenarios:
+        for t in res.targets:
+            r = res.rows.get((t, s.key))
+            if r is not None:
+                rows.append(
+                    [
+                        s.key,
+                        t,
+                        r["rps"],
+                        r.get("p50_ms"),
+                        r.get("p99_ms"),
+                        int(r.get("errors", 0)),
+                        r.get("svc_cpu"),
+                        r.get("pg_cpu"),
+                        r.get("box_busy"),
+                    ]
+                )
+    hdr = ["scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "svc CPU%", "pg CPU%", "box busy%"]
+    return table(hdr, rows)
+
+
+def pairs(res: Results) -> str:
+    rows = []
+    for s in res.scenarios:
+        rps = {t: res.get(t, s.key, "rps") for t in (MAIN, "ceiling", "datasvc-2w", "pgbench")}
+        ratios = [
+            ratio(rps[MAIN], res.peer(s.key, "rps")),
+            ratio(res.peer(s.key, "p99_ms"), res.get(MAIN, s.key, "p99_ms")),
+            ratio(rps[MAIN], rps["ceiling"]),
+            ratio(rps["datasvc-2w"], rps[MAIN]),
+            ratio(rps[MAIN], rps["pgbench"]),
+        ]
+        rows.append([s.key, *(fmt(r, 2) for r in ratios)])
+    hdr = [
+        "scenario",
+        "1w ÷ peer req/s",
+        "peer p99 ÷ 1w p99",
+        "1w ÷ ceiling req/s",
+        "2w ÷ 1w req/s",
+        "1w ÷ pgbench",
+    ]
+    return table(hdr, rows)
+
+
+def memory(res: Results) -> str:
+    rows = [
+        [t, v.get("idle_kb", 0) / 1024, v.get("peak_kb", 0) / 1024, v.get("hwm_kb", 0) / 1024]
+        for t, v in res.rss.items()
+    ]
+    return table(["target", "idle RSS MB", "peak RSS MB (sampled, whole tree)", "sum of VmHWM MB"], rows)
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    value: Callable[[Results], float | None]
+    at_least: float  # the goal is met when value >= at_least
+
+
+def _vs_peer(key: str) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get(MAIN, key, "rps"), res.peer(key, "rps"))
+
+
+def _vs_ceiling(key: str) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get(MAIN, key, "rps"), res.get("ceiling", key, "rps"))
+
+
+def _p99_ratio(key: str) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get("peer", key, "p99_ms"), res.get(MAIN, key, "p99_ms"))
+
+
+def _keyset_flatness(res: Results) -> float | None:
+    return ratio(res.get(MAIN, "list_deep_keyset", "rps"), res.get(MAIN, "list_first_none", "rps"))
+
+
+def _rss(res: Results) -> float | None:
+    return ratio(res.rss.get("peer", {}).get("peak_kb"), res.rss.get(MAIN, {}).get("peak_kb"))
+
+
+GOALS = (
+    Goal("GET by id: req/s ≥ 5x peer", _vs_peer("by_id"), 5.0),
+    Goal("GET by id: p99 ≤ 1/5 peer's (peer p99 ÷ ours ≥ 5)", _p99_ratio("by_id"), 5.0),
+    Goal("GET by id: ≥ 80% of the ceiling", _vs_ceiling("by_id"), 0.8),
+    Goal("GET by username: req/s ≥ 5x peer", _vs_peer("by_username"), 5.0),
+    Goal("GET by username: p99 ≤ 1/5 peer's", _p99_ratio("by_username"), 5.0),
+    Goal("GET by username: ≥ 80% of the ceiling", _vs_ceiling("by_username"), 0.8),
+    Goal("POST create: ≥ 3x peer", _vs_peer("create"), 3.0),
+    Goal("list first page, exact total: ≥ 1x peer", _vs_peer("list_first_exact"), 1.0),
+    Goal("list first page, estimated total: ≥ 20x peer", _vs_peer("list_first_estimated"), 20.0),
+    Goal("list first page, no count: ≥ 20x peer", _vs_peer("list_first_none"), 20.0),
+    Goal("deep keyset page: within 1.5x of the first keyset page (ratio ≥ 0.67)", _keyset_flatness, 1 / 1.5),
+    Goal("deep keyset page: ≥ 100x the peer's deep offset page", _vs_peer("list_deep_keyset"), 100.0),
+    Goal("peak RSS ≤ peer's (peer ÷ ours ≥ 1)", _rss, 1.0),
+)
+
+
+def goals(res: Results) -> str:
+    rows = []
+    for g in GOALS:
+        v = g.value(res)
+        verdict = "not measured" if v is None else ("met" if v >= g.at_least else "MISSED")
+        rows.append([g.text, fmt(v, 2) + ("x" if v is not None else ""), verdict])
+    return table(["target (datasvc 1 worker vs peer 1 worker, same run)", "measured", "verdict"], rows)
+
+
+def render(data: dict[str, Any]) -> str:
+    res = Results(data)
+    m = res.meta
+    head = (
+        f"## datasvc benchmark {m['started']} (N={m['n']:,}, {m['duration']} s per run after {m['warmup']} s "
+        f"warm-up, wrk -t{m['threads']} -c{m['conns']}; load {m.get('loadavg', '?')})"
+    )
+    parts = [head, "### Measured", measured(res), "### Pair by pair", pairs(res)]
+    if res.rss:
+        parts += ["### Memory", memory(res)]
+    parts += ["### Targets", goals(res)]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,231 @@
+"""The benchmark scenarios: what wrk asks each service, and the same SQL for pgbench.
+
+A scenario's pgbench script is generated from the statement in our registry (``sql/``), with each
+``$n`` replaced by a pgbench expression, so the physical limit runs exactly the SQL the service sends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasvc.registry import Registry
+
+PREFIX = "/api/v1/users"
+FIRSTS = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "niaj",
+    "olivia",
+    "peggy",
+    "rupert",
+    "sybil",
+    "trent",
+    "victor",
+    "walter",
+    "zoe",
+]
+LASTS = [
+    "smith",
+    "jones",
+    "brown",
+    "taylor",
+    "wilson",
+    "davies",
+    "evans",
+    "thomas",
+    "johnson",
+    "roberts",
+    "walker",
+    "wright",
+    "robinson",
+    "thompson",
+    "white",
+    "hughes",
+    "edwards",
+    "green",
+    "hall",
+    "wood",
+]
+DOMAINS = ("example.com", "example.org", "example.net", "mail.example.com")
+HASH = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+
+
+def username_for(i: int) -> str:
+    """Row i's username, as bench/seed.sql and lua/common.lua build it."""
+    return f"{FIRSTS[i % 20]}_{LASTS[(i // 20) % 20]}_{i}"
+
+
+def email_for(i: int) -> str:
+    return f"{FIRSTS[i % 20]}.{LASTS[(i // 20) % 20]}.{i}@{DOMAINS[i % 4]}"
+
+
+def _sql_array(items: Sequence[str]) -> str:
+    return "(ARRAY[" + ",".join(f"'{x}'" for x in items) + "])"
+
+
+# The same names in SQL, from pgbench's random :id.
+_F = f"{_sql_array(FIRSTS)}[1 + :id::int % 20]"
+_L = f"{_sql_array(LASTS)}[1 + (:id::int / 20) % 20]"
+USERNAME_SQL = f"{_F} || '_' || {_L} || '_' || :id::int"
+EMAIL_SQL = f"{_F} || '.' || {_L} || '.' || :id::int || '@' || {_sql_array(DOMAINS)}[1 + :id::int % 4]"
+RANDOM_ID = r"\set id random(1, :n)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sql:
+    """One registry statement with a pgbench expression per parameter."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    key: str
+    title: str
+    lua: str
+    path: str = ""  # the URL path for static.lua (list scenarios); other scripts build their own
+    peer_path: str | None = None  # the peer's equivalent request; None: the peer has no such endpoint
+    peer_same: bool = False  # the peer takes exactly our request (lookups, create)
+    peer_pair: str = ""  # compare with the peer's figure for this other scenario (it has no such request)
+    ceiling: bool = False  # the ceiling app serves it too
+    sql: tuple[Sql, ...] = ()
+    pgbench_setup: str = RANDOM_ID
+    creates: bool = False  # rows with id > N are removed afterwards
+
+    def for_peer(self) -> bool:
+        return self.peer_same or self.peer_path is not None
+
+
+PEER_LIST = PREFIX + "/?limit=20&offset={off}&sort_by=created_at&sort_order=desc"
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        key="by_id",
+        title="GET by id",
+        lua="by_id.lua",
+        peer_same=True,
+        ceiling=True,
+        sql=(Sql(name="users.get_by_id", args=(":id",)),),
+    ),
+    Scenario(
+        key="by_username",
+        title="GET by username",
+        lua="by_username.lua",
+        peer_same=True,
+        ceiling=True,
+        sql=(Sql(name="users.get_by_username", args=(USERNAME_SQL,)),),
+    ),
+    Scenario(
+        key="by_email",
+        title="GET by email",
+        lua="by_email.lua",
+        peer_same=True,
+        sql=(Sql(name="users.get_by_email", args=(EMAIL_SQL,)),),
+    ),
+    Scenario(
+        key="create",
+        title="POST create",
+        lua="create.lua",
+        peer_same=True,
+        creates=True,
+        pgbench_setup=r"\set r random(1, 9000000000000000)",
+        sql=(
+            Sql(
+                name="users.create",
+                args=(
+                    "'pgb_' || :r || '@bench.example.com'",
+                    "'pgb_' || :r",
+                    f"'{HASH}'",
+                    "'Bench User'",
+                    "NULL",
+                ),
+            ),
+        ),
+    ),
+    Scenario(
+        key="patch",
+        title="PATCH full_name",
+        lua="patch.lua",
+        sql=(Sql(name="users.update", args=(":id", """'{"full_name": "Bench Patched"}'""")),),
+    ),
+    Scenario(
+        key="auth_lookup",
+        title="POST auth/lookup",
+        lua="auth_lookup.lua",
+        sql=(Sql(name="auth.lookup", args=(USERNAME_SQL,)),),
+    ),
+)
+
+
+def selected(keys: Sequence[str]) -> list[Scenario]:
+    known = {s.key for s in SCENARIOS}
+    if unknown := [k for k in keys if k not in known]:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return [s for s in SCENARIOS if not keys or s.key in keys]
+
+
+def sample_request(scenario: Scenario, n: int, *, peer: bool = False) -> tuple[str, str, bytes | None]:
+    """One request like those the scenario's Lua script sends: (method, path, JSON body)."""
+    i = max(1, n // 3)
+    match scenario.lua:
+        case "by_id.lua":
+            return "GET", f"{PREFIX}/{i}", None
+        case "by_username.lua":
+            return "GET", f"{PREFIX}/by_username/{username_for(i)}", None
+        case "by_email.lua":
+            return "GET", f"{PREFIX}/by_email/{email_for(i)}", None
+        case "patch.lua":
+            return "PATCH", f"{PREFIX}/{i}", b'{"full_name":"Bench Patched"}'
+        case "auth_lookup.lua":
+            return "POST", "/api/v1/auth/lookup", b'{"login":"' + username_for(i).encode() + b'"}'
+        case "create.lua":
+            body = (
+                '{"email":"smoke_bench@bench.example.com","username":"smoke_bench",'
+                f'"hashed_password":"{HASH}","full_name":"Bench User"}}'
+            )
+            return "POST", PREFIX + "/", body.encode()
+    return "GET", (scenario.peer_path if peer else scenario.path) or "", None
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _substitute(text: str, args: tuple[str, ...]) -> str:
+    return _PLACEHOLDER.sub(lambda m: f"({args[int(m.group(1)) - 1]})", text)
+
+
+def pgbench_script(scenario: Scenario, registry: Registry) -> str:
+    """The scenario as a pgbench script: the registry's statement text, parameters as pgbench expressions."""
+    lines = [f"-- {scenario.key}: generated by bench/ from sql/ (the statements datasvc sends)"]
+    lines.append(scenario.pgbench_setup)
+    for sql in scenario.sql:
+        stmt = registry[sql.name]
+        if len(sql.args) != len(stmt.params):
+            raise ValueError(f"{scenario.key}: {sql.name} takes {len(stmt.params)} parameters")
+        text = _substitute(stmt.text, sql.args)
+        lines.append(text.rstrip().rstrip(";") + ";")
+    return "\n".join(lines) + "\n"
+
+
+def write_pgbench_scripts(scenarios: Sequence[Scenario], registry: Registry, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for s in scenarios:
+        if s.sql:
+            path = folder / f"{s.key}.sql"
+            path.write_text(pgbench_script(s, registry))
+            out[s.key] = path
+    return out

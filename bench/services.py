@@ -1,0 +1,133 @@
+"""The HTTP services under test, each started as a child process and stopped by its own PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasvc.settings import PROJECT_ROOT
+
+# The peer (FastAPI + SQLAlchemy) and its seed live next to the project; see ../shared/bench/README.md.
+SHARED_BENCH = PROJECT_ROOT.parent / "shared" / "bench"
+_UVICORN = ("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Service:
+    name: str
+    argv: list[str]
+    port: int
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = PROJECT_ROOT
+    is_peer: bool = False
+    is_ceiling: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def datasvc(name: str, *, port: int, workers: int, database_url: str) -> Service:
+    """`datasvc serve` exactly as deployed: every production feature (access log included) on."""
+    return Service(
+        name=name,
+        argv=[sys.executable, "-m", "datasvc", "serve", "--port", str(port), "--workers", str(workers)],
+        port=port,
+        ready_path="/health",
+        env={"DATABASE_URL": database_url},
+    )
+
+
+def ceiling(*, port: int, database_url: str) -> Service:
+    bin_dir = Path(sys.executable).parent
+    return Service(
+        name="ceiling",
+        argv=[str(bin_dir / "uvicorn"), "bench.ceiling:app", "--port", str(port), *_UVICORN],
+        port=port,
+        ready_path="/api/v1/users/1",
+        env={"DATABASE_URL": database_url},
+        is_ceiling=True,
+    )
+
+
+def peer(*, port: int, database_url: str, shared: Path = SHARED_BENCH) -> Service:
+    """The peer as ../shared/bench/run_peer.sh starts it: uvicorn, 1 worker, uvloop, httptools."""
+    venv = shared / "peer_seed" / ".venv"
+    if not (venv / "bin" / "uvicorn").exists():
+        sys.exit(f"the peer's venv is missing: run {shared / 'setup_peer.sh'} (or leave out --targets peer)")
+    return Service(
+        name="peer",
+        argv=[
+            str(venv / "bin" / "uvicorn"),
+            "app.main:app",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            *_UVICORN,
+        ],
+        port=port,
+        ready_path="/health",
+        env={"DATABASE_URL": database_url.replace("postgresql://", "postgresql+asyncpg://", 1)},
+        cwd=shared / "peer_seed",
+        is_peer=True,
+    )
+
+
+def request(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 60) -> int:
+    """One HTTP request to 127.0.0.1; the status code (an HTTP error status is returned, not raised)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 (loopback)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@contextmanager
+def running(service: Service, log: Path) -> Iterator[int]:
+    """Start the service, wait until it answers, yield its PID; SIGTERM it (then SIGKILL) on the way out."""
+    env = {**os.environ, **service.env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            service.argv,
+            cwd=service.cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                sys.exit(f"{service.name} exited with {proc.returncode} at start-up; see {log}")
+            try:
+                if request(service.url + service.ready_path, timeout=2) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit(f"{service.name} did not answer {service.ready_path} within 60 s; see {log}")
+            time.sleep(0.2)
+        yield proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the group this harness created for it
+                proc.wait()

@@ -1,0 +1,85 @@
+"""The benchmark harness's argument parsing, pgbench scripts and tables (no load is generated here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.__main__ import parse_args
+from bench.report import render
+from bench.scenarios import SCENARIOS, pgbench_script
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+
+
+def _row(target: str, scenario: str, rps: float, p99: float) -> dict[str, object]:
+    return {"target": target, "scenario": scenario, "rps": rps, "p50_ms": p99 / 3, "p99_ms": p99, "errors": 0}
+
+
+def _run(results: list[dict[str, object]], rss: dict[str, dict[str, int]]) -> dict[str, object]:
+    meta = {
+        "started": "2026-01-01T00:00:00+00:00",
+        "n": 1000,
+        "duration": 3,
+        "warmup": 1,
+        "conns": 32,
+        "threads": 1,
+        "loadavg": "0.10 0.20 0.30",
+    }
+    return {"meta": meta, "results": results, "rss": rss}
+
+
+def _cells(markdown: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_defaults_select_every_target_and_scenario() -> None:
+    args = parse_args([])
+    assert args.targets == ["datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench"]
+    assert [s.key for s in args.selected] == [s.key for s in SCENARIOS]
+
+
+def test_scenarios_and_targets_are_comma_lists() -> None:
+    args = parse_args(["--scenarios", "by_id,create", "--targets", "datasvc-1w", "--duration", "3"])
+    assert [s.key for s in args.selected] == ["by_id", "create"]
+    assert (args.targets, args.duration) == (["datasvc-1w"], 3)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--scenarios", "by_idd"], ["--targets", "nginx"]], ids=["scenario", "target"]
+)
+def test_unknown_names_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+
+def test_pgbench_scripts_carry_the_registry_statement_with_pgbench_parameters() -> None:
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    by_id = next(s for s in SCENARIOS if s.key == "by_id")
+    script = pgbench_script(by_id, registry)
+    assert registry["users.get_by_id"].text.replace("$1", "(:id)") in script
+    assert "$" not in script.replace("$2b$12$", "")  # every placeholder became a pgbench expression
+
+
+def test_report_divides_pair_by_pair_and_judges_the_targets() -> None:
+    data = _run(
+        [
+            _row("peer", "by_id", 1000.0, 60.0),
+            _row("datasvc-1w", "by_id", 6000.0, 10.0),
+            _row("ceiling", "by_id", 10000.0, 5.0),
+            _row("datasvc-2w", "by_id", 9000.0, 8.0),
+        ],
+        {"peer": {"peak_kb": 80 * 1024}, "datasvc-1w": {"peak_kb": 60 * 1024}},
+    )
+    text = render(data)
+    pairs = _cells(text.split("### Pair by pair")[1].split("###")[0])
+    # req/s vs the peer, p99 vs the peer, vs the ceiling, 2 workers vs 1, vs pgbench
+    assert pairs[2] == ["by_id", "6.00", "6.00", "0.60", "1.50", "-"]
+    goals = {row[0]: row[1:] for row in _cells(text.split("### Targets")[1])}
+    assert goals["GET by id: req/s ≥ 5x peer"] == ["6.00x", "met"]
+    assert goals["GET by id: ≥ 80% of the ceiling"] == ["0.60x", "MISSED"]
+    assert goals["POST create: ≥ 3x peer"] == ["-", "not measured"]
+    assert goals["peak RSS ≤ peer's (peer ÷ ours ≥ 1)"] == ["1.33x", "met"]
