@@ -133,6 +133,7 @@ def _exception_handlers() -> dict[Any, Any]:
         DatasvcError: on_error,
         asyncpg.PostgresError: on_error,
         asyncpg.InterfaceError: on_error,
+        asyncpg.InternalClientError: on_error,
         OSError: on_error,
     }
 

@@ -17,6 +17,7 @@ Retries are narrow on purpose:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
@@ -52,7 +53,12 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     pg.CrashShutdownError,
     pg.CannotConnectNowError,
     ConnectionError,
+    # A backend that sent FATAL while its connection sat idle in the pool leaves asyncpg's protocol stuck
+    # ("cannot switch to state 12; another operation (2) is in progress", MagicStack/asyncpg#1069).
+    asyncpg.InternalClientError,
 )
+# asyncpg raises these from its state check, before writing a byte: the statement never ran.
+NOT_SENT: tuple[type[BaseException], ...] = (asyncpg.InternalClientError,)
 
 # Words that make a SELECT write or lock; our statements are reviewed, so a word list is enough.
 _WRITE_WORDS = re.compile(
@@ -143,8 +149,24 @@ class Database:
         try:
             await self._name_caller(conn)
             yield conn
+        except CONNECTION_LOST:
+            # Never hand a connection in an unknown protocol state to the next request: close it. Its
+            # siblings most likely died with it (restart, failover, mass kill) but may not know yet, so
+            # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
+            with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have detached it already
+                conn.terminate()
+            await self.pool.expire_connections()
+            raise
         finally:
+            await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        try:
             await self.pool.release(conn)
+        except Exception as exc:
+            # The pool's reset query failed (backend killed, network gone) and asyncpg has already
+            # terminated the connection; the request's own work is finished, so it must not fail for this.
+            log.info("connection dropped on release", extra={"error": type(exc).__name__})
 
     async def _name_caller(self, conn: asyncpg.Connection) -> None:
         """Set ``application_name`` to ``<application_name>:<caller>`` for auditing (pg_stat_activity, logs).
@@ -174,11 +196,13 @@ class Database:
     async def fetch(self, name: str, *args: Any) -> Any:
         """Run one statement on a pooled connection, outside any explicit transaction.
 
-        A rolled-back statement (40001, 40P01) is retried a bounded number of times; a read-only one
-        is also retried once when its connection was lost. A write that lost its connection is not.
+        A rolled-back statement (40001, 40P01) is retried a bounded number of times. After a lost
+        connection, a read-only statement, or any statement asyncpg refused before sending it
+        (`NOT_SENT`), is retried once on a fresh connection; a write that may have reached the server is not.
         """
         stmt = self.registry[name]
-        reconnect_once = is_read_only(stmt)
+        read_only = is_read_only(stmt)
+        reconnected = False
         attempt = 0
         while True:
             try:
@@ -190,10 +214,10 @@ class Database:
                     raise
                 await self._pause_before_retry(stmt.name, exc, attempt)
             except CONNECTION_LOST as exc:
-                if not reconnect_once:
+                if reconnected or not (read_only or isinstance(exc, NOT_SENT)):
                     raise
-                reconnect_once = False
-                log.info("connection lost under a read; retrying once", extra=_why(stmt.name, exc))
+                reconnected = True
+                log.info("connection lost; retrying once", extra=_why(stmt.name, exc))
 
     async def in_transaction(
         self,

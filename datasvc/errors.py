@@ -262,6 +262,12 @@ ASYNCPG_MAP: Mapping[type[BaseException], Callable[[Any], DatasvcError]] = {
     asyncpg.ConnectionDoesNotExistError: _unavailable(
         "database-unavailable", "the database connection was lost"
     ),
+    # asyncpg's state machine broke on a connection whose backend died while idle (asyncpg#1069);
+    # its subclasses are other client-side faults.
+    pg.OutdatedSchemaCacheError: _unavailable("schema-changed", "the schema changed under a statement"),
+    pg.ProtocolError: _internal,
+    pg.TargetServerAttributeNotMatched: _internal,
+    asyncpg.InternalClientError: _unavailable("database-unavailable", "the database connection was lost"),
     asyncpg.InterfaceError: _internal,
     asyncpg.PostgresError: _internal,
     ConnectionError: _unavailable("database-unavailable", "the database cannot be reached"),

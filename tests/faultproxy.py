@@ -73,7 +73,7 @@ class FaultProxy:
         self._call(self._set_mode(mode))
 
     def reset_now(self) -> None:
-        """Reset every open connection (RST) but keep accepting: a one-off network blip."""
+        """Reset every open connection (RST), then ``pass``: a one-off blip, e.g. a NAT or firewall reset."""
         self._call(self._reset_links())
 
     def url_for(self, database_url: str) -> str:
@@ -126,7 +126,7 @@ class FaultProxy:
 
     async def _reset_links(self) -> None:
         self._drop_links(reset=True)
-        await asyncio.sleep(0)
+        await self._set_mode("pass")
 
     async def _set_mode(self, mode: Mode) -> None:
         assert self._flowing is not None

@@ -25,11 +25,12 @@ from datasvc.registry import Registry
 TEST_SQL = Registry.load(Path(__file__).parent / "sql")
 HASH = "$2b$12$" + "a" * 53
 PROBLEM = "application/problem+json"
+ADMIN_NAME = "faulttest-admin"
 _keys = itertools.count()
 
 
 class Admin:
-    """One connection of the test's own (``application_name`` = faulttest-admin)."""
+    """A connection of the test's own, named `ADMIN_NAME` so the backend queries leave it out."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -37,10 +38,20 @@ class Admin:
     async def run(self, name: str, *args: Any) -> Any:
         return await execute(self.conn, TEST_SQL[name], args)
 
+    async def service_backends(self) -> int:
+        """Connections the service holds open to this test's database."""
+        n: int = await self.run("faults.count", ADMIN_NAME)
+        return n
+
+    async def busy(self) -> list[Any]:
+        """The service's backends that are not idle (running, waiting, in a transaction)."""
+        rows: list[Any] = await self.run("faults.busy", ADMIN_NAME)
+        return rows
+
 
 @asynccontextmanager
 async def admin(database_url: str) -> AsyncIterator[Admin]:
-    conn = await asyncpg.connect(database_url, server_settings={"application_name": "faulttest-admin"})
+    conn = await asyncpg.connect(database_url, server_settings={"application_name": ADMIN_NAME})
     try:
         yield Admin(conn)
     finally:

@@ -1,27 +1,33 @@
 -- name: count :value
--- Backends of this database opened under one application_name (the service's pool).
--- params: application_name
+-- Client backends of this (per-test) database other than the test's own connections: the service's pool.
+-- params: admin_name
 SELECT count(*)
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = $1
+WHERE datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
 
 -- name: busy :many
--- Backends of one application_name that are not idle: running, waiting on a lock, or in a transaction.
--- params: application_name
+-- The service's backends that are not idle: running, waiting on a lock, or inside a transaction.
+-- params: admin_name
 SELECT pid, state, wait_event_type, left(query, 80) AS query
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = $1 AND state <> 'idle'
+WHERE
+    datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
+    AND state <> 'idle'
 
 -- name: terminate :many
--- Kill the backends of one application_name (what an operator or a failover does); returns their pids.
--- params: application_name
+-- Kill the service's backends (what an operator or a failover does); returns their pids.
+-- params: admin_name
 SELECT pid
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = $1 AND pg_terminate_backend(pid)
+WHERE
+    datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
+    AND pg_terminate_backend(pid)
 
 -- name: waiting :value
--- Backends of one application_name currently waiting for a lock.
--- params: application_name
+-- The service's backends currently waiting for a lock.
+-- params: admin_name
 SELECT count(*)
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = $1 AND wait_event_type = 'Lock'
+WHERE
+    datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
+    AND wait_event_type = 'Lock'

@@ -1,0 +1,112 @@
+"""Issue 5.2: connections that die under the service. Reads are retried once, writes never blindly."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import pytest
+
+from datasvc.db import Database, is_read_only
+from datasvc.errors import translate
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+from tests import load
+from tests.faultproxy import FaultProxy
+from tests.server import serve
+
+
+@pytest.fixture
+async def proxied_db(settings, database_url):
+    """A one-connection pool whose only way to the database is a fault proxy."""
+    with FaultProxy() as proxy:
+        db = await Database.connect(
+            settings.with_overrides(
+                database_url=proxy.url_for(database_url), pool_min_size=1, pool_max_size=1
+            ),
+            Registry.load(settings.sql_dir),
+        )
+        try:
+            yield proxy, db
+        finally:
+            await db.close()
+
+
+def test_only_plain_selects_count_as_read_only():
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    kinds = {name: is_read_only(stmt) for name, stmt in registry.items()}
+    assert kinds["users.get_by_id"], kinds
+    assert not kinds["users.create"], kinds
+    assert not kinds["users.update"], kinds
+    assert not kinds["users.delete"], kinds
+    assert not is_read_only(load.TEST_SQL["faults.lock_user"])
+
+
+async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(proxied_db):
+    proxy, db = proxied_db
+    user = await db.fetch("users.create", "r@example.io", "reader", load.HASH, None, None)
+    await asyncio.to_thread(proxy.set_mode, "stall")
+    read = asyncio.create_task(db.fetch("users.get_by_id", user["id"]))
+    await asyncio.sleep(0.2)
+    assert not read.done(), "the read should be stuck behind the stalled network"
+    accepted = proxy.accepted
+    await asyncio.to_thread(proxy.reset_now)
+    row = await asyncio.wait_for(read, 5)
+    assert row["username"] == "reader"
+    assert proxy.accepted > accepted, "the retry should have run on a new connection"
+
+
+async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_db, database_url):
+    proxy, db = proxied_db
+    await db.fetch("users.get_by_id", 1)  # the pool's connection is open and idle
+    await asyncio.to_thread(proxy.set_mode, "stall")
+    write = asyncio.create_task(db.fetch("users.create", "w@example.io", "writer", load.HASH, None, None))
+    await asyncio.sleep(0.2)
+    await asyncio.to_thread(proxy.reset_now)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the class depends on where the reset lands
+        await asyncio.wait_for(write, 5)
+    problem = translate(caught.value)
+    assert (problem.status, problem.headers()) == (503, {"Retry-After": "1"}), repr(caught.value)
+    # Stalled before PostgreSQL saw a byte, so the insert never happened; a blind retry would have made it.
+    assert await db.fetch("users.get_by_username", "writer") is None
+
+
+@pytest.mark.slow
+async def test_killed_backends_under_load_fail_only_in_flight_writes_and_pool_heals(settings, database_url):
+    settings = settings.with_overrides(pool_min_size=2, pool_max_size=4)
+    killed = 0
+    async with load.admin(database_url) as admin:
+        with serve(settings) as base:
+            async with load.client(base) as c:
+                seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
+                read = functools.partial(load.read_user, user_id=seed.json()["id"])
+                log, stop = load.Log(), asyncio.Event()
+                driver = asyncio.create_task(load.steady(c, log, stop, (read, load.create_user), workers=4))
+                started = time.monotonic()
+                while time.monotonic() - started < 3.0:
+                    await asyncio.sleep(0.2)
+                    killed += len(await admin.run("faults.terminate", load.ADMIN_NAME))
+                stop.set()
+                await driver
+                after = [await read(c) for _ in range(20)]
+                open_after = await admin.service_backends()
+        # Leaving `serve` ran the lifespan shutdown: the pool must have closed every connection.
+        await asyncio.sleep(0.2)
+        leaked = await admin.service_backends()
+
+    reads = [a for a in log.answers if a.kind == "read"]
+    writes = [a for a in log.answers if a.kind == "write"]
+    failed_writes = [a for a in writes if not a.ok]
+    figure = (
+        f"{killed} backends killed in 3 s; reads {load.summary(reads)}; writes {load.summary(writes)}; "
+        f"{open_after} connections open after, {leaked} after shutdown"
+    )
+    assert killed >= 10, figure
+    assert all(a.ok for a in reads), figure
+    assert all(a.is_503_problem for a in failed_writes), figure
+    assert len(failed_writes) <= killed, figure
+    assert all(a.ok for a in after), figure
+    assert open_after <= settings.pool_max_size, figure
+    assert leaked == 0, figure
+    print(figure)
