@@ -6,11 +6,12 @@ pydantic `User` model documents it without being built per request.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from datasvc.errors import NotFound, ValidationFailed
+from datasvc import conditional
+from datasvc.errors import NotFound, PreconditionFailed, ValidationFailed
 from datasvc.inputs import path_id, path_text, read_json
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
@@ -29,10 +30,20 @@ def _db(request: Request) -> Database:
     return db
 
 
-def _user_or_404(row: object, what: str) -> JSONResponse:
+def _user_or_404(request: Request, row: Any, what: str) -> Response:
+    """The user with its ``ETag``; 304 to a GET whose ``If-None-Match`` names the current version."""
     if row is None:
         raise NotFound(f"no user with {what}")
-    return JSONResponse(dict(row))  # type: ignore[call-overload]
+    tag = conditional.etag(row["updated_at"])
+    if request.method in {"GET", "HEAD"} and conditional.not_modified(request, tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return JSONResponse(dict(row), headers={"ETag": tag})
+
+
+async def _refuse_if_still_there(db: Database, user_id: int) -> None:
+    """After a conditional write matched no row: 412 if the user exists (it changed), else the caller 404s."""
+    if await db.fetch("users.get_by_id", user_id) is not None:
+        raise PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
 
 
 async def create_user(request: Request) -> Response:
@@ -40,22 +51,23 @@ async def create_user(request: Request) -> Response:
     row = await _db(request).fetch(
         "users.create", body.email, body.username, body.hashed_password, body.full_name, body.bio
     )
-    return JSONResponse(dict(row), status_code=201, headers={"Location": f"{PREFIX}/{row['id']}"})
+    headers = {"Location": f"{PREFIX}/{row['id']}", "ETag": conditional.etag(row["updated_at"])}
+    return JSONResponse(dict(row), status_code=201, headers=headers)
 
 
 async def get_user(request: Request) -> Response:
     user_id = path_id(request)
-    return _user_or_404(await _db(request).fetch("users.get_by_id", user_id), f"id {user_id}")
+    return _user_or_404(request, await _db(request).fetch("users.get_by_id", user_id), f"id {user_id}")
 
 
 async def get_user_by_username(request: Request) -> Response:
     username = path_text(request, "username", max_length=50)
-    return _user_or_404(await _db(request).fetch("users.get_by_username", username), "that username")
+    return _user_or_404(request, await _db(request).fetch("users.get_by_username", username), "that username")
 
 
 async def get_user_by_email(request: Request) -> Response:
     email = path_text(request, "email", max_length=254)
-    return _user_or_404(await _db(request).fetch("users.get_by_email", email), "that email")
+    return _user_or_404(request, await _db(request).fetch("users.get_by_email", email), "that email")
 
 
 async def patch_user(request: Request) -> Response:
@@ -63,17 +75,33 @@ async def patch_user(request: Request) -> Response:
     patch = await read_json(request, UserPatch)
     if errors := patch.null_errors():
         raise ValidationFailed(errors)
+    versions = conditional.if_match(request)
     db = _db(request)
     if not patch.model_fields_set:
         # Nothing to change: answer with the row as it is rather than bumping updated_at.
-        return _user_or_404(await db.fetch("users.get_by_id", user_id), f"id {user_id}")
-    row = await db.fetch("users.update", user_id, patch.changes())
-    return _user_or_404(row, f"id {user_id}")
+        row = await db.fetch("users.get_by_id", user_id)
+        if row is not None and versions is not None and row["updated_at"] not in versions:
+            raise PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
+    elif versions is None:
+        row = await db.fetch("users.update", user_id, patch.changes())
+    else:
+        row = await db.fetch("users.update_if_match", user_id, patch.changes(), versions)
+        if row is None:
+            await _refuse_if_still_there(db, user_id)
+    return _user_or_404(request, row, f"id {user_id}")
 
 
 async def delete_user(request: Request) -> Response:
     user_id = path_id(request)
-    if await _db(request).fetch("users.delete", user_id) is None:
+    versions = conditional.if_match(request)
+    db = _db(request)
+    if versions is None:
+        deleted = await db.fetch("users.delete", user_id)
+    else:
+        deleted = await db.fetch("users.delete_if_match", user_id, versions)
+        if deleted is None:
+            await _refuse_if_still_there(db, user_id)
+    if deleted is None:
         raise NotFound(f"no user with id {user_id}")
     return Response(status_code=204)
 
@@ -93,6 +121,19 @@ _ID = Param(
     description="The user's id.",
     schema={"type": "integer", "format": "int64"},
 )
+_IF_MATCH = Param(
+    name="If-Match",
+    location="header",
+    description="Apply only if the user is still at one of these ETags (else 412); `*` or absent: always.",
+    schema={"type": "string"},
+)
+_IF_NONE_MATCH = Param(
+    name="If-None-Match",
+    location="header",
+    description="304 with no body if the user's current ETag is among these.",
+    schema={"type": "string"},
+)
+_ETAG = {"ETag": "Version of the user; send it back in If-Match to update or delete safely."}
 _USERNAME = Param(name="username", location="path", required=True, schema={"type": "string", "maxLength": 50})
 _EMAIL = Param(
     name="email",
@@ -115,7 +156,7 @@ OPERATIONS: tuple[Operation, ...] = (
         request_model=UserCreate,
         response_model=User,
         scope="users:write",
-        response_headers={"Location": "Path of the new user."},
+        response_headers={"Location": "Path of the new user.", **_ETAG},
         errors=(400, 409, 413, 415, 422),
     ),
     Operation(
@@ -126,9 +167,10 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Get a user by id",
         tag="users",
         response_model=User,
-        params=(_ID,),
+        response_headers=_ETAG,
+        params=(_ID, _IF_NONE_MATCH),
         scope="users:read",
-        errors=(404, 422),
+        errors=(304, 404, 422),
     ),
     Operation(
         method="GET",
@@ -138,9 +180,10 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Get a user by username",
         tag="users",
         response_model=User,
-        params=(_USERNAME,),
+        response_headers=_ETAG,
+        params=(_USERNAME, _IF_NONE_MATCH),
         scope="users:read",
-        errors=(404, 422),
+        errors=(304, 404, 422),
     ),
     Operation(
         method="GET",
@@ -150,9 +193,10 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Get a user by email (case-insensitive)",
         tag="users",
         response_model=User,
-        params=(_EMAIL,),
+        response_headers=_ETAG,
+        params=(_EMAIL, _IF_NONE_MATCH),
         scope="users:read",
-        errors=(404, 422),
+        errors=(304, 404, 422),
     ),
     Operation(
         method="PATCH",
@@ -163,9 +207,10 @@ OPERATIONS: tuple[Operation, ...] = (
         tag="users",
         request_model=UserPatch,
         response_model=User,
-        params=(_ID,),
+        response_headers=_ETAG,
+        params=(_ID, _IF_MATCH),
         scope="users:write",
-        errors=(400, 404, 409, 413, 415, 422),
+        errors=(400, 404, 409, 412, 413, 415, 422),
     ),
     Operation(
         method="DELETE",
@@ -175,9 +220,9 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Delete a user",
         tag="users",
         status=204,
-        params=(_ID,),
+        params=(_ID, _IF_MATCH),
         scope="users:write",
-        errors=(404, 422),
+        errors=(404, 412, 422),
     ),
     Operation(
         method="POST",
