@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,7 @@ from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings
+from datasvc.users import listing
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -52,12 +54,15 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 
 
 def operations() -> tuple[Operation, ...]:
-    return (*users.OPERATIONS, *HEALTH_OPERATIONS)
+    return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS)
 
 
 def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
     """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up."""
     registry = registry if registry is not None else Registry.load(settings.sql_dir)
+    if settings.cursor_secret is None:
+        # Cursors then verify only in this process; `datasvc serve` shares one with its workers.
+        settings = settings.with_overrides(cursor_secret=secrets.token_urlsafe(32))
     migration_hashes = local_hashes(settings.migrations_dir)
     migration_ids = list(migration_hashes)
     ops = operations()

@@ -113,6 +113,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     logs.configure(settings.log_level)
     Registry.load(settings.sql_dir)  # refuse to start on a bad statement file, before anything else
     Authenticator.from_settings(settings)  # ... or on a bad token entry
+    if settings.cursor_secret is None:
+        # One listing-cursor secret for every worker of this run, so any worker verifies any cursor.
+        secret = secrets.token_urlsafe(32)
+        settings = settings.with_overrides(cursor_secret=secret)
+        os.environ["DATASVC_CURSOR_SECRET"] = secret
     if settings.database_url is None:
         pg = embedded(settings.data_dir, settings.embedded_port)
         pg.ensure_running()

@@ -40,6 +40,18 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _cursor_secret(raw: str) -> str:
+    if len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
+    return raw
+
+
+def _plan_cache_mode(raw: str) -> str:
+    if raw not in {"auto", "force_custom_plan", "force_generic_plan"}:
+        raise ValueError("must be auto, force_custom_plan or force_generic_plan")
+    return raw
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -76,6 +88,9 @@ class Settings:
     access_log: bool = True
     auth_tokens: str = ""
     auth_tokens_file: Path | None = None
+    list_max_offset: int = 100_000
+    cursor_secret: str | None = None
+    plan_cache_mode: str = "force_custom_plan"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +120,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "database_url" and value:
                 value = redact_url(value)
+            elif f.name == "cursor_secret" and value:
+                value = "***"
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 
@@ -221,5 +238,25 @@ FIELDS: tuple[FieldSpec, ...] = (
         "DATASVC_AUTH_TOKENS_FILE",
         Path,
         "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`.",
+    ),
+    FieldSpec(
+        "list_max_offset",
+        "DATASVC_LIST_MAX_OFFSET",
+        _non_negative_int,
+        "Largest `offset` GET /api/v1/users accepts (larger is 422); deeper pages use the cursors.",
+    ),
+    FieldSpec(
+        "cursor_secret",
+        "DATASVC_CURSOR_SECRET",
+        _cursor_secret,
+        "HMAC key (32+ bytes) signing listing cursors. Unset: random per `datasvc serve` run, shared by "
+        "its workers; set it when several instances serve one API.",
+    ),
+    FieldSpec(
+        "plan_cache_mode",
+        "DATASVC_PLAN_CACHE_MODE",
+        _plan_cache_mode,
+        "Server `plan_cache_mode` of the pool's sessions: `force_custom_plan` plans each listing for its "
+        "filters (see Listing).",
     ),
 )

@@ -1,0 +1,243 @@
+"""GET /api/v1/users: filtered, sorted pages by offset (with a total) or by signed keyset cursor.
+
+One registry statement per sort key and SQL direction (``users.list__<sort>_<asc|desc>``, expanded from
+``sql/users/list.sql``) serves both modes; each page is one round trip. A walk backwards (a ``prev``
+cursor) runs the opposite direction's statement and reverses the rows it gets.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from datasvc.errors import FieldError, ValidationFailed
+from datasvc.inputs import SafeStr, field_errors
+from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, Page
+from datasvc.responses import JSONResponse
+from datasvc.routing import Operation, Param
+from datasvc.users.models import User, UserStatus
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from datasvc.db import Database
+    from datasvc.settings import Settings
+
+PREFIX = "/api/v1/users"
+
+SortKey = Literal["created_at", "updated_at", "username", "email", "full_name", "id"]
+SortOrder = Literal["asc", "desc"]
+CountMode = Literal["exact", "estimated", "none"]
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+MAX_SEARCH = 100
+
+
+class ListParams(BaseModel):
+    """The query string; unknown or repeated parameters are refused rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    offset: int | None = Field(None, ge=0)
+    sort_by: SortKey = "created_at"
+    sort_order: SortOrder = "desc"
+    status: UserStatus | None = None
+    is_verified: bool | None = None
+    is_admin: bool | None = None
+    search: Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH)] | None = None
+    count: CountMode | None = None
+    cursor: Annotated[str, Field(min_length=1)] | None = None
+
+    def binding(self) -> list[Any]:
+        """What a cursor is only valid with: the order and every filter."""
+        return [self.sort_by, self.sort_order, self.status, self.is_verified, self.is_admin, self.search]
+
+
+class UserPage(BaseModel):
+    """A page of users. ``total`` is null when not asked for (count=none, or by default with a cursor)."""
+
+    items: list[User]
+    total: int | None
+    limit: int
+    offset: int | None = Field(description="The offset asked for; null on a page reached by cursor.")
+    has_next: bool
+    has_prev: bool
+    next_cursor: str | None = Field(description="Pass as `cursor` for the following page; null on the last.")
+    prev_cursor: str | None = Field(description="Pass as `cursor` for the page before; null on the first.")
+
+
+def parse_params(request: Request, max_offset: int) -> ListParams:
+    """Validate the query string into `ListParams`, or a 422 naming every bad ``query.*`` parameter."""
+    query = request.query_params
+    repeated = sorted({k for k in query if len(query.getlist(k)) > 1})
+    if repeated:
+        raise ValidationFailed([FieldError(f"query.{k}", "given more than once") for k in repeated])
+    try:
+        params = ListParams.model_validate(dict(query))
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc, "query")) from None
+    if params.offset is not None and params.offset > max_offset:
+        raise ValidationFailed([FieldError("query.offset", f"must be at most {max_offset}; use the cursors")])
+    if params.cursor is not None and params.offset is not None:
+        raise ValidationFailed([FieldError("query.offset", "cannot be combined with cursor")])
+    return params
+
+
+def like_pattern(term: str) -> str:
+    """``%term%`` for ILIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def sort_key(row: dict[str, Any], sort_by: SortKey) -> list[Any]:
+    """The cursor key of a row: its sort value (JSON-ready) and its id."""
+    value = row[sort_by]
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    elif sort_by == "full_name":
+        value = [value]  # the statement's key is ARRAY[full_name]
+    return [value, row["id"]]
+
+
+def key_params(key: Any, sort_by: SortKey) -> tuple[Any, int]:
+    """A verified cursor's key as the statement's typed parameters (``cursor_key``, ``cursor_id``)."""
+    try:
+        value, row_id = key
+        if not isinstance(row_id, int) or isinstance(row_id, bool):
+            raise TypeError
+        if sort_by in ("created_at", "updated_at"):
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                raise TypeError
+            return parsed, row_id
+        if sort_by == "id":
+            if value != row_id:
+                raise TypeError
+            return row_id, row_id
+        if sort_by == "full_name":
+            (name,) = value
+            if name is not None and not isinstance(name, str):
+                raise TypeError
+            return [name], row_id
+        if not isinstance(value, str):
+            raise TypeError
+        return value, row_id
+    except (TypeError, ValueError):
+        raise InvalidCursor("does not hold a position for this sort") from None
+
+
+async def list_users(request: Request) -> Response:
+    settings: Settings = request.state.settings
+    db: Database = request.state.db
+    params = parse_params(request, settings.list_max_offset)
+    assert settings.cursor_secret is not None  # create_app fills it in
+    codec = CursorCodec(settings.cursor_secret.encode())
+    binding = params.binding()
+    cursor = codec.decode(params.cursor, binding) if params.cursor is not None else None
+
+    forwards = cursor is None or cursor.direction == "next"
+    sql_order = params.sort_order if forwards else ("desc" if params.sort_order == "asc" else "asc")
+    cursor_key, cursor_id = key_params(cursor.key, params.sort_by) if cursor else (None, None)
+    offset = 0 if cursor else (params.offset or 0)
+    count = params.count or ("none" if cursor else "exact")
+    rows = await db.fetch(
+        f"users.list__{params.sort_by}_{sql_order}",
+        params.status,
+        params.is_verified,
+        params.is_admin,
+        like_pattern(params.search) if params.search is not None else None,
+        count,
+        params.limit + 1,  # one more than asked: whether there is a page beyond this one
+        offset,
+        cursor_key,
+        cursor_id,
+    )
+    total: int | None = rows[0]["total"] if rows else None
+    items = [{k: v for k, v in row.items() if k != "total"} for row in rows if row["id"] is not None]
+    more = len(items) > params.limit
+    items = items[: params.limit]
+    if not forwards:
+        items.reverse()
+
+    def make(direction: Literal["next", "prev"], row: dict[str, Any]) -> str:
+        return codec.encode(Cursor(direction, sort_key(row, params.sort_by)), binding)
+
+    if cursor is None:
+        has_next, has_prev = more, offset > 0
+    elif forwards:
+        has_next, has_prev = more, True
+    else:
+        has_next, has_prev = True, more
+    next_cursor = make("next", items[-1]) if has_next and items else None
+    prev_cursor = make("prev", items[0]) if has_prev and items else None
+    if cursor is not None and not items:
+        # Everything past the cursor's row went away meanwhile: turn around at that same position.
+        flipped: Literal["next", "prev"] = "prev" if forwards else "next"
+        turn = codec.encode(Cursor(flipped, cursor.key), binding)
+        next_cursor, prev_cursor = (None, turn) if forwards else (turn, None)
+        has_next, has_prev = not forwards, forwards
+    page = Page(
+        items=items,
+        total=total,
+        limit=params.limit,
+        offset=None if cursor else offset,
+        has_next=has_next,
+        has_prev=has_prev,
+        next_cursor=next_cursor,
+        prev_cursor=prev_cursor,
+    )
+    return JSONResponse(page.as_dict())
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> Param:
+    return Param(name=name, location="query", schema=schema, description=description)
+
+
+PARAMS: tuple[Param, ...] = (
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, ""),
+    _query(
+        "offset",
+        {"type": "integer", "minimum": 0},
+        "Rows to skip (offset mode); at most DATASVC_LIST_MAX_OFFSET. Not with `cursor`.",
+    ),
+    _query("sort_by", {"enum": list(get_args(SortKey)), "default": "created_at"}, "`id` breaks ties."),
+    _query("sort_order", {"enum": ["asc", "desc"], "default": "desc"}, "NULL full_name sorts as largest."),
+    _query("status", {"enum": list(get_args(UserStatus))}, ""),
+    _query("is_verified", {"type": "boolean"}, ""),
+    _query("is_admin", {"type": "boolean"}, ""),
+    _query(
+        "search",
+        {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH},
+        "Case-insensitive substring of username, email or full_name; `%`, `_` and `\\` match literally.",
+    ),
+    _query(
+        "count",
+        {"enum": list(get_args(CountMode))},
+        "How `total` is computed; default `exact` without a cursor, `none` with one.",
+    ),
+    _query(
+        "cursor",
+        {"type": "string"},
+        "`next_cursor` or `prev_cursor` of a previous page, with the same sort and filters.",
+    ),
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        method="GET",
+        path=PREFIX,
+        aliases=(PREFIX + "/",),
+        endpoint=list_users,
+        operation_id="listUsers",
+        summary="List users: filters, sorts, offset pages with a total, keyset cursors",
+        tag="users",
+        response_model=UserPage,
+        params=PARAMS,
+        scope="users:read",
+        errors=(422,),
+    ),
+)

@@ -1,0 +1,340 @@
+import threading
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from datasvc.users.listing import like_pattern
+
+URL = "/api/v1/users"
+HASH = "$2b$12$" + "a" * 53
+SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
+
+
+def _seed(database_url: str, n: int) -> None:
+    """n users with repeating names (a third NULL), statuses, flags and colliding timestamps."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO users (email, username, hashed_password, full_name, status, is_verified, is_admin,
+                               created_at, updated_at)
+            SELECT 'u' || i || '@example.com', 'user_' || lpad(i::text, 4, '0'), %(hash)s,
+                   CASE WHEN i %% 3 = 0 THEN NULL ELSE 'Name ' || (i %% 5) END,
+                   (ARRAY['active', 'inactive', 'suspended'])[1 + i %% 3],
+                   i %% 2 = 0, i %% 7 = 0,
+                   timestamptz '2024-01-01' + (i / 4) * interval '1 minute',
+                   timestamptz '2024-06-01' - (i %% 6) * interval '1 hour'
+            FROM generate_series(1, %(n)s) AS i
+            """,
+            {"hash": HASH, "n": n},
+        )
+
+
+def _sql_ids(database_url: str, where: str = "true", order: str = "id") -> list[int]:
+    with psycopg.connect(database_url) as conn:
+        return [r[0] for r in conn.execute(f"SELECT id FROM users WHERE {where} ORDER BY {order}")]
+
+
+def _get(client: TestClient, **params: Any) -> Any:
+    return client.get(f"{URL}?{urlencode(params)}")
+
+
+def _ok(client: TestClient, **params: Any) -> Any:
+    response = _get(client, **params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _fields(response: Any) -> list[str]:
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    return [e["field"] for e in response.json()["errors"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        pytest.param("limit=0", "query.limit", id="limit-zero"),
+        pytest.param("limit=101", "query.limit", id="limit-too-big"),
+        pytest.param("limit=ten", "query.limit", id="limit-not-int"),
+        pytest.param("offset=-1", "query.offset", id="offset-negative"),
+        pytest.param("offset=100001", "query.offset", id="offset-over-cap"),
+        pytest.param("sort_by=hashed_password", "query.sort_by", id="sort-hashed-password"),
+        pytest.param("sort_by=id%3Bdrop%20table%20users", "query.sort_by", id="sort-injection"),
+        pytest.param("sort_by=lower(email)", "query.sort_by", id="sort-expression"),
+        pytest.param("sort_order=up", "query.sort_order", id="sort-order"),
+        pytest.param("status=banned", "query.status", id="status"),
+        pytest.param("is_verified=maybe", "query.is_verified", id="is-verified"),
+        pytest.param("is_admin=2", "query.is_admin", id="is-admin"),
+        pytest.param("search=", "query.search", id="search-empty"),
+        pytest.param("search=" + "x" * 101, "query.search", id="search-too-long"),
+        pytest.param("search=a%00b", "query.search", id="search-nul"),
+        pytest.param("count=all", "query.count", id="count"),
+        pytest.param("cursor=", "query.cursor", id="cursor-empty"),
+        pytest.param("cursor=garbage", "query.cursor", id="cursor-garbled"),
+        pytest.param("cursor=1.e30.AAAAAAAAAAAAAAAAAAAAAA", "query.cursor", id="cursor-forged"),
+        pytest.param("sortby=id", "query.sortby", id="unknown-parameter"),
+        pytest.param("limit=1&limit=2", "query.limit", id="repeated-parameter"),
+    ],
+)
+def test_a_bad_parameter_is_422_naming_it(client, query, field):
+    assert field in _fields(client.get(f"{URL}?{query}"))
+
+
+def test_cursor_with_offset_is_422(client, database_url):
+    _seed(database_url, 3)
+    first = _ok(client, limit=1)
+    assert "query.offset" in _fields(_get(client, cursor=first["next_cursor"], offset=0))
+
+
+def test_a_tampered_cursor_is_422_not_500(client, database_url):
+    _seed(database_url, 3)
+    token = _ok(client, limit=1)["next_cursor"]
+    version, payload, mac = token.split(".")
+    for bad in (f"{version}.{payload[:-2]}xx.{mac}", f"{version}.{payload}.{mac[:-1]}A", token + "."):
+        assert _fields(_get(client, limit=1, cursor=bad)) == ["query.cursor"]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param({"sort_by": "username"}, id="sort_by"),
+        pytest.param({"sort_order": "asc"}, id="sort_order"),
+        pytest.param({"status": "active"}, id="status"),
+        pytest.param({"is_verified": "true"}, id="is_verified"),
+        pytest.param({"is_admin": "false"}, id="is_admin"),
+        pytest.param({"search": "user"}, id="search"),
+    ],
+)
+def test_a_cursor_replayed_with_another_sort_or_filter_is_422(client, database_url, changed):
+    _seed(database_url, 5)
+    token = _ok(client, limit=2)["next_cursor"]
+    response = _get(client, limit=2, cursor=token, **changed)
+    assert _fields(response) == ["query.cursor"]
+    assert "different sort_by" in response.json()["detail"]
+
+
+def test_the_offset_envelope(client, database_url):
+    _seed(database_url, 5)
+    first = _ok(client, limit=2, sort_by="id", sort_order="asc")
+    assert {k: v for k, v in first.items() if k not in ("items", "next_cursor")} == {
+        "total": 5,
+        "limit": 2,
+        "offset": 0,
+        "has_next": True,
+        "has_prev": False,
+        "prev_cursor": None,
+    }
+    assert [u["id"] for u in first["items"]] == _sql_ids(database_url)[:2]
+    assert set(first["items"][0]) == {
+        "id", "email", "username", "full_name", "bio", "status",
+        "is_verified", "is_admin", "created_at", "updated_at",
+    }  # fmt: skip
+    last = _ok(client, limit=2, offset=4, sort_by="id", sort_order="asc")
+    assert (last["total"], last["has_next"], last["has_prev"], last["next_cursor"]) == (5, False, True, None)
+    assert [u["id"] for u in last["items"]] == _sql_ids(database_url)[4:]
+    assert last["prev_cursor"] is not None
+
+
+def test_the_trailing_slash_form_lists_too(client, database_url):
+    _seed(database_url, 2)
+    assert client.get(URL + "/").json()["total"] == 2
+
+
+def test_an_offset_past_the_end_still_reports_the_total(client, database_url):
+    _seed(database_url, 5)
+    page = _ok(client, offset=50)
+    assert (page["items"], page["total"], page["has_next"], page["has_prev"]) == ([], 5, False, True)
+
+
+def test_an_empty_table_is_an_empty_first_page(client):
+    page = _ok(client)
+    assert (page["items"], page["total"], page["has_next"], page["has_prev"]) == ([], 0, False, False)
+
+
+def test_count_none_leaves_total_null_and_keyset_pages_default_to_it(client, database_url):
+    _seed(database_url, 5)
+    assert _ok(client, count="none")["total"] is None
+    first = _ok(client, limit=2)
+    assert _ok(client, limit=2, cursor=first["next_cursor"])["total"] is None
+    assert _ok(client, limit=2, cursor=first["next_cursor"], count="exact")["total"] == 5
+
+
+def test_count_estimated_follows_the_statistics(client, database_url):
+    _seed(database_url, 300)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE users")
+    assert _ok(client, count="estimated")["total"] == 300
+    # 100 of each status: the frequencies in pg_stats make the estimate exact here.
+    assert _ok(client, count="estimated", status="suspended")["total"] == 100
+    assert _ok(client, count="estimated", search="user")["total"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "where"),
+    [
+        pytest.param({"status": "suspended"}, "status = 'suspended'", id="status"),
+        pytest.param({"is_verified": "true"}, "is_verified", id="is_verified"),
+        pytest.param({"is_admin": "true", "status": "active"}, "is_admin AND status = 'active'", id="two"),
+        pytest.param({"search": "NAME 2"}, "full_name ILIKE '%name 2%'", id="search-ignores-case"),
+        pytest.param({"search": "user_001"}, "username LIKE 'user\\_001%'", id="search-username"),
+        pytest.param({"search": "u12@"}, "email LIKE 'u12@%'", id="search-email"),
+    ],
+)
+def test_filters_select_the_rows_sql_selects(client, database_url, params, where):
+    _seed(database_url, 60)
+    page = _ok(client, limit=100, sort_by="id", sort_order="asc", **params)
+    expected = _sql_ids(database_url, where)
+    assert [u["id"] for u in page["items"]] == expected
+    assert page["total"] == len(expected)
+
+
+def test_search_wildcards_match_literally(client, database_url):
+    names = ["100% sure", "1000 sure", "a_b", "axb", "back\\slash", "backslash"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for i, name in enumerate(names):
+            conn.execute(
+                "INSERT INTO users (email, username, hashed_password, full_name) VALUES (%s, %s, %s, %s)",
+                (f"w{i}@example.com", f"wild-{i}", HASH, name),
+            )
+
+    def found(term: str) -> list[str]:
+        return [u["full_name"] for u in _ok(client, search=term, sort_by="id", sort_order="asc")["items"]]
+
+    assert found("%") == ["100% sure"]
+    assert found("0% s") == ["100% sure"]
+    assert found("a_b") == ["a_b"]
+    assert found("_") == ["a_b"]
+    assert found("\\") == ["back\\slash"]
+    assert found("SLASH") == ["back\\slash", "backslash"]
+
+
+def test_like_pattern_escapes_the_wildcards():
+    assert like_pattern("a%b_c\\d") == "%a\\%b\\_c\\\\d%"
+
+
+@pytest.mark.parametrize("sort_by", SORTS)
+def test_offset_pages_follow_the_sql_order_with_id_as_tiebreaker(client, database_url, sort_by):
+    _seed(database_url, 40)
+    key = "ARRAY[full_name]" if sort_by == "full_name" else sort_by
+    for sort_order in ("asc", "desc"):
+        expected = _sql_ids(database_url, order=f"{key} {sort_order}, id {sort_order}")
+        got = []
+        for offset in range(0, 40, 15):
+            page = _ok(client, limit=15, offset=offset, sort_by=sort_by, sort_order=sort_order)
+            got += [u["id"] for u in page["items"]]
+        assert got == expected, sort_order
+
+
+def test_null_full_names_sort_last_ascending_and_first_descending(client, database_url):
+    _seed(database_url, 12)
+    up = [u["full_name"] for u in _ok(client, sort_by="full_name", sort_order="asc")["items"]]
+    down = [u["full_name"] for u in _ok(client, sort_by="full_name", sort_order="desc")["items"]]
+    assert up[-4:] == [None] * 4
+    assert None not in up[:-4]
+    assert down[:4] == [None] * 4
+    assert None not in down[4:]
+
+
+def _walk(
+    client: TestClient, params: dict[str, Any], *, start: str | None = None, key: str = "next_cursor"
+) -> tuple[list[int], list[Any]]:
+    """Follow one kind of cursor until it runs out; return every page's ids, and the last page."""
+    ids: list[int] = []
+    page = _ok(client, **params) if start is None else _ok(client, cursor=start, **params)
+    pages = [page]
+    while True:
+        ids += [u["id"] for u in page["items"]]
+        if page[key] is None:
+            return ids, pages
+        page = _ok(client, cursor=page[key], **params)
+        pages.append(page)
+        assert len(pages) < 200
+
+
+@pytest.mark.parametrize("sort_by", SORTS)
+def test_a_walk_forwards_then_backwards_sees_every_row_once(client, database_url, sort_by):
+    _seed(database_url, 45)
+    for sort_order in ("asc", "desc"):
+        _walk_both_ways(client, database_url, {"limit": 7, "sort_by": sort_by, "sort_order": sort_order})
+
+
+def _walk_both_ways(client: TestClient, database_url: str, params: dict[str, Any]) -> None:
+    sort_by, sort_order = params["sort_by"], params["sort_order"]
+    forwards, pages = _walk(client, params)
+    key = "ARRAY[full_name]" if sort_by == "full_name" else sort_by
+    assert forwards == _sql_ids(database_url, order=f"{key} {sort_order}, id {sort_order}")
+    assert (pages[0]["prev_cursor"], pages[-1]["next_cursor"]) == (None, None)
+    assert all(p["has_next"] for p in pages[:-1])
+    assert all(p["has_prev"] for p in pages[1:])
+    last = pages[-1]
+    backwards, back_pages = _walk(client, params, start=last["prev_cursor"], key="prev_cursor")
+    back_in_order = [u["id"] for p in reversed(back_pages) for u in p["items"]] + [
+        u["id"] for u in last["items"]
+    ]
+    assert sorted(backwards) == sorted(set(backwards))
+    assert back_in_order == forwards
+    assert back_pages[-1]["has_prev"] is False
+
+
+def test_a_walk_with_a_filter_stays_in_the_filter(client, database_url):
+    _seed(database_url, 60)
+    ids, _ = _walk(client, {"limit": 4, "status": "active", "sort_by": "full_name", "sort_order": "asc"})
+    expected = _sql_ids(database_url, "status = 'active'", "ARRAY[full_name], id")
+    assert ids == expected
+
+
+class _Writer(threading.Thread):
+    """Inserts users on its own connection until stopped: a real concurrent writer."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(daemon=True)
+        self.database_url = database_url
+        self.stop = threading.Event()
+        self.inserted = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                while not self.stop.is_set():
+                    n = self.inserted
+                    # Spread across the username order: some land before the walk, some after it.
+                    conn.execute(
+                        "INSERT INTO users (email, username, hashed_password, full_name)"
+                        " VALUES (%s, %s, %s, %s)",
+                        (
+                            f"new{n}@example.com",
+                            f"user_{n % 50:04d}_new{n}",
+                            HASH,
+                            None if n % 2 else "Name 1",
+                        ),
+                    )
+                    self.inserted += 1
+                    time.sleep(0.002)
+        except BaseException as exc:  # handed to the test thread
+            self.error = exc
+
+
+@pytest.mark.parametrize("sort_by", ["username", "full_name"])
+def test_a_walk_survives_a_concurrent_writer(client, database_url, sort_by):
+    _seed(database_url, 50)
+    original = set(_sql_ids(database_url))
+    writer = _Writer(database_url)
+    writer.start()
+    try:
+        params = {"limit": 3, "sort_by": sort_by, "sort_order": "asc"}
+        forwards, pages = _walk(client, params)
+        backwards, _ = _walk(client, params, start=pages[-1]["prev_cursor"], key="prev_cursor")
+    finally:
+        writer.stop.set()
+        writer.join(timeout=10)
+    assert writer.error is None
+    assert writer.inserted > 10, "the writer did not overlap the walk"
+    backwards += [u["id"] for u in pages[-1]["items"]]
+    for seen in (forwards, backwards):
+        assert len(seen) == len(set(seen)), "a row was seen twice"
+        assert original <= set(seen), "an existing row was skipped"
