@@ -18,13 +18,23 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from bench import load as L
 from bench import report, services
 from bench.probe import CpuWindow, RssSampler, tree_rss_kb
-from bench.scenarios import Scenario, sample_request, selected, write_pgbench_scripts
+from bench.scenarios import (
+    LIST,
+    Scenario,
+    deep_id,
+    deep_offset,
+    fill,
+    sample_request,
+    selected,
+    write_pgbench_scripts,
+)
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 
@@ -117,15 +127,27 @@ def cleanup(url: str, n: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- runs
-def smoke(service: services.Service, scenarios: list[Scenario], n: int, db_url: str) -> None:
+def smoke(
+    service: services.Service, scenarios: list[Scenario], paths: dict[str, str], n: int, db: str
+) -> None:
     """One request per scenario before any load: a wrong URL or seed fails in a second, not in a table."""
     for s in scenarios:
         method, path, body = sample_request(s, n, peer=service.is_peer)
-        status = services.request(service.url + path, method, body)
+        status = services.request(service.url + (paths[s.key] or path), method, body)
         if not 200 <= status < 300:
             sys.exit(f"{service.name}: {method} {path} answered {status}; is the seed/API as expected?")
         if s.creates:
-            cleanup(db_url, n)
+            cleanup(db, n)
+
+
+def static_paths(service: services.Service, scenarios: list[Scenario], n: int) -> dict[str, str]:
+    """The fixed URL of each list scenario, with the deep cursor asked from the running service."""
+    cursor = ""
+    if not service.is_peer and any("{cursor}" in s.path for s in scenarios):
+        url = service.url + LIST + f"&count=none&offset={deep_offset(n)}"
+        with urllib.request.urlopen(url, timeout=120) as resp:  # noqa: S310 (loopback)
+            cursor = json.loads(resp.read())["next_cursor"]
+    return {s.key: fill((s.peer_path or "") if service.is_peer else s.path, n, cursor) for s in scenarios}
 
 
 def http_target(
@@ -136,13 +158,13 @@ def http_target(
     )
     rows = []
     with services.running(service, raw / f"{service.name}.log") as pid:
-        smoke(service, scenarios, args.rows, db_url)
+        paths = static_paths(service, scenarios, args.rows)
+        smoke(service, scenarios, paths, args.rows, db_url)
         idle = tree_rss_kb(pid)
         sampler = RssSampler(pid)
         sampler.start()
         for s in scenarios:
-            path = s.peer_path if service.is_peer and s.peer_path else s.path
-            url = service.url + path
+            url = service.url + paths[s.key]
             if args.warmup:
                 L.run_wrk(load, url, s.lua, args.warmup, None)
                 L.wait_db_idle(db_url)
@@ -184,7 +206,11 @@ def pgbench_target(
     load = L.Load(
         n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
     )
-    scripts = write_pgbench_scripts(scenarios, Registry.load(PROJECT_ROOT / "sql"), raw / "pgbench")
+    key = L.psql(
+        db_url, file=HERE / "sql" / "deep_key.sql", variables={"id": str(deep_id(args.rows))}
+    ).strip()
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    scripts = write_pgbench_scripts(scenarios, registry, raw / "pgbench", n=args.rows, deep_key=key)
     rows = []
     for s in scenarios:
         if s.key not in scripts:
@@ -245,7 +271,10 @@ def run(args: argparse.Namespace) -> Path:
             scenarios = [s for s in args.selected if s.ceiling]
         else:
             workers = 2 if target == "datasvc-2w" else 1
-            svc, db = services.datasvc(target, port=PORTS[target], workers=workers, database_url=ours), ours
+            svc, db = (
+                services.datasvc(target, port=PORTS[target], workers=workers, database_url=ours, n=args.rows),
+                ours,
+            )
             scenarios = list(args.selected)
         if scenarios:
             rows, rss[target] = http_target(svc, scenarios, args, db, raw)

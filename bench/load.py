@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasvc.settings import Settings
+
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "lua"
 INSTALL_WRK = "wrk is not installed: apt-get update && apt-get install -y wrk"
@@ -94,7 +96,9 @@ def run_pgbench(load: Load, url: str, script: Path, seconds: int, log_dir: Path 
     if log_dir:
         cmd += ["-l", f"--log-prefix={log_dir / script.stem}.xact"]
     cmd.append(url)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    # The same session settings as the service's pool, so PostgreSQL plans the statements the same way.
+    env = {**os.environ, "PGOPTIONS": f"-c plan_cache_mode={Settings().plan_cache_mode}"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
     tps = _TPS.search(p.stdout)
     if p.returncode != 0 or not tps:
         raise RuntimeError(f"pgbench failed ({p.returncode}): {p.stdout}{p.stderr}")

@@ -109,7 +109,29 @@ class Scenario:
         return self.peer_same or self.peer_path is not None
 
 
-PEER_LIST = PREFIX + "/?limit=20&offset={off}&sort_by=created_at&sort_order=desc"
+# Lists: the newest users first, 20 a page. {half} is N/2 (the issue's deep offset page) and {cursor} the
+# next_cursor of the page at ~90% depth, fetched from the running service before the scenarios run.
+LIST = PREFIX + "?limit=20&sort_by=created_at&sort_order=desc"
+PEER_LIST = PREFIX + "/?limit=20&sort_by=created_at&sort_order=desc&offset="
+SEARCH = "sybil_hall"  # 1 row in 400: a person's name, as a caller would search for it
+DEEP_KEYSET_FRACTION = 0.9
+_NO_FILTER = ("NULL", "NULL", "NULL", "NULL")
+
+
+def _list_sql(
+    count: str, *, status: str = "NULL", search: str = "NULL", offset: str = "0"
+) -> tuple[Sql, ...]:
+    # status, is_verified, is_admin, search, count, limit (+1, as the handler asks), offset, key, id
+    args = (status, "NULL", "NULL", search, f"'{count}'", "21", offset, "NULL", "NULL")
+    return (Sql(name="users.list__created_at_desc", args=args),)
+
+
+def _deep_keyset_sql() -> tuple[Sql, ...]:
+    # created_at grows with id, so the row 90% deep in created_at DESC order is about id N/10; its
+    # created_at ({deep_key}) is read before pgbench runs, as the service reads it from the cursor.
+    args = (*_NO_FILTER, "'none'", "21", "0", "'{deep_key}'", ":deep_id")
+    return (Sql(name="users.list__created_at_desc", args=args),)
+
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -167,7 +189,79 @@ SCENARIOS: tuple[Scenario, ...] = (
         lua="auth_lookup.lua",
         sql=(Sql(name="auth.lookup", args=(USERNAME_SQL,)),),
     ),
+    Scenario(
+        key="list_first_exact",
+        title="list, first page, exact total",
+        lua="static.lua",
+        path=LIST + "&count=exact",
+        peer_path=PEER_LIST + "0",
+        sql=_list_sql("exact"),
+        pgbench_setup="",
+    ),
+    Scenario(
+        key="list_first_estimated",
+        title="list, first page, estimated total",
+        lua="static.lua",
+        path=LIST + "&count=estimated",
+        peer_pair="list_first_exact",
+        sql=_list_sql("estimated"),
+        pgbench_setup="",
+    ),
+    Scenario(
+        key="list_first_none",
+        title="list, first page, no total (keyset)",
+        lua="static.lua",
+        path=LIST + "&count=none",
+        peer_pair="list_first_exact",
+        sql=_list_sql("none"),
+        pgbench_setup="",
+    ),
+    Scenario(
+        key="list_active",
+        title="list status=active, first page, exact total",
+        lua="static.lua",
+        path=LIST + "&status=active&count=exact",
+        peer_path=PEER_LIST + "0&status=active",
+        sql=_list_sql("exact", status="'active'"),
+        pgbench_setup="",
+    ),
+    Scenario(
+        key="list_search",
+        title=f"list search={SEARCH}, first page, exact total",
+        lua="static.lua",
+        path=LIST + f"&search={SEARCH}&count=exact",
+        peer_path=PEER_LIST + f"0&search={SEARCH}",
+        sql=_list_sql("exact", search=f"'%{SEARCH.replace('_', chr(92) + '_')}%'"),
+        pgbench_setup="",
+    ),
+    Scenario(
+        key="list_deep_offset",
+        title="list offset=N/2, exact total",
+        lua="static.lua",
+        path=LIST + "&offset={half}&count=exact",
+        peer_path=PEER_LIST + "{half}",
+        sql=_list_sql("exact", offset=":half"),
+        pgbench_setup=r"\set half :n / 2",
+    ),
+    Scenario(
+        key="list_deep_keyset",
+        title="list by cursor ~0.9 N deep, no total",
+        lua="static.lua",
+        path=LIST + "&cursor={cursor}",
+        peer_pair="list_deep_offset",
+        sql=_deep_keyset_sql(),
+        pgbench_setup=r"\set deep_id {deep_id}",
+    ),
 )
+
+
+def deep_offset(n: int) -> int:
+    """The offset whose page ends ~90% deep: its next_cursor starts the deep keyset page."""
+    return int(n * DEEP_KEYSET_FRACTION) - 20
+
+
+def fill(path: str, n: int, cursor: str = "") -> str:
+    return path.format(half=n // 2, cursor=cursor)
 
 
 def selected(keys: Sequence[str]) -> list[Scenario]:
@@ -197,7 +291,7 @@ def sample_request(scenario: Scenario, n: int, *, peer: bool = False) -> tuple[s
                 f'"hashed_password":"{HASH}","full_name":"Bench User"}}'
             )
             return "POST", PREFIX + "/", body.encode()
-    return "GET", (scenario.peer_path if peer else scenario.path) or "", None
+    return "GET", (scenario.peer_path if peer else scenario.path) or "", None  # static: filled by caller
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -207,25 +301,31 @@ def _substitute(text: str, args: tuple[str, ...]) -> str:
     return _PLACEHOLDER.sub(lambda m: f"({args[int(m.group(1)) - 1]})", text)
 
 
-def pgbench_script(scenario: Scenario, registry: Registry) -> str:
+def deep_id(n: int) -> int:
+    return max(1, n - int(n * DEEP_KEYSET_FRACTION))
+
+
+def pgbench_script(scenario: Scenario, registry: Registry, *, n: int = 0, deep_key: str = "") -> str:
     """The scenario as a pgbench script: the registry's statement text, parameters as pgbench expressions."""
     lines = [f"-- {scenario.key}: generated by bench/ from sql/ (the statements datasvc sends)"]
-    lines.append(scenario.pgbench_setup)
+    lines.append(scenario.pgbench_setup.replace("{deep_id}", str(deep_id(n))))
     for sql in scenario.sql:
         stmt = registry[sql.name]
         if len(sql.args) != len(stmt.params):
             raise ValueError(f"{scenario.key}: {sql.name} takes {len(stmt.params)} parameters")
-        text = _substitute(stmt.text, sql.args)
+        text = _substitute(stmt.text, tuple(a.replace("{deep_key}", deep_key) for a in sql.args))
         lines.append(text.rstrip().rstrip(";") + ";")
     return "\n".join(lines) + "\n"
 
 
-def write_pgbench_scripts(scenarios: Sequence[Scenario], registry: Registry, folder: Path) -> dict[str, Path]:
+def write_pgbench_scripts(
+    scenarios: Sequence[Scenario], registry: Registry, folder: Path, *, n: int, deep_key: str
+) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for s in scenarios:
         if s.sql:
             path = folder / f"{s.key}.sql"
-            path.write_text(pgbench_script(s, registry))
+            path.write_text(pgbench_script(s, registry, n=n, deep_key=deep_key))
             out[s.key] = path
     return out

@@ -37,14 +37,18 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
-def datasvc(name: str, *, port: int, workers: int, database_url: str) -> Service:
-    """`datasvc serve` exactly as deployed: every production feature (access log included) on."""
+def datasvc(name: str, *, port: int, workers: int, database_url: str, n: int) -> Service:
+    """`datasvc serve` as deployed, every production feature (access log included) on.
+
+    One change: offsets up to N are allowed, so the deep offset page is the same request the peer gets and
+    the deep cursor can be fetched (the default bound is 100,000; deeper pages are meant for cursors).
+    """
     return Service(
         name=name,
         argv=[sys.executable, "-m", "datasvc", "serve", "--port", str(port), "--workers", str(workers)],
         port=port,
         ready_path="/health",
-        env={"DATABASE_URL": database_url},
+        env={"DATABASE_URL": database_url, "DATASVC_LIST_MAX_OFFSET": str(n)},
     )
 
 
