@@ -160,6 +160,12 @@ class Database:
                 conn.terminate()
             await self.pool.expire_connections()
             raise
+        except TimeoutError:
+            # Only a silent network makes the client-side command timeout fire before the server's
+            # statement_timeout: close the connection now rather than wait on its reset when releasing.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                conn.terminate()
+            raise
         finally:
             await self._release(conn)
 

@@ -1,0 +1,93 @@
+"""Issue 5.8: serialization failures and deadlocks are retried a bounded number of times, then 503."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import asyncpg
+import pytest
+
+from datasvc.db import Database, execute
+from datasvc.errors import ServiceUnavailable, translate
+from datasvc.registry import Registry
+from tests import load
+
+TOUCH = load.TEST_SQL["faults.touch_user"]
+READ_ALL = load.TEST_SQL["faults.bio_sum"]
+
+
+@pytest.fixture
+async def db(settings):
+    database = await Database.connect(settings, Registry.load(settings.sql_dir))
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def _two_users(db: Database) -> tuple[int, int]:
+    a = await db.fetch("users.create", "a@example.io", "user_a", load.HASH, None, None)
+    b = await db.fetch("users.create", "b@example.io", "user_b", load.HASH, None, None)
+    return a["id"], b["id"]
+
+
+async def _collide(db: Database, kind: str) -> tuple[list[object], Counter[str]]:
+    """Two transactions that PostgreSQL cannot both commit on their first attempt."""
+    first, second = await _two_users(db)
+    attempts: Counter[str] = Counter()
+    meet = asyncio.Barrier(2)
+
+    def worker(name: str, mine: int, theirs: int):
+        async def work(conn: asyncpg.Connection) -> str:
+            attempts[name] += 1
+            if kind == "deadlock":
+                # Row locks taken in opposite orders: the deadlock detector aborts one of the two.
+                await execute(conn, TOUCH, (mine, name))
+                if attempts[name] == 1:
+                    await meet.wait()
+                await execute(conn, TOUCH, (theirs, name))
+            else:
+                # Write skew: each reads what the other writes. SERIALIZABLE lets only one commit.
+                await execute(conn, READ_ALL, ())
+                if attempts[name] == 1:
+                    await meet.wait()
+                await execute(conn, TOUCH, (mine, name))
+            return name
+
+        return work
+
+    isolation = "read_committed" if kind == "deadlock" else "serializable"
+    results = await asyncio.gather(
+        db.in_transaction(worker("a", first, second), isolation=isolation),
+        db.in_transaction(worker("b", second, first), isolation=isolation),
+        return_exceptions=True,
+    )
+    return list(results), attempts
+
+
+@pytest.mark.parametrize("kind", ["deadlock", "serialization"])
+async def test_rolled_back_transaction_is_retried_and_both_commit(db, kind):
+    results, attempts = await _collide(db, kind)
+    figure = f"{kind}: results {results}, attempts {dict(attempts)}"
+    assert sorted(map(str, results)) == ["a", "b"], figure
+    assert sum(attempts.values()) == 3, figure  # exactly one of the two ran twice
+    print(figure)
+
+
+@pytest.mark.parametrize("kind", ["deadlock", "serialization"])
+async def test_retries_exhausted_is_503_with_retry_after(settings, kind):
+    db = await Database.connect(
+        settings.with_overrides(transaction_retries=0), Registry.load(settings.sql_dir)
+    )
+    try:
+        results, attempts = await _collide(db, kind)
+    finally:
+        await db.close()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1, results
+    assert isinstance(failures[0], asyncpg.exceptions.TransactionRollbackError), repr(failures[0])
+    problem = translate(failures[0])
+    assert isinstance(problem, ServiceUnavailable), problem
+    assert problem.headers() == {"Retry-After": "1"}
+    assert sum(attempts.values()) == 2

@@ -1,0 +1,138 @@
+"""Issue 5.3 and 5.4: a full pool, a lock held elsewhere, a stalled network: bounded waits, clear problems."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from datasvc.settings import Settings
+from tests import load
+from tests.faultproxy import FaultProxy
+from tests.server import serve
+
+pytestmark = pytest.mark.slow
+
+
+async def _seed(c) -> int:
+    r = await c.post("/api/v1/users", json=load.unique_user("seed"))
+    assert r.status_code == 201, r.text
+    uid: int = r.json()["id"]
+    return uid
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def _patch(c, uid: int):
+    return load.call(c, "write", "PATCH", f"/api/v1/users/{uid}", json={"full_name": "Changed"})
+
+
+async def test_exhausted_pool_answers_503_within_acquire_timeout_and_heals(settings: Settings, database_url):
+    settings = settings.with_overrides(
+        pool_min_size=1, pool_max_size=2, acquire_timeout=0.5, lock_timeout=10.0
+    )
+    async with load.admin(database_url) as admin, load.admin(database_url) as locker_conn:
+        with serve(settings) as base:
+            async with load.client(base) as c:
+                uid = await _seed(c)
+                # Open the client's HTTP connections first: only the pool wait should be measured.
+                await asyncio.gather(*(load.read_user(c, uid) for _ in range(12)))
+                locker = locker_conn.conn.transaction()
+                await locker.start()
+                await locker_conn.run("faults.lock_user", uid)
+                # Two PATCHes wait on the row lock, holding both pooled connections.
+                holders = [asyncio.create_task(_patch(c, uid)) for _ in range(2)]
+                await _until(lambda: _eq(admin.run("faults.waiting", load.ADMIN_NAME), 2))
+                extra = await asyncio.gather(*(load.read_user(c, uid) for _ in range(5)))
+                await locker.commit()
+                held = await asyncio.gather(*holders)
+                after = [await load.read_user(c, uid) for _ in range(10)]
+                open_after = await admin.service_backends()
+                busy_after = await admin.busy()
+
+    bound_ms = settings.acquire_timeout * 1000 + 100
+    figure = f"5 requests on a full pool: {load.summary(extra)} (bound {bound_ms:.0f} ms)"
+    assert all(a.is_503_problem and a.slug == "pool-timeout" for a in extra), figure
+    assert max(a.seconds for a in extra) * 1000 <= bound_ms, figure
+    assert all(a.status == 200 for a in held), [a.status for a in held]
+    assert all(a.ok for a in after), figure
+    assert open_after <= settings.pool_max_size, figure
+    assert busy_after == [], busy_after
+    print(figure)
+
+
+async def _eq(awaitable, expected) -> bool:
+    value = await awaitable
+    return bool(value == expected)
+
+
+@pytest.mark.parametrize(
+    ("statement_timeout", "lock_timeout", "status", "slug"),
+    [(0.3, 10.0, 504, "statement-timeout"), (10.0, 0.3, 503, "lock-timeout")],
+    ids=["statement-timeout-504", "lock-timeout-503"],
+)
+async def test_waiting_on_a_locked_row_ends_in_a_clear_problem_and_leaves_nothing_running(
+    settings: Settings, database_url, statement_timeout, lock_timeout, status, slug
+):
+    settings = settings.with_overrides(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
+    async with load.admin(database_url) as admin, load.admin(database_url) as locker:
+        with serve(settings) as base:
+            async with load.client(base) as c:
+                uid = await _seed(c)
+                async with locker.conn.transaction():
+                    await locker.run("faults.lock_user", uid)
+                    answer = await _patch(c, uid)
+                    busy_while_locked = await admin.busy()
+                after = await _patch(c, uid)
+
+    figure = f"PATCH of a locked row: {answer.status} {answer.slug} after {answer.seconds * 1000:.0f} ms"
+    assert (answer.status, answer.slug) == (status, slug), figure
+    assert answer.content_type == load.PROBLEM
+    assert answer.seconds < min(statement_timeout, lock_timeout) + 0.5, figure
+    if status == 503:
+        assert answer.retry_after == "1"
+    # The server cancelled the statement: nothing of ours still runs or waits once the answer is out.
+    assert busy_while_locked == [], busy_while_locked
+    assert after.status == 200
+    print(figure)
+
+
+async def test_stalled_network_is_bounded_by_the_command_timeout_then_recovers(
+    settings: Settings, database_url
+):
+    with FaultProxy() as proxy:
+        settings = settings.with_overrides(
+            database_url=proxy.url_for(database_url),
+            pool_min_size=1,
+            pool_max_size=2,
+            statement_timeout=0.5,  # the client-side command timeout is this + 1 s
+            acquire_timeout=0.5,
+            connect_timeout=0.5,
+        )
+        with serve(settings) as base:
+            async with load.client(base) as c:
+                uid = await _seed(c)
+                await asyncio.to_thread(proxy.set_mode, "stall")
+                stalled = await asyncio.gather(*(load.read_user(c, uid) for _ in range(4)))
+                await asyncio.to_thread(proxy.set_mode, "pass")
+                back = time.monotonic()
+                while not (r := await load.read_user(c, uid)).ok:
+                    assert time.monotonic() - back < 5, r
+                    await asyncio.sleep(0.05)
+                healed = time.monotonic() - back
+                after = [await load.read_user(c, uid) for _ in range(10)]
+
+    bound = settings.statement_timeout + 1.0 + 0.5
+    figure = (
+        f"stalled: {load.summary(stalled)} (bound {bound * 1000:.0f} ms); healed in {healed * 1000:.0f} ms"
+    )
+    assert all(a.status in (503, 504) and a.content_type == load.PROBLEM for a in stalled), figure
+    assert max(a.seconds for a in stalled) < bound, figure
+    assert all(a.ok for a in after), figure
+    print(figure)
