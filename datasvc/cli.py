@@ -17,8 +17,9 @@ from starlette.applications import Starlette
 from datasvc import logs, migrations
 from datasvc.app import create_app
 from datasvc.auth import Authenticator, hash_token
-from datasvc.db import check_statements
+from datasvc.db import check_statements, server_settings
 from datasvc.embedded import EmbeddedError, embedded
+from datasvc.explain import ExplainError, explain
 from datasvc.registry import Registry, RegistryError
 from datasvc.settings import Settings, SettingsError, redact_url
 
@@ -98,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_parser("check", help="prepare every statement against DATABASE_URL").set_defaults(
         handler=_sql_check
     )
+    plan = sql.add_parser(
+        "explain",
+        help="EXPLAIN (ANALYZE, BUFFERS) one statement against DATABASE_URL; writes are rolled back",
+    )
+    plan.add_argument("name")
+    plan.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a parameter by its header name, converted to the type PostgreSQL infers (repeat for each)",
+    )
+    plan.add_argument("--no-analyze", action="store_true", help="plain EXPLAIN: plan only, nothing runs")
+    plan.set_defaults(handler=_sql_explain)
     return parser
 
 
@@ -205,6 +220,41 @@ def _sql_check(args: argparse.Namespace, settings: Settings) -> int:
         print(f"FAIL {name} ({location}): {why}")
     print(f"{len(registry) - len(failures)} of {len(registry)} statements prepare against {redact_url(url)}")
     return 1 if failures else 0
+
+
+def _sql_explain(args: argparse.Namespace, settings: Settings) -> int:
+    url = _require_url(settings)
+    stmt = Registry.load(settings.sql_dir).get(args.name)
+    if stmt is None:
+        print(f"datasvc: no statement named {args.name!r} (see `datasvc sql list`)", file=sys.stderr)
+        return 1
+    params = dict(item.partition("=")[::2] for item in args.param)
+    if any("=" not in item for item in args.param):
+        print("datasvc: --param takes NAME=VALUE", file=sys.stderr)
+        return 2
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(
+            url, timeout=settings.connect_timeout, server_settings=server_settings(settings)
+        )
+        try:
+            return await explain(conn, stmt, params, analyze=not args.no_analyze)
+        finally:
+            await conn.close()
+
+    try:
+        lines = asyncio.run(run())
+    except ExplainError as exc:
+        print(f"datasvc: {exc}", file=sys.stderr)
+        return 2
+    except asyncpg.PostgresError as exc:
+        print(f"datasvc: {stmt.name} failed: {exc.sqlstate}: {exc}", file=sys.stderr)
+        return 1
+    print(f"-- {stmt.name} ({stmt.location})")
+    if stmt.plan:
+        print(f"-- expected plan: {stmt.plan}")
+    print("\n".join(lines))
+    return 0
 
 
 def _token_hash(args: argparse.Namespace, settings: Settings) -> int:

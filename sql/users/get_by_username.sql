@@ -1,7 +1,7 @@
 -- name: get_by_username :one
 -- Fetch one user by exact username.
 -- params: username
--- plan: Index Scan using users_username_key on users
+-- plan: Index Scan using users_username_key or users_username_id_idx on users (both lead with username)
 SELECT
     id, email, username, full_name, bio, status,
     is_verified, is_admin, created_at, updated_at

@@ -1,0 +1,145 @@
+"""``datasvc sql explain``: the plan of a registered statement, run against a real database.
+
+This is the one place where SQL text is composed: a fixed ``EXPLAIN (…)`` prefix, chosen from a closed set,
+in front of a registered statement's own text. Parameter values never enter the text; they are bound as
+parameters, converted to the types PostgreSQL inferred when preparing the statement. ``ANALYZE`` executes
+the statement, so it always runs inside a transaction that is rolled back: explaining a write changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import asyncpg
+import orjson
+
+from datasvc.registry import Statement
+
+
+class ExplainError(ValueError):
+    """The parameters given do not fit the statement."""
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"t", "true", "1", "yes", "on"}:
+        return True
+    if lowered in {"f", "false", "0", "no", "off"}:
+        return False
+    raise ValueError("not a boolean")
+
+
+def _json(raw: str) -> str:
+    orjson.loads(raw)  # fail here, with the parameter's name, rather than in the server
+    return raw
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "int2": int,
+    "int4": int,
+    "int8": int,
+    "float4": float,
+    "float8": float,
+    "numeric": decimal.Decimal,
+    "bool": _bool,
+    "json": _json,
+    "jsonb": _json,
+    "uuid": uuid.UUID,
+    "date": dt.date.fromisoformat,
+    "timestamp": dt.datetime.fromisoformat,
+    "timestamptz": dt.datetime.fromisoformat,
+}
+
+
+def convert(raw: str, type_name: str) -> Any:
+    """A command-line string as the Python value asyncpg binds for ``type_name`` (arrays: comma-separated)."""
+    if type_name.startswith("_"):  # asyncpg names array types after their element with a leading "_"
+        return [convert(item, type_name[1:]) for item in raw.split(",")] if raw else []
+    return _CONVERTERS.get(type_name, str)(raw)
+
+
+def _prefix(*, analyze: bool, json: bool) -> str:
+    options = ["ANALYZE", "BUFFERS"] if analyze else []
+    if json:
+        options.append("FORMAT JSON")
+    return f"EXPLAIN ({', '.join(options)}) " if options else "EXPLAIN "
+
+
+async def bind(conn: asyncpg.Connection, stmt: Statement, raw: Mapping[str, str]) -> list[Any]:
+    """Parameter values in header order, converted to the statement's parameter types."""
+    unknown = sorted(set(raw) - set(stmt.params))
+    prepared = await conn.prepare(stmt.text)
+    types = [t.name for t in prepared.get_parameters()]
+    wanted = ", ".join(f"{p} ({t})" for p, t in zip(stmt.params, types, strict=True)) or "none"
+    missing = [p for p in stmt.params if p not in raw]
+    if unknown or missing:
+        problems = [f"missing {', '.join(missing)}"] if missing else []
+        problems += [f"unknown {', '.join(unknown)}"] if unknown else []
+        raise ExplainError(f"{stmt.name} takes parameters: {wanted}; {'; '.join(problems)}")
+    values = []
+    for name, type_name in zip(stmt.params, types, strict=True):
+        try:
+            values.append(convert(raw[name], type_name))
+        except ValueError as exc:
+            raise ExplainError(f"--param {name}={raw[name]!r}: not a valid {type_name} ({exc})") from None
+    return values
+
+
+async def explain(
+    conn: asyncpg.Connection,
+    stmt: Statement,
+    params: Mapping[str, str],
+    *,
+    analyze: bool = True,
+) -> list[str]:
+    """The text plan of ``stmt`` with ``params``: ``EXPLAIN (ANALYZE, BUFFERS)``, or plain ``EXPLAIN``."""
+    rows = await _run(conn, stmt, params, analyze=analyze, json=False)
+    return [row[0] for row in rows]
+
+
+async def explain_json(
+    conn: asyncpg.Connection,
+    stmt: Statement,
+    params: Mapping[str, str],
+    *,
+    analyze: bool = True,
+) -> dict[str, Any]:
+    """The plan as PostgreSQL's JSON document (the top ``Plan`` node and its timings)."""
+    rows = await _run(conn, stmt, params, analyze=analyze, json=True)
+    value = rows[0][0]  # text from a bare connection, already decoded from a pool with our json codec
+    document: list[dict[str, Any]] = orjson.loads(value) if isinstance(value, str) else value
+    return document[0]
+
+
+async def _run(
+    conn: asyncpg.Connection, stmt: Statement, params: Mapping[str, str], *, analyze: bool, json: bool
+) -> list[Any]:
+    values = await bind(conn, stmt, params)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        rows: list[Any] = await conn.fetch(_prefix(analyze=analyze, json=json) + stmt.text, *values)
+    finally:
+        await transaction.rollback()  # ANALYZE ran the statement: undo whatever it wrote
+    return rows
+
+
+def node_types(plan: Mapping[str, Any]) -> list[str]:
+    """Every node of a JSON plan, depth first, as ``"Node Type"`` plus ``" on relation"`` or index name."""
+    found = []
+    stack = [plan.get("Plan", plan)]
+    while stack:
+        node = stack.pop()
+        label = node["Node Type"]
+        if "Index Name" in node:
+            label += f" using {node['Index Name']}"
+        if "Relation Name" in node:
+            label += f" on {node['Relation Name']}"
+        found.append(label)
+        stack.extend(reversed(node.get("Plans", [])))
+    return found
