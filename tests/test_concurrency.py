@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Iterable
+from typing import TypeVar
 
 import asyncpg
 import httpx2
@@ -12,6 +14,7 @@ import pytest
 from tests.server import serve
 
 HASH = "$2b$12$" + "a" * 53
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -20,8 +23,8 @@ def base_url(settings):
         yield url
 
 
-async def _all(coroutines):
-    return await asyncio.gather(*coroutines)
+async def _all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
+    return list(await asyncio.gather(*coroutines))
 
 
 def test_fifty_concurrent_creates_of_one_username_make_one_row(base_url, database_url):
