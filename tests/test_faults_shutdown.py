@@ -1,0 +1,68 @@
+"""Issue 5.5: SIGTERM lets every in-flight request finish, exits within the grace period, closes the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from datasvc.settings import Settings
+from tests import load
+from tests.liveserver import LiveServer
+
+pytestmark = pytest.mark.slow
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings, database_url, tmp_path):
+    settings = settings.with_overrides(
+        pool_min_size=1, pool_max_size=4, acquire_timeout=10.0, lock_timeout=10.0, shutdown_timeout=5.0
+    )
+    server = LiveServer(settings, tmp_path / "serve.log")
+    async with load.admin(database_url) as admin, load.admin(database_url) as locker:
+        with server:
+            async with load.client(server.base_url, connections=110, timeout=20) as c:
+                seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
+                uid = seed.json()["id"]
+                # Writes block on a table lock, holding every pooled connection; reads then queue for
+                # the pool. So all 100 are inside the service, none finished, when SIGTERM arrives.
+                hold = locker.conn.transaction()
+                await hold.start()
+                await locker.run("faults.lock_users_for_writes")
+                writes = [asyncio.create_task(load.create_user(c)) for _ in range(50)]
+                await _until(lambda: _count(admin.run("faults.waiting", load.ADMIN_NAME), 4))
+                reads = [asyncio.create_task(load.read_user(c, uid)) for _ in range(50)]
+                await asyncio.sleep(0.5)
+                in_flight = sum(not t.done() for t in writes + reads)
+                server.signal(signal.SIGTERM)
+                sigterm = time.monotonic()
+                await asyncio.sleep(0.5)  # shutdown has begun with every request still waiting
+                await hold.commit()
+                answers = await asyncio.gather(*writes, *reads)
+                code = await asyncio.to_thread(server.wait, settings.shutdown_timeout + 5)
+                exited = time.monotonic() - sigterm
+        left = await admin.service_backends()
+
+    failed = [a for a in answers if not a.ok]
+    figure = (
+        f"{in_flight} requests in flight at SIGTERM: {load.summary(answers)}; exit code {code} "
+        f"{exited:.2f} s after SIGTERM (grace {settings.shutdown_timeout:g} s); {left} backends left"
+    )
+    assert in_flight == 100, figure
+    assert failed == [], figure
+    assert code == 0, figure
+    assert exited <= settings.shutdown_timeout + 1, figure
+    assert left == 0, figure
+    print(figure)
+
+
+async def _count(awaitable, expected: int) -> bool:
+    return bool(await awaitable >= expected)
