@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ from datasvc import logs, migrations
 from datasvc.app import create_app
 from datasvc.auth import Authenticator, hash_token
 from datasvc.db import check_statements, server_settings
-from datasvc.embedded import EmbeddedError, embedded
+from datasvc.embedded import EmbeddedError, EmbeddedPostgres, embedded
 from datasvc.explain import ExplainError, explain
 from datasvc.registry import Registry, RegistryError
 from datasvc.settings import Settings, SettingsError, redact_url
@@ -133,9 +134,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         secret = secrets.token_urlsafe(32)
         settings = settings.with_overrides(cursor_secret=secret)
         os.environ["DATASVC_CURSOR_SECRET"] = secret
+    started_here: EmbeddedPostgres | None = None
     if settings.database_url is None:
         pg = embedded(settings.data_dir, settings.embedded_port)
-        pg.ensure_running()
+        if pg.ensure_running():
+            started_here = pg
         settings = settings.with_overrides(database_url=pg.url)
         os.environ["DATABASE_URL"] = pg.url
         applied = migrations.apply(pg.url, settings.migrations_dir, sql_dir=settings.sql_dir)
@@ -146,6 +149,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         log.info("using DATABASE_URL", extra={"database": redact_url(settings.database_url)})
     log.info("starting", extra={"config": settings.redacted()})
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so `finally` runs.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        _run_uvicorn(settings)
+    finally:
+        if started_here is not None:
+            log.info("stopping embedded PostgreSQL", extra={"pgdata": str(started_here.pgdata)})
+            started_here.stop()
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _run_uvicorn(settings: Settings) -> None:
     uvicorn.run(
         "datasvc.cli:app_from_env",
         factory=True,
@@ -159,7 +178,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         server_header=False,
     )
-    return 0
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
