@@ -16,12 +16,18 @@ WHERE
 
 -- name: terminate :many
 -- Kill the service's backends (what an operator or a failover does); returns their pids.
+-- The CTE is MATERIALIZED so the filter runs first: in a flat WHERE the planner may call
+-- pg_terminate_backend on rows of other databases before checking datname (it did, killing every
+-- session on the server, including other test runs and the benchmark).
 -- params: admin_name
+WITH victims AS MATERIALIZED (
+    SELECT pid
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
+)
 SELECT pid
-FROM pg_stat_activity
-WHERE
-    datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
-    AND pg_terminate_backend(pid)
+FROM victims
+WHERE pg_terminate_backend(pid)
 
 -- name: waiting :value
 -- The service's backends currently waiting for a lock.
