@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 import httpx2
+import orjson
 
 from datasvc.db import execute
 from datasvc.registry import Registry
@@ -168,3 +169,49 @@ def summary(answers: Sequence[Answer]) -> str:
         f"n={len(answers)} statuses={dict(sorted(by_status.items()))} "
         f"p50={p(secs, 0.5):.1f}ms p99={p(secs, 0.99):.1f}ms max={max(secs, default=0) * 1000:.1f}ms"
     )
+
+
+async def hammer(
+    base_url: str, path: str, *, workers: int, seconds: float, honour_retry_after: bool = False
+) -> list[Answer]:
+    """Closed-loop GETs over raw keep-alive sockets: a client light enough to overload the server.
+
+    httpx spends more CPU per request than the service does, so on a small machine it cannot push the
+    service past its limit; this loop writes a fixed request and reads status, headers and body.
+    ``honour_retry_after``: a caller that got ``Retry-After`` waits that long, as well-behaved ones do.
+    """
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    answers: list[Answer] = []
+    deadline = time.monotonic() + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.monotonic() < deadline:
+                started = time.monotonic()
+                writer.write(request)
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+                headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                slug = ""
+                if headers.get("content-type") == PROBLEM:
+                    slug = str(orjson.loads(body).get("type", "")).rpartition(":")[2]
+                answers.append(
+                    Answer(
+                        "read",
+                        started,
+                        time.monotonic() - started,
+                        int(head[9:12]),
+                        headers.get("content-type", ""),
+                        headers.get("retry-after"),
+                        slug,
+                    )
+                )
+                if honour_retry_after and "retry-after" in headers:
+                    await asyncio.sleep(float(headers["retry-after"]))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return answers
