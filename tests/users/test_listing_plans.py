@@ -1,0 +1,143 @@
+"""The listing's plans on a table big enough for the planner to care (120k rows).
+
+A first page or a deep keyset page must read a handful of index entries: no sequential scan of users and
+no sort of the table. And the plan must stay that way on the sixth execution of the prepared statement,
+when PostgreSQL would otherwise be free to switch to a generic plan.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import orjson
+import psycopg
+import pytest
+
+from datasvc.db import server_settings
+from datasvc.registry import Registry
+from datasvc.settings import Settings
+
+ROWS = 120_000
+DEEP = 108_000  # 90% of the way down
+SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
+HASH = "$2b$12$" + "a" * 53
+
+
+@pytest.fixture(scope="module")
+def big_database_url(template_db: str) -> Iterator[str]:
+    """One migrated database with ROWS users (about 1 in 10 without a full_name), shared by this module."""
+    from pytest_postgresql.janitor import DatabaseJanitor
+
+    from tests.conftest import _server, url_for
+
+    name = f"datasvc_plans_{template_db}"
+    with DatabaseJanitor(dbname=name, template_dbname=template_db, **_server()):  # type: ignore[arg-type]
+        url = url_for(name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                """
+                INSERT INTO users (email, username, hashed_password, full_name, status, is_verified,
+                                   created_at, updated_at)
+                SELECT 'p' || i || '@example.com', 'plan_' || i, %(hash)s,
+                       CASE WHEN i %% 10 = 0 THEN NULL ELSE 'Person ' || (i %% 997) END,
+                       (ARRAY['active', 'active', 'inactive', 'suspended'])[1 + i %% 4], i %% 3 = 0,
+                       timestamptz '2023-01-01' + i * interval '1 minute',
+                       timestamptz '2024-01-01' + (i %% 5000) * interval '1 minute'
+                FROM generate_series(1, %(n)s) AS i
+                """,
+                {"hash": HASH, "n": ROWS},
+            )
+            conn.execute("VACUUM (ANALYZE) users")
+        yield url
+
+
+@pytest.fixture
+async def conn(big_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection with the session settings the service's pool uses."""
+    settings = Settings(database_url=big_database_url)
+    connection = await asyncpg.connect(big_database_url, server_settings=server_settings(settings))
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.load(Settings().sql_dir)
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _assert_cheap(plan: dict[str, Any], what: str) -> None:
+    for node in _nodes(plan):
+        assert not (node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "users"), (what, plan)
+        assert node["Node Type"] != "Sort", (what, plan)
+    users_scans = [n for n in _nodes(plan) if n.get("Relation Name") == "users"]
+    assert users_scans, what
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in users_scans), (what, plan)
+
+
+async def _explain(conn: asyncpg.Connection, sql: str, *args: Any) -> dict[str, Any]:
+    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
+    plan: dict[str, Any] = (orjson.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+    return plan
+
+
+async def _deep_key(conn: asyncpg.Connection, sort_by: str, direction: str) -> tuple[Any, int]:
+    """The (key, id) of the row DEEP rows into this order: where a deep cursor points."""
+    key = "ARRAY[full_name]" if sort_by == "full_name" else sort_by
+    row = await conn.fetchrow(
+        f"SELECT {key} AS key, id FROM users ORDER BY {key} {direction}, id {direction} OFFSET $1 LIMIT 1",
+        DEEP,
+    )
+    return row["key"], row["id"]
+
+
+@pytest.mark.parametrize("sort_by", SORTS)
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+@pytest.mark.parametrize("count", ["none", "estimated"])
+async def test_first_and_deep_keyset_pages_read_only_an_index_range(
+    conn, registry, sort_by, direction, count
+):
+    stmt = registry[f"users.list__{sort_by}_{direction}"]
+    first = await _explain(conn, stmt.sql, None, None, None, None, count, 21, 0, None, None)
+    _assert_cheap(first, "first page")
+    key, row_id = await _deep_key(conn, sort_by, direction)
+    deep = await _explain(conn, stmt.sql, None, None, None, None, count, 21, 0, key, row_id)
+    _assert_cheap(deep, "deep keyset page")
+    rows = await conn.fetch(stmt.text, None, None, None, None, count, 21, 0, key, row_id)
+    assert len(rows) == 21
+
+
+@pytest.mark.parametrize("sort_by", ["created_at", "full_name"])
+@pytest.mark.parametrize("count", ["none", "exact"])
+async def test_the_sixth_execution_keeps_a_custom_plan(conn, registry, sort_by, count):
+    """Five first pages, then deep keyset pages: a generic plan would filter the cursor, not seek to it.
+
+    asyncpg prepares every statement once per connection; auto_explain shows the plan each execution ran.
+    """
+    notices: list[str] = []
+    conn.add_log_listener(lambda _conn, message: notices.append(message.message))
+    await conn.execute("LOAD 'auto_explain'")
+    await conn.execute(
+        "SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice; "
+        "SET auto_explain.log_format = json; SET auto_explain.log_analyze = on"
+    )
+    stmt = registry[f"users.list__{sort_by}_desc"]
+    key, row_id = await _deep_key(conn, sort_by, "desc")
+    for _ in range(5):
+        await conn.fetch(stmt.text, None, None, None, None, count, 21, 0, None, None)
+    for _ in range(2):
+        await conn.fetch(stmt.text, None, None, None, None, count, 21, 0, key, row_id)
+    await conn.execute("SET auto_explain.log_min_duration = -1")
+    plans = [orjson.loads(n[n.index("{") :])["Plan"] for n in notices if '"Plan"' in n]
+    for plan in plans[-2:]:
+        (limit,) = [n for n in _nodes(plan) if n["Node Type"] == "Limit"]
+        scans = [n for n in _nodes(limit) if n.get("Relation Name") == "users"]
+        assert [n["Node Type"] for n in scans] == ["Index Scan"], plan
+        assert "ROW(" in scans[0].get("Index Cond", ""), f"the cursor is not an index bound: {plan}"
+        assert scans[0].get("Rows Removed by Filter", 0) == 0, plan
+        assert scans[0]["Actual Rows"] <= 21, plan
