@@ -2,22 +2,30 @@
 
 A writer with unique keys logs every 201. The service is killed with SIGKILL at random moments and
 restarted, over and over; then every acknowledged key must be in the table exactly once and whole.
+The same holds when PostgreSQL itself crashes (``pg_ctl stop -m immediate``) on a cluster the test owns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import random
+import shutil
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx2
 import pytest
 
-from datasvc.settings import Settings
+from datasvc import migrations
+from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
-from tests.liveserver import LiveServer
+from tests.liveserver import LiveServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -105,4 +113,134 @@ async def test_kill_9_at_random_moments_loses_no_acknowledged_write(
     # Every row is one the writer sent: acknowledged, or sent when the service died.
     assert present <= ledger.acknowledged | ledger.unknown, figure
     assert ledger.refused == {}, figure
+    print(figure)
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster of the test's own, so it can be crashed without hurting anyone.
+
+    The machine's shared cluster is never stopped. Runs as the ``postgres`` OS user when the tests run
+    as root (PostgreSQL refuses to run as root).
+    """
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+        pg_ctl = bins[-1] if bins else (Path(found) if (found := shutil.which("pg_ctl")) else None)
+        if pg_ctl is None:
+            pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
+        self.bin = pg_ctl.parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="datasvc-crash-"))
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.dir, "postgres")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        # --no-sync only skips initdb's own fsyncs; the server runs with fsync=on, which is what counts.
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.dir / "data"),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
+        log = str(self.dir / "server.log")
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", options, "-l", log, "-w", "start"
+        )
+
+    def stop(self, mode: str) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def write_steadily(base_url: str, ledger: Ledger, stop: asyncio.Event, workers: int = 8) -> int:
+    """Writers that keep going through errors (the service stays up; the database goes away)."""
+    sent = 0
+
+    async def worker(w: int, c: httpx2.AsyncClient) -> None:
+        nonlocal sent
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            key = f"c_{w}_{n}"
+            sent += 1
+            try:
+                r = await c.post("/api/v1/users", json=_body(key))
+            except httpx2.HTTPError:
+                ledger.unknown.add(key)
+                continue
+            if r.status_code == 201:
+                ledger.acknowledged.add(key)
+            else:
+                # A 503 may come from a commit the crash cut off: the write may or may not exist.
+                ledger.unknown.add(key)
+                ledger.refused[r.status_code] = ledger.refused.get(r.status_code, 0) + 1
+                await asyncio.sleep(0.01)
+
+    async with load.client(base_url, timeout=5) as c:
+        await asyncio.gather(*(worker(w, c) for w in range(workers)))
+    return sent
+
+
+async def test_postgres_crash_immediate_loses_no_acknowledged_write(settings: Settings, tmp_path):
+    cluster = Cluster()
+    try:
+        await asyncio.to_thread(cluster.init)
+        await asyncio.to_thread(cluster.start)
+        await asyncio.to_thread(migrations.apply, cluster.url, PROJECT_ROOT / "migrations")
+        service = settings.with_overrides(
+            database_url=cluster.url,
+            pool_min_size=1,
+            pool_max_size=4,
+            acquire_timeout=0.5,
+            connect_timeout=0.5,
+        )
+        ledger, stop = Ledger(), asyncio.Event()
+        with LiveServer(service, tmp_path / "serve.log") as server:
+            writing = asyncio.create_task(write_steadily(server.base_url, ledger, stop))
+            await asyncio.sleep(1.0)
+            acknowledged_before = len(ledger.acknowledged)
+            await asyncio.to_thread(cluster.stop, "immediate")  # no checkpoint, no clean shutdown
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.start)  # crash recovery replays the WAL
+            await asyncio.sleep(1.5)
+            stop.set()
+            sent = await writing
+        async with load.admin(cluster.url) as admin:
+            present = {r["username"] for r in await admin.run("faults.usernames")}
+            counts = await admin.run("faults.row_counts")
+    finally:
+        await asyncio.to_thread(cluster.remove)
+
+    missing = ledger.acknowledged - present
+    figure = (
+        f"pg_ctl stop -m immediate under {sent} writes: {len(ledger.acknowledged)} acknowledged "
+        f"({acknowledged_before} before the crash), {len(ledger.unknown)} not acknowledged "
+        f"({len(ledger.unknown & present)} of them committed), answers {ledger.refused}; "
+        f"acknowledged but missing {len(missing)}, duplicated {counts['duplicated']}, "
+        f"damaged {counts['damaged']}"
+    )
+    assert acknowledged_before > 0, figure
+    assert len(ledger.acknowledged) > acknowledged_before, figure  # writes resumed after recovery
+    assert missing == set(), figure
+    assert counts["duplicated"] == 0, figure
+    assert counts["damaged"] == 0, figure
+    assert present <= ledger.acknowledged | ledger.unknown, figure
+    assert set(ledger.refused) <= {503}, figure
     print(figure)
