@@ -23,7 +23,8 @@ direction)::
     SELECT ... WHERE ({{sort}}, id) {{op}} ($1::{{type}}, $2) ORDER BY {{sort}} {{dir}}, id {{dir}}
 
 makes one statement per combination, named by the first value of each line (``list_seek__created_at_asc``
-…), each checked like a written-out one and listed by ``datasvc sql list``. ``{{marker}}`` is replaced in
+…), each checked like a written-out one and listed by ``datasvc sql list``. A long value list may go on
+over header lines that start with ``--``, two or more spaces and ``(``. ``{{marker}}`` is replaced in
 the SQL, the description and the plan; a marker no ``expand`` line defines refuses the load.
 """
 
@@ -73,6 +74,7 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)(?:\s+:(?P<kind>\S+))?\s*$"
 _KEY_LINE = re.compile(r"^--\s*(?P<key>params|plan|expand):\s*(?P<value>.*?)\s*$")
 _EXPAND = re.compile(r"^(?P<names>[a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)\s+in\s+(?P<values>.+)$")
 _TUPLE = re.compile(r"\(([^()]*)\)")
+_CONTINUATION = re.compile(r"^\s*--\s{2,}\(")  # an indented "(…" line continues the expand line above
 _MARKER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 # Strip what can hide a `$n` without being one: comments, quoted strings and dollar-quoted bodies.
@@ -136,7 +138,7 @@ class _Draft:
     description: list[str]
     params: tuple[str, ...] | None = None
     plan: str = ""
-    expand: list[Expansion] = field(default_factory=list)
+    expand_lines: list[tuple[str, str]] = field(default_factory=list)  # (value, file:line)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ def parse_file(path: Path, namespace: str) -> list[Statement]:
     draft: _Draft | None = None
     body: list[str] = []
     in_header = False
+    last_was_expand = False
 
     def where(lineno: int) -> str:
         return f"{path}:{lineno}"
@@ -222,9 +225,14 @@ def parse_file(path: Path, namespace: str) -> list[Statement]:
             elif key and key["key"] == "plan":
                 draft.plan = key["value"]
             elif key and key["key"] == "expand":
-                draft.expand.append(parse_expand(key["value"], where(lineno)))
+                draft.expand_lines.append((key["value"], where(lineno)))
+            elif _CONTINUATION.match(raw) and last_was_expand:
+                value, at = draft.expand_lines[-1]
+                draft.expand_lines[-1] = (f"{value} {stripped[2:].strip()}", at)
+                continue
             else:
                 draft.description.append(stripped[2:].strip())
+            last_was_expand = bool(key and key["key"] == "expand")
             continue
         in_header = False
         body.append(raw)
@@ -235,14 +243,15 @@ def parse_file(path: Path, namespace: str) -> list[Statement]:
 def _expand(draft: _Draft, body: list[str], namespace: str, path: Path) -> list[Statement]:
     """The statement, or one per combination of its ``expand`` values, each built and checked."""
     location = f"{path}:{draft.line}"
-    names = [n for e in draft.expand for n in e.names]
+    expand = [parse_expand(value, at) for value, at in draft.expand_lines]
+    names = [n for e in expand for n in e.names]
     if len(set(names)) != len(names):
         raise RegistryError(f"{location}: {draft.name!r} defines an expand marker twice")
     out = []
-    for combo in itertools.product(*(e.values for e in draft.expand)):
+    for combo in itertools.product(*(e.values for e in expand)):
         markers = {
             n: v
-            for e, values in zip(draft.expand, combo, strict=True)
+            for e, values in zip(expand, combo, strict=True)
             for n, v in zip(e.names, values, strict=True)
         }
 

@@ -19,10 +19,13 @@
 
 -- name: list :many
 -- One page of users ordered by {{sort}} {{dir}} then id, with the total `count` asks for.
--- expand: sort, key, type in (created_at, created_at, timestamptz), (updated_at, updated_at, timestamptz), (username, username, text), (email, email, text), (full_name, array[full_name], text[]), (id, id, bigint)
+-- expand: sort, key, type, index in (created_at, created_at, timestamptz, users_created_at_id_idx),
+--   (updated_at, updated_at, timestamptz, users_updated_at_id_idx), (username, username, text, users_username_id_idx),
+--   (email, email, text, users_email_id_idx), (full_name, array[full_name], text[], users_full_name_id_idx),
+--   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
--- plan: Limit -> Index Scan using users_{{sort}}_id_idx (users_pkey for id); rare search: BitmapOr of users_*_trgm_idx
+-- plan: Index Scan using {{index}} under Limit (a rare search term: BitmapOr of users_*_trgm_idx)
 SELECT
     CASE $5::text
         WHEN 'exact' THEN (
