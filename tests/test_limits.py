@@ -1,0 +1,52 @@
+"""The in-flight limit: excess requests are refused at once, liveness never, and slots are given back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx2
+from starlette.types import Receive, Scope, Send
+
+from datasvc.limits import ConcurrencyLimitMiddleware
+
+
+def _blocking_app(gate: asyncio.Event, entered: list[str]):
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        entered.append(scope["path"])
+        await gate.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
+async def test_requests_past_the_limit_are_shed_as_503_problems_but_health_is_not():
+    gate, entered = asyncio.Event(), []
+    limited = ConcurrencyLimitMiddleware(_blocking_app(gate, entered), max_in_flight=2)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=limited), base_url="http://t") as c:
+        held = [asyncio.create_task(c.get(f"/api/v1/users/{n}")) for n in range(2)]
+        while len(entered) < 2:
+            await asyncio.sleep(0.001)
+        shed = await asyncio.wait_for(c.get("/api/v1/users/3"), 2)  # a missing limit would block here
+        health = asyncio.create_task(c.get("/health"))
+        while len(entered) < 3:
+            await asyncio.sleep(0.001)
+        gate.set()
+        answers = await asyncio.gather(*held, health)
+        again = await c.get("/api/v1/users/4")
+    assert shed.status_code == 503
+    assert shed.headers["content-type"] == "application/problem+json"
+    assert shed.headers["retry-after"] == "1"
+    assert shed.json()["type"].endswith(":overloaded")
+    assert [r.status_code for r in answers] == [200, 200, 200]
+    assert again.status_code == 200, "slots must be given back when requests finish"
+    assert (limited.in_flight, limited.shed) == (0, 1)
+
+
+async def test_zero_means_no_limit():
+    gate, entered = asyncio.Event(), []
+    gate.set()
+    unlimited = ConcurrencyLimitMiddleware(_blocking_app(gate, entered), max_in_flight=0)
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=unlimited), base_url="http://t") as c:
+        answers = await asyncio.gather(*(c.get("/x") for _ in range(20)))
+    assert {r.status_code for r in answers} == {200}
