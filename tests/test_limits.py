@@ -21,7 +21,7 @@ def _blocking_app(gate: asyncio.Event, entered: list[str]):
 
 
 async def test_requests_past_the_limit_are_shed_as_503_problems_but_health_is_not():
-    gate, entered = asyncio.Event(), []
+    gate, entered = asyncio.Event(), list[str]()
     limited = ConcurrencyLimitMiddleware(_blocking_app(gate, entered), max_in_flight=2)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=limited), base_url="http://t") as c:
         held = [asyncio.create_task(c.get(f"/api/v1/users/{n}")) for n in range(2)]
@@ -44,7 +44,7 @@ async def test_requests_past_the_limit_are_shed_as_503_problems_but_health_is_no
 
 
 async def test_zero_means_no_limit():
-    gate, entered = asyncio.Event(), []
+    gate, entered = asyncio.Event(), list[str]()
     gate.set()
     unlimited = ConcurrencyLimitMiddleware(_blocking_app(gate, entered), max_in_flight=0)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=unlimited), base_url="http://t") as c:
