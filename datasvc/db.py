@@ -7,11 +7,15 @@ added to the request's `Timing`, which the access log and ``Server-Timing`` repo
 
 Retries are narrow on purpose:
 
-- a statement that PostgreSQL rolled back as a serialization failure or deadlock (40001, 40P01) did
-  nothing, so it is run again, at most ``transaction_retries`` times, with a short jittered pause;
+- a statement or transaction that PostgreSQL rolled back (40001 serialization failure, 40P01 deadlock,
+  0A000 stale cached plan) did nothing, so it is run again, at most ``transaction_retries`` times, with
+  a short jittered pause;
 - a read-only statement (`is_read_only`) whose connection died under it is run once more on a fresh
-  connection: reading twice is harmless;
+  connection: reading twice is harmless; so is a statement asyncpg refused before sending (`NOT_SENT`);
 - a write whose connection died is never retried: it may have committed, and only the caller can tell.
+
+A connection that died is terminated and the whole pool expired (its siblings probably died too), so the
+pool heals without serving another request a dead connection. docs/reliability.md has the measurements.
 """
 
 from __future__ import annotations
