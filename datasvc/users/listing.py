@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from datasvc.errors import FieldError, ValidationFailed
 from datasvc.inputs import SafeStr, field_errors
@@ -36,6 +36,17 @@ MAX_LIMIT = 100
 MAX_SEARCH = 100
 
 
+def _no_control(value: str) -> str:
+    # The search runs over username, email and full_name joined by chr(31) (sql/users/list.sql): a term
+    # without control characters can never match across two fields.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+SearchTerm = Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
+
+
 class ListParams(BaseModel):
     """The query string; unknown or repeated parameters are refused rather than ignored."""
 
@@ -48,7 +59,7 @@ class ListParams(BaseModel):
     status: UserStatus | None = None
     is_verified: bool | None = None
     is_admin: bool | None = None
-    search: Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH)] | None = None
+    search: SearchTerm | None = None
     count: CountMode | None = None
     cursor: Annotated[str, Field(min_length=1)] | None = None
 

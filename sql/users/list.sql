@@ -11,8 +11,9 @@
 --   present even when the page is empty (offset past the end). 'exact' counts the filtered rows;
 --   'estimated' is the planner's arithmetic: pg_class.reltuples scaled to the table's current size, times
 --   the pg_stats frequency of each filter value (NULL with a search term, which it cannot estimate).
--- * search is an ILIKE pattern, '%' || term || '%' with \ % _ escaped by the caller; the trigram indexes
---   serve terms of three or more characters.
+-- * search is an ILIKE pattern, '%' || term || '%' with \ % _ escaped by the caller, over username, email
+--   and full_name joined by chr(31): the expression of users_search_trgm_idx (migration 0004). The term
+--   holds no control character, so it cannot match across two fields. Trigrams serve terms of 3+ chars.
 -- * full_name is nullable, so its key is ARRAY[full_name]: never NULL, equal to itself when the name is
 --   NULL, and arrays order a NULL element after every value, so NULL names come last ascending (first
 --   descending) and the row comparison walks through them like any other key (users_full_name_id_idx).
@@ -25,7 +26,7 @@
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
--- plan: Index Scan using {{index}} under Limit (a rare search term: BitmapOr of users_*_trgm_idx)
+-- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_trgm_idx)
 SELECT
     CASE $5::text
         WHEN 'exact' THEN (
@@ -34,7 +35,7 @@ SELECT
             WHERE ($1::text IS NULL OR status = $1)
                 AND ($2::boolean IS NULL OR is_verified = $2)
                 AND ($3::boolean IS NULL OR is_admin = $3)
-                AND ($4::text IS NULL OR username ILIKE $4 OR email ILIKE $4 OR full_name ILIKE $4)
+                AND ($4::text IS NULL OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4)
         )
         WHEN 'estimated' THEN (
             SELECT round(
@@ -70,7 +71,7 @@ LEFT JOIN LATERAL (
     WHERE ($1::text IS NULL OR status = $1)
         AND ($2::boolean IS NULL OR is_verified = $2)
         AND ($3::boolean IS NULL OR is_admin = $3)
-        AND ($4::text IS NULL OR username ILIKE $4 OR email ILIKE $4 OR full_name ILIKE $4)
+        AND ($4::text IS NULL OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4)
         AND ($9::bigint IS NULL OR ({{key}}, id) {{op}} ($8::{{type}}, $9))
     ORDER BY {{key}} {{dir}}, id {{dir}}
     LIMIT $6 OFFSET $7

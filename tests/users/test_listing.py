@@ -72,6 +72,7 @@ def _fields(response: Any) -> list[str]:
         pytest.param("search=", "query.search", id="search-empty"),
         pytest.param("search=" + "x" * 101, "query.search", id="search-too-long"),
         pytest.param("search=a%00b", "query.search", id="search-nul"),
+        pytest.param("search=a%1Fb", "query.search", id="search-control-character"),
         pytest.param("count=all", "query.count", id="count"),
         pytest.param("cursor=", "query.cursor", id="cursor-empty"),
         pytest.param("cursor=garbage", "query.cursor", id="cursor-garbled"),
@@ -211,6 +212,18 @@ def test_search_wildcards_match_literally(client, database_url):
     assert found("_") == ["a_b"]
     assert found("\\") == ["back\\slash"]
     assert found("SLASH") == ["back\\slash", "backslash"]
+
+
+def test_search_never_matches_across_two_fields(client, database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO users (email, username, hashed_password, full_name) VALUES (%s, %s, %s, %s)",
+            ("def@x.io", "abc", HASH, "ghi"),
+        )
+    assert _ok(client, search="abc")["total"] == 1
+    assert _ok(client, search="cdef")["total"] == 0
+    assert _ok(client, search="iog")["total"] == 0
+    assert _ok(client, search="c d")["total"] == 0
 
 
 def test_like_pattern_escapes_the_wildcards():

@@ -141,3 +141,14 @@ async def test_the_sixth_execution_keeps_a_custom_plan(conn, registry, sort_by, 
         assert "ROW(" in scans[0].get("Index Cond", ""), f"the cursor is not an index bound: {plan}"
         assert scans[0].get("Rows Removed by Filter", 0) == 0, plan
         assert scans[0]["Actual Rows"] <= 21, plan
+
+
+@pytest.mark.parametrize("count", ["none", "exact"])
+async def test_a_rare_search_term_uses_the_trigram_index(conn, registry, count):
+    stmt = registry["users.list__created_at_desc"]
+    plan = await _explain(conn, stmt.sql, None, None, None, "%plan\\_11999%", count, 21, 0, None, None)
+    nodes = list(_nodes(plan))
+    assert not any(n["Node Type"] == "Seq Scan" for n in nodes), plan
+    assert {n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"} == {
+        "users_search_trgm_idx"
+    }, plan
