@@ -104,3 +104,12 @@ def test_the_page_envelope_is_a_superset_of_the_reference():
     reference = {"items", "total", "limit", "offset", "has_next", "has_prev"}
     assert reference <= set(page.as_dict())
     assert set(page.as_dict()) - reference == {"next_cursor", "prev_cursor"}
+
+
+def test_the_cursor_secret_is_never_logged_and_must_be_long():
+    from datasvc.settings import Settings, SettingsError
+
+    assert Settings(cursor_secret="s" * 40).redacted()["cursor_secret"] == "***"
+    with pytest.raises(SettingsError, match="DATASVC_CURSOR_SECRET"):
+        Settings.from_env({"DATASVC_CURSOR_SECRET": "short"})
+    assert Settings.from_env({"DATASVC_CURSOR_SECRET": "x" * 32}).cursor_secret == "x" * 32
