@@ -40,6 +40,7 @@ from datasvc.errors import PoolTimeout
 from datasvc.registry import Kind, Registry, Statement
 
 if TYPE_CHECKING:
+    from datasvc.metrics import Metrics
     from datasvc.settings import Settings
 
 log = logging.getLogger("datasvc.db")
@@ -118,13 +119,19 @@ def server_settings(settings: Settings) -> dict[str, str]:
 class Database:
     """A pool plus the registry: handlers ask for statements by name, never by SQL text."""
 
-    def __init__(self, pool: asyncpg.Pool, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, registry: Registry, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self.pool = pool
         self.registry = registry
         self.settings = settings
+        self.metrics = metrics
+        self.waiting = 0  # requests inside pool.acquire right now, for the metrics
 
     @classmethod
-    async def connect(cls, settings: Settings, registry: Registry) -> Database:
+    async def connect(
+        cls, settings: Settings, registry: Registry, metrics: Metrics | None = None
+    ) -> Database:
         """Open the pool; if the database is down, start empty and connect on first use."""
         if settings.database_url is None:
             raise ValueError("settings.database_url is required to open the pool")
@@ -136,7 +143,7 @@ class Database:
                 extra={"error": type(exc).__name__},
             )
             pool = await _create_pool(settings, min_size=0)
-        return cls(pool, registry, settings)
+        return cls(pool, registry, settings, metrics)
 
     async def close(self) -> None:
         """Close gracefully within the shutdown bound, then terminate whatever is left."""
@@ -149,10 +156,16 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, waited for at most ``acquire_timeout`` seconds."""
+        started = time.perf_counter()
+        self.waiting += 1
         try:
             conn = await self.pool.acquire(timeout=self.settings.acquire_timeout)
         except TimeoutError:
             raise PoolTimeout(self.settings.acquire_timeout) from None
+        finally:
+            self.waiting -= 1
+            if self.metrics is not None:
+                self.metrics.observe_acquire(time.perf_counter() - started)
         try:
             await self._name_caller(conn)
             yield conn
@@ -204,7 +217,7 @@ class Database:
     async def run(self, conn: asyncpg.Connection, name: str, *args: Any) -> Any:
         """Run statement ``name`` on ``conn`` with positional parameters in header order."""
         stmt = self.registry[name]
-        return await execute(conn, stmt, args)
+        return await execute(conn, stmt, args, self.metrics)
 
     async def fetch(self, name: str, *args: Any) -> Any:
         """Run one statement on a pooled connection, outside any explicit transaction.
@@ -219,7 +232,7 @@ class Database:
         while True:
             try:
                 async with self.connection() as conn:
-                    return await execute(conn, stmt, args)
+                    return await execute(conn, stmt, args, self.metrics)
             except ROLLED_BACK as exc:
                 attempt += 1
                 if attempt > self.settings.transaction_retries:
@@ -267,7 +280,9 @@ def _why(what: str, exc: BaseException) -> dict[str, Any]:
     return {"statement": what, "error": type(exc).__name__, "sqlstate": getattr(exc, "sqlstate", None)}
 
 
-async def execute(conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...]) -> Any:
+async def execute(
+    conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...], metrics: Metrics | None = None
+) -> Any:
     if len(args) != len(stmt.params):
         raise TypeError(f"{stmt.name} takes {len(stmt.params)} parameters ({stmt.params}), got {len(args)}")
     started = time.perf_counter()
@@ -279,10 +294,17 @@ async def execute(conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ..
         if stmt.kind is Kind.VALUE:
             return await conn.fetchval(stmt.text, *args)
         return await conn.execute(stmt.text, *args)
+    except BaseException as exc:
+        if metrics is not None:
+            metrics.query_failed(stmt.name, exc)
+        raise
     finally:
+        elapsed = time.perf_counter() - started
+        if metrics is not None:
+            metrics.observe_query(stmt.name, elapsed)
         timing = request_timing.get()
         if timing is not None:
-            timing.db_seconds += time.perf_counter() - started
+            timing.db_seconds += elapsed
             timing.statements += 1
 
 

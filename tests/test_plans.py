@@ -27,7 +27,7 @@ from tests.conftest import _server, url_for
 ROWS = 100_000
 MIGRATIONS = PROJECT_ROOT / "migrations"
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
-SEED = Registry.load(Path(__file__).parent / "sql")
+SEED = Registry.load(Path(__file__).parent / "sql" / "plans")  # only ours: tests/sql/faults is not
 
 HOT: list[tuple[str, dict[str, str]]] = [
     ("users.get_by_id", {"id": "54321"}),
@@ -53,9 +53,9 @@ def seeded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         url = url_for(name)
         migrations.apply(url, first)
 
-        asyncio.run(_execute(url, SEED["plans.users"], ROWS))
+        asyncio.run(_execute(url, SEED["seed.users"], ROWS))
         migrations.apply(url, MIGRATIONS)
-        asyncio.run(_execute(url, SEED["plans.analyze"]))
+        asyncio.run(_execute(url, SEED["seed.analyze"]))
         yield url
 
 
@@ -139,7 +139,7 @@ def test_the_seed_is_large_enough(seeded_url):
     async def count() -> int:
         conn = await asyncpg.connect(seeded_url)
         try:
-            return int(await conn.fetchval(SEED["plans.count"].text))
+            return int(await conn.fetchval(SEED["seed.count"].text))
         finally:
             await conn.close()
 
