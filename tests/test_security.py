@@ -137,7 +137,8 @@ def test_rollback_takes_the_grants_back_and_keeps_the_roles(database_url):
     from datasvc import migrations
     from datasvc.settings import PROJECT_ROOT
 
-    migrations.rollback(database_url, PROJECT_ROOT / "migrations", 1)
+    ids = migrations.local_ids(PROJECT_ROOT / "migrations")
+    migrations.rollback(database_url, PROJECT_ROOT / "migrations", len(ids) - ids.index("0003.runtime-roles"))
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             asyncio.run(_as_app(database_url, "SELECT count(*) FROM users"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -13,11 +13,17 @@ from datasvc.inputs import SafeStr
 UserStatus = Literal["active", "inactive", "suspended"]
 
 # Deliberately loose (one @, no spaces, a dot in the domain): mailbox rules belong to whoever sends mail.
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# Both patterns exclude NUL themselves (see inputs.SafeStr), and are plain `str` so that the OpenAPI
+# schema carries them: a pattern layered on SafeStr's validator is enforced but left out of the schema.
+# Whitespace is spelled out rather than `\s`, which means three different sets in pydantic's Rust
+# engine, in JSON Schema (ECMA-262) and in Python; this set covers all three and PostgreSQL's [:space:].
+_SPACE = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_LOCAL = rf"[^@\x00{_SPACE}]+"
+EMAIL_PATTERN = rf"^{_LOCAL}@{_LOCAL}\.{_LOCAL}$"
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]{3,50}$"
 
-Email = Annotated[SafeStr, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
-Username = Annotated[SafeStr, Field(min_length=3, max_length=50, pattern=USERNAME_PATTERN)]
+Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+Username = Annotated[str, Field(min_length=3, max_length=50, pattern=USERNAME_PATTERN)]
 PasswordHash = Annotated[SafeStr, Field(min_length=60, max_length=255)]
 FullName = Annotated[SafeStr, Field(max_length=100)]
 Bio = Annotated[SafeStr, Field(max_length=1000)]
@@ -40,15 +46,28 @@ class UserCreate(StrictInput):
 NOT_NULLABLE = ("email", "status", "is_verified", "is_admin")
 
 
+def _without_null(schema: dict[str, Any]) -> None:
+    """Leave ``null`` out of a field's JSON schema; validation still lets it through to `null_errors`."""
+    options = [s for s in schema.pop("anyOf", []) if s != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+
+
+# Optional, but NOT NULL in the database: OpenAPI readers (and schemathesis) are not offered ``null``.
+_NOT_NULL: Any = Field(default=None, json_schema_extra=_without_null)
+
+
 class UserPatch(StrictInput):
     """Only the fields present are changed; ``null`` clears ``full_name`` or ``bio``."""
 
-    email: Email | None = None
+    email: Email | None = _NOT_NULL
     full_name: FullName | None = None
     bio: Bio | None = None
-    status: UserStatus | None = None
-    is_verified: StrictBool | None = None
-    is_admin: StrictBool | None = None
+    status: UserStatus | None = _NOT_NULL
+    is_verified: StrictBool | None = _NOT_NULL
+    is_admin: StrictBool | None = _NOT_NULL
 
     def null_errors(self) -> list[FieldError]:
         """``null`` sent for a field the database keeps NOT NULL."""

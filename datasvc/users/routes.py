@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from datasvc import conditional
 from datasvc.errors import NotFound, PreconditionFailed, ValidationFailed
-from datasvc.inputs import path_id, path_text, read_json
+from datasvc.inputs import NO_NUL_PATTERN, path_id, path_text, read_json
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
 from datasvc.users.models import AuthLookup, Credentials, User, UserCreate, UserPatch
@@ -134,13 +134,18 @@ _IF_NONE_MATCH = Param(
     schema={"type": "string"},
 )
 _ETAG = {"ETag": "Version of the user; send it back in If-Match to update or delete safely."}
-_USERNAME = Param(name="username", location="path", required=True, schema={"type": "string", "maxLength": 50})
+_USERNAME = Param(
+    name="username",
+    location="path",
+    required=True,
+    schema={"type": "string", "minLength": 1, "maxLength": 50, "pattern": NO_NUL_PATTERN},
+)
 _EMAIL = Param(
     name="email",
     location="path",
     required=True,
     description="Matched case-insensitively.",
-    schema={"type": "string", "maxLength": 254},
+    schema={"type": "string", "minLength": 1, "maxLength": 254, "pattern": NO_NUL_PATTERN},
 )
 
 OPERATIONS: tuple[Operation, ...] = (
