@@ -1,5 +1,6 @@
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -254,7 +255,12 @@ def test_null_full_names_sort_last_ascending_and_first_descending(client, databa
 
 
 def _walk(
-    client: TestClient, params: dict[str, Any], *, start: str | None = None, key: str = "next_cursor"
+    client: TestClient,
+    params: dict[str, Any],
+    *,
+    start: str | None = None,
+    key: str = "next_cursor",
+    between: Callable[[], None] = lambda: None,
 ) -> tuple[list[int], list[Any]]:
     """Follow one kind of cursor until it runs out; return every page's ids, and the last page."""
     ids: list[int] = []
@@ -264,6 +270,7 @@ def _walk(
         ids += [u["id"] for u in page["items"]]
         if page[key] is None:
             return ids, pages
+        between()
         page = _ok(client, cursor=page[key], **params)
         pages.append(page)
         assert len(pages) < 200
@@ -276,11 +283,13 @@ def test_a_walk_forwards_then_backwards_sees_every_row_once(client, database_url
         _walk_both_ways(client, database_url, {"limit": 7, "sort_by": sort_by, "sort_order": sort_order})
 
 
-def _walk_both_ways(client: TestClient, database_url: str, params: dict[str, Any]) -> None:
+def _walk_both_ways(
+    client: TestClient, database_url: str, params: dict[str, Any], where: str = "true"
+) -> None:
     sort_by, sort_order = params["sort_by"], params["sort_order"]
     forwards, pages = _walk(client, params)
     key = "ARRAY[full_name]" if sort_by == "full_name" else sort_by
-    assert forwards == _sql_ids(database_url, order=f"{key} {sort_order}, id {sort_order}")
+    assert forwards == _sql_ids(database_url, where, order=f"{key} {sort_order}, id {sort_order}")
     assert (pages[0]["prev_cursor"], pages[-1]["next_cursor"]) == (None, None)
     assert all(p["has_next"] for p in pages[:-1])
     assert all(p["has_prev"] for p in pages[1:])
@@ -292,6 +301,21 @@ def _walk_both_ways(client: TestClient, database_url: str, params: dict[str, Any
     assert sorted(backwards) == sorted(set(backwards))
     assert back_in_order == forwards
     assert back_pages[-1]["has_prev"] is False
+
+
+@pytest.mark.parametrize("sort_by", ["full_name", "created_at"])
+def test_a_search_walk_with_exact_totals_sees_every_row_once(client, database_url, sort_by):
+    """count=exact with a search runs users.list_search__*: one index scan for the total and the page."""
+    _seed(database_url, 60)
+    where = "username LIKE 'user\\_00%' AND status <> 'inactive'"
+    for sort_order in ("asc", "desc"):
+        params = {"limit": 4, "sort_by": sort_by, "sort_order": sort_order, "count": "exact"}
+        params |= {"search": "USER_00", "status": "active"}
+        _walk_both_ways(client, database_url, params, "username LIKE 'user\\_00%' AND status = 'active'")
+        first = _ok(client, **params)
+        assert first["total"] == len(_sql_ids(database_url, where.replace("<> 'inactive'", "= 'active'")))
+        same = _ok(client, **{**params, "count": "none"})
+        assert [u["id"] for u in same["items"]] == [u["id"] for u in first["items"]]
 
 
 def test_a_walk_with_a_filter_stays_in_the_filter(client, database_url):
@@ -310,6 +334,13 @@ class _Writer(threading.Thread):
         self.stop = threading.Event()
         self.inserted = 0
         self.error: BaseException | None = None
+        self.progress = threading.Condition()
+
+    def one_more(self) -> None:
+        """Block until the writer has committed another row: every page then races a fresh insert."""
+        with self.progress:
+            target = self.inserted + 1
+            assert self.progress.wait_for(lambda: self.inserted >= target or self.error is not None, 10)
 
     def run(self) -> None:
         try:
@@ -327,7 +358,9 @@ class _Writer(threading.Thread):
                             None if n % 2 else "Name 1",
                         ),
                     )
-                    self.inserted += 1
+                    with self.progress:
+                        self.inserted += 1
+                        self.progress.notify_all()
                     time.sleep(0.002)
         except BaseException as exc:  # handed to the test thread
             self.error = exc
@@ -341,13 +374,14 @@ def test_a_walk_survives_a_concurrent_writer(client, database_url, sort_by):
     writer.start()
     try:
         params = {"limit": 3, "sort_by": sort_by, "sort_order": "asc"}
-        forwards, pages = _walk(client, params)
-        backwards, _ = _walk(client, params, start=pages[-1]["prev_cursor"], key="prev_cursor")
+        forwards, pages = _walk(client, params, between=writer.one_more)
+        start = pages[-1]["prev_cursor"]
+        backwards, _ = _walk(client, params, start=start, key="prev_cursor", between=writer.one_more)
     finally:
         writer.stop.set()
         writer.join(timeout=10)
     assert writer.error is None
-    assert writer.inserted > 10, "the writer did not overlap the walk"
+    assert writer.inserted >= len(original) // 3, "the writer did not overlap the walk"
     backwards += [u["id"] for u in pages[-1]["items"]]
     for seen in (forwards, backwards):
         assert len(seen) == len(set(seen)), "a row was seen twice"

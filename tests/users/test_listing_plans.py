@@ -152,3 +152,12 @@ async def test_a_rare_search_term_uses_the_trigram_index(conn, registry, count):
     assert {n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"} == {
         "users_search_trgm_idx"
     }, plan
+
+
+async def test_a_rare_search_with_an_exact_total_scans_the_trigram_index_once(conn, registry):
+    stmt = registry["users.list_search__created_at_desc"]
+    plan = await _explain(conn, stmt.sql, None, None, None, "%plan\\_11999%", 21, 0, None, None)
+    nodes = list(_nodes(plan))
+    assert not any(n["Node Type"] == "Seq Scan" for n in nodes), plan
+    bitmap = [n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"]
+    assert bitmap == ["users_search_trgm_idx"], plan
