@@ -386,3 +386,20 @@ def test_a_walk_survives_a_concurrent_writer(client, database_url, sort_by):
     for seen in (forwards, backwards):
         assert len(seen) == len(set(seen)), "a row was seen twice"
         assert original <= set(seen), "an existing row was skipped"
+
+
+def test_a_cursor_whose_rows_all_went_away_turns_back(client, database_url):
+    _seed(database_url, 6)
+    params = {"limit": 2, "sort_by": "id", "sort_order": "asc"}
+    first = _ok(client, **params)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM users WHERE id > %s", (first["items"][-1]["id"],))
+    empty = _ok(client, cursor=first["next_cursor"], **params)
+    assert (empty["items"], empty["has_next"], empty["next_cursor"], empty["has_prev"]) == (
+        [],
+        False,
+        None,
+        True,
+    )
+    back = _ok(client, cursor=empty["prev_cursor"], **params)
+    assert [u["id"] for u in back["items"]] == [first["items"][0]["id"]]
