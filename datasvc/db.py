@@ -65,9 +65,12 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 # asyncpg raises these from its state check, before writing a byte: the statement never ran.
 NOT_SENT: tuple[type[BaseException], ...] = (asyncpg.InternalClientError,)
 
-# Words that make a SELECT write or lock; our statements are reviewed, so a word list is enough.
+# Words that make a SELECT write, lock or change the session; our statements are reviewed, so a word
+# list is enough (a new side-effecting function belongs here, and in test_faults_backends).
 _WRITE_WORDS = re.compile(
-    r"\b(insert|update|delete|merge|nextval|setval|for\s+(no\s+key\s+|key\s+)?(update|share))\b", re.I
+    r"\b(insert|update|delete|merge|nextval|setval|set_config|pg_notify|pg_(try_)?advisory_\w+"
+    r"|pg_(terminate|cancel)_backend|for\s+(no\s+key\s+|key\s+)?(update|share))\b",
+    re.I,
 )
 _SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 

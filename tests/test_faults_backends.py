@@ -33,13 +33,40 @@ async def proxied_db(settings, database_url):
             await db.close()
 
 
-def test_only_plain_selects_count_as_read_only():
+READ_ONLY_CASES = {
+    "SELECT id FROM users WHERE id = $1": True,
+    "SELECT count(*) FROM users WHERE updated_at > $1 -- update, delete in a comment": True,
+    "INSERT INTO users (email) VALUES ($1) RETURNING id": False,
+    "WITH d AS (DELETE FROM users WHERE id = $1 RETURNING id) SELECT id FROM d": False,
+    "SELECT id FROM users WHERE id = $1 FOR UPDATE": False,
+    "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE": False,
+    "SELECT id FROM users WHERE id = $1 FOR KEY SHARE": False,
+    "SELECT pg_try_advisory_lock($1)": False,
+    "SELECT set_config('application_name', $1, false)": False,
+    "SELECT nextval('users_id_seq')": False,
+    "SELECT pg_terminate_backend($1)": False,
+}
+
+
+@pytest.mark.parametrize(("sql", "expected"), READ_ONLY_CASES.items(), ids=range(len(READ_ONLY_CASES)))
+def test_only_plain_selects_count_as_read_only(tmp_path, sql, expected):
+    params = ", ".join(f"p{n}" for n in range(1, sql.count("$") + 1))
+    header = "-- name: probe :many\n-- A statement to classify.\n" + (
+        f"-- params: {params}\n" if params else ""
+    )
+    (tmp_path / "probe.sql").write_text(header + sql + "\n")
+    stmt = Registry.load(tmp_path)["probe.probe"]
+    assert is_read_only(stmt) is expected
+
+
+def test_the_shipped_statements_are_classified_as_expected():
     registry = Registry.load(PROJECT_ROOT / "sql")
     kinds = {name: is_read_only(stmt) for name, stmt in registry.items()}
     assert kinds["users.get_by_id"], kinds
     assert not kinds["users.create"], kinds
     assert not kinds["users.update"], kinds
     assert not kinds["users.delete"], kinds
+    assert not kinds["session.set_application_name"], kinds
     assert not is_read_only(load.TEST_SQL["faults.lock_user"])
 
 
