@@ -10,8 +10,9 @@ SET lock_timeout = '5s';
 -- The searched text: username, email and full_name joined by U+001F (unit separator). A search term
 -- may not contain control characters, so `ILIKE '%term%'` on this text matches exactly when the term
 -- occurs in one of the three fields, never across a boundary. sql/users/list.sql uses this expression.
-CREATE INDEX CONCURRENTLY IF NOT EXISTS users_search_trgm_idx
-    ON users USING gin ((username || chr(31) || email || chr(31) || coalesce(full_name, '')) gin_trgm_ops);
+CREATE INDEX CONCURRENTLY IF NOT EXISTS users_search_trgm_idx ON users USING gin (
+    (username || chr(31) || email || chr(31) || coalesce(full_name, '')) gin_trgm_ops
+);
 
 DROP INDEX CONCURRENTLY IF EXISTS users_username_trgm_idx;
 DROP INDEX CONCURRENTLY IF EXISTS users_email_trgm_idx;

@@ -6,14 +6,14 @@ CREATE TABLE IF NOT EXISTS datasvc_migration_file (
     migration_id text PRIMARY KEY,
     sha256 text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
-)
+);
 
 -- name: file_hashes :many
 -- The content hash recorded for each applied migration.
 -- plan: Seq Scan on datasvc_migration_file (one row per migration)
 SELECT migration_id, sha256
 FROM datasvc_migration_file
-ORDER BY migration_id
+ORDER BY migration_id;
 
 -- name: record_files :exec
 -- Record (or re-record) the content hash of migrations just applied; ids and hashes are parallel arrays.
@@ -21,13 +21,13 @@ ORDER BY migration_id
 -- plan: Insert on datasvc_migration_file (conflict on its primary key)
 INSERT INTO datasvc_migration_file (migration_id, sha256)
 SELECT f.migration_id, f.sha256
-FROM unnest($1::text [], $2::text []) AS f (migration_id, sha256)
+FROM unnest($1::text[], $2::text[]) AS f (migration_id, sha256)
 ON CONFLICT (migration_id) DO UPDATE
-    SET sha256 = excluded.sha256, applied_at = now()
+    SET sha256 = excluded.sha256, applied_at = now();
 
 -- name: forget_files :exec
 -- Drop the recorded hashes of migrations just rolled back.
 -- params: migration_ids
 -- plan: Seq Scan on datasvc_migration_file (one row per migration)
 DELETE FROM datasvc_migration_file
-WHERE migration_id = any($1::text [])
+WHERE migration_id = any($1::text[]);

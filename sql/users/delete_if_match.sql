@@ -4,5 +4,5 @@
 -- params: id, versions
 -- plan: Index Scan using users_pkey on users
 DELETE FROM users
-WHERE id = $1 AND updated_at = ANY ($2::timestamptz[])
+WHERE id = $1 AND updated_at = any($2::timestamptz[])
 RETURNING id

@@ -35,29 +35,56 @@ SELECT
             WHERE ($1::text IS NULL OR status = $1)
                 AND ($2::boolean IS NULL OR is_verified = $2)
                 AND ($3::boolean IS NULL OR is_admin = $3)
-                AND ($4::text IS NULL OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4)
+                AND (
+                    $4::text IS NULL
+                    OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+                )
         )
         WHEN 'estimated' THEN (
-            SELECT round(
-                CASE WHEN c.relpages > 0
-                    THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int)
-                    ELSE greatest(c.reltuples, 0)
-                END
-                * CASE WHEN $1::text IS NULL THEN 1 ELSE coalesce((
-                    SELECT m.freq FROM pg_stats AS s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m (val, freq)
-                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'status' AND m.val = $1
-                ), 0) END
-                * CASE WHEN $2::boolean IS NULL THEN 1 ELSE coalesce((
-                    SELECT m.freq FROM pg_stats AS s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m (val, freq)
-                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'is_verified' AND m.val::boolean = $2
-                ), 0) END
-                * CASE WHEN $3::boolean IS NULL THEN 1 ELSE coalesce((
-                    SELECT m.freq FROM pg_stats AS s, unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS m (val, freq)
-                    WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = 'is_admin' AND m.val::boolean = $3
-                ), 0) END
-            )::bigint
+            SELECT
+                round(
+                    CASE
+                        WHEN c.relpages > 0
+                        THEN c.reltuples / c.relpages
+                        * (pg_relation_size(c.oid) / current_setting('block_size')::int)
+                        ELSE greatest(c.reltuples, 0)
+                    END
+                    * CASE
+                        WHEN $1::text IS NULL THEN 1
+                        ELSE coalesce((
+                                SELECT m.freq
+                                FROM pg_stats AS s,
+                                    unnest(s.most_common_vals::text::text[], s.most_common_freqs)
+                                        AS m (val, freq)
+                                WHERE s.schemaname = n.nspname AND s.tablename = c.relname
+                                    AND s.attname = 'status' AND m.val = $1
+                            ), 0)
+                    END
+                    * CASE
+                        WHEN $2::boolean IS NULL THEN 1
+                        ELSE coalesce((
+                                SELECT m.freq
+                                FROM pg_stats AS s,
+                                    unnest(s.most_common_vals::text::text[], s.most_common_freqs)
+                                        AS m (val, freq)
+                                WHERE s.schemaname = n.nspname AND s.tablename = c.relname
+                                    AND s.attname = 'is_verified' AND m.val::boolean = $2
+                            ), 0)
+                    END
+                    * CASE
+                        WHEN $3::boolean IS NULL THEN 1
+                        ELSE coalesce((
+                                SELECT m.freq
+                                FROM pg_stats AS s,
+                                    unnest(s.most_common_vals::text::text[], s.most_common_freqs)
+                                        AS m (val, freq)
+                                WHERE s.schemaname = n.nspname AND s.tablename = c.relname
+                                    AND s.attname = 'is_admin' AND m.val::boolean = $3
+                            ), 0)
+                    END
+                )::bigint
             FROM pg_class AS c
-            JOIN pg_namespace AS n ON n.oid = c.relnamespace
+            INNER JOIN pg_namespace AS n ON c.relnamespace = n.oid
             WHERE c.oid = 'users'::regclass AND $4::text IS NULL AND c.reltuples >= 0
         )
     END AS total,
@@ -71,7 +98,10 @@ LEFT JOIN LATERAL (
     WHERE ($1::text IS NULL OR status = $1)
         AND ($2::boolean IS NULL OR is_verified = $2)
         AND ($3::boolean IS NULL OR is_admin = $3)
-        AND ($4::text IS NULL OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4)
+        AND (
+            $4::text IS NULL
+            OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+        )
         AND ($9::bigint IS NULL OR ({{key}}, id) {{op}} ($8::{{type}}, $9))
     ORDER BY {{key}} {{dir}}, id {{dir}}
     LIMIT $6 OFFSET $7

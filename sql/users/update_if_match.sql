@@ -11,7 +11,7 @@ SET (email, full_name, bio, status, is_verified, is_admin) = (
     SELECT p.email, p.full_name, p.bio, p.status, p.is_verified, p.is_admin
     FROM jsonb_populate_record(u, $2::jsonb) AS p
 )
-WHERE u.id = $1 AND u.updated_at = ANY ($3::timestamptz[])
+WHERE u.id = $1 AND u.updated_at = any($3::timestamptz[])
 RETURNING
     id, email, username, full_name, bio, status,
     is_verified, is_admin, created_at, updated_at
