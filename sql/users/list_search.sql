@@ -24,9 +24,9 @@ WITH hits AS MATERIALIZED (
         AND (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4::text
 )
 SELECT
-    (SELECT count(*) FROM hits) AS total,
+    counted.total,
     page.*
-FROM (VALUES (1)) AS one (x)
+FROM (SELECT count(*) AS total FROM hits) AS counted
 LEFT JOIN LATERAL (
     SELECT
         u.id, u.email, u.username, u.full_name, u.bio, u.status,
@@ -38,6 +38,6 @@ LEFT JOIN LATERAL (
         ORDER BY sort_key {{dir}}, id {{dir}}
         LIMIT $5 OFFSET $6
     ) AS h
-    JOIN users AS u ON u.id = h.id
+    INNER JOIN users AS u ON h.id = u.id
     ORDER BY h.sort_key {{dir}}, h.id {{dir}}
 ) AS page ON true
