@@ -1,0 +1,36 @@
+# datasvc: a slim, non-root image. Serve with the default command; migrate with `docker run IMAGE migrate`
+# (compose.yaml runs it once before the service starts). Build: docker build -t datasvc .
+
+# Build stage: install datasvc and its dependencies into a virtualenv; every dependency ships a
+# manylinux wheel (asyncpg, orjson, uvloop, httptools, psycopg-binary), so no compiler is needed.
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY datasvc ./datasvc
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-compile .
+
+# Runtime stage: the virtualenv, the SQL statements and the migrations; nothing else.
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 datasvc \
+    && useradd --system --uid 10001 --gid datasvc --no-create-home --shell /usr/sbin/nologin datasvc
+COPY --from=build /opt/venv /opt/venv
+COPY sql /app/sql
+COPY migrations /app/migrations
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    DATASVC_SQL_DIR=/app/sql \
+    DATASVC_MIGRATIONS_DIR=/app/migrations \
+    DATASVC_HOST=0.0.0.0 \
+    DATASVC_PORT=8000
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+# Liveness only (no database call); orchestrators should gate traffic on /health/ready (compose.yaml does).
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
+ENTRYPOINT ["datasvc"]
+CMD ["serve"]
