@@ -41,7 +41,8 @@ from datasvc.settings import PROJECT_ROOT
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGETS = ("datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench")
-PORTS = {"datasvc-1w": 8101, "datasvc-2w": 8102, "ceiling": 8103, "peer": 8104}
+EXTRA_TARGETS = ("datasvc-1w-nolog",)  # only when asked for: one worker with DATASVC_ACCESS_LOG=off
+PORTS = {"datasvc-1w": 8101, "datasvc-2w": 8102, "ceiling": 8103, "peer": 8104, "datasvc-1w-nolog": 8105}
 
 
 def _csv(raw: str) -> list[str]:
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets",
         type=_csv,
         default=_csv(env("TARGETS", ",".join(TARGETS))),
-        help=f"comma list of {', '.join(TARGETS)}",
+        help=f"comma list of {', '.join(TARGETS + EXTRA_TARGETS)}",
     )
     p.add_argument(
         "--scenarios", type=_csv, default=_csv(env("SCENARIOS", "")), help="comma list (default all)"
@@ -78,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-database", default=env("BENCH_PEER_DATABASE", "datasvc_bench_peer"))
     p.add_argument("--reseed", action="store_true", help="reload the rows even if the count is right")
     args = p.parse_args(argv)
-    if bad := [t for t in args.targets if t not in TARGETS]:
-        p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
+    if bad := [t for t in args.targets if t not in TARGETS + EXTRA_TARGETS]:
+        p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS + EXTRA_TARGETS)}")
     try:
         args.selected = selected(args.scenarios)
     except ValueError as exc:
@@ -272,7 +273,14 @@ def run(args: argparse.Namespace) -> Path:
         else:
             workers = 2 if target == "datasvc-2w" else 1
             svc, db = (
-                services.datasvc(target, port=PORTS[target], workers=workers, database_url=ours, n=args.rows),
+                services.datasvc(
+                    target,
+                    port=PORTS[target],
+                    workers=workers,
+                    database_url=ours,
+                    n=args.rows,
+                    access_log=not target.endswith("-nolog"),
+                ),
                 ours,
             )
             scenarios = list(args.selected)

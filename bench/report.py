@@ -9,8 +9,9 @@ from typing import Any
 from bench.scenarios import SCENARIOS
 
 Row = dict[str, Any]
-ORDER = ("peer", "datasvc-1w", "datasvc-2w", "ceiling", "pgbench")
+ORDER = ("peer", "datasvc-1w", "datasvc-1w-nolog", "datasvc-2w", "ceiling", "pgbench")
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
+NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -92,7 +93,7 @@ def measured(res: Results) -> str:
 def pairs(res: Results) -> str:
     rows = []
     for s in res.scenarios:
-        rps = {t: res.get(t, s.key, "rps") for t in (MAIN, "ceiling", "datasvc-2w", "pgbench")}
+        rps = {t: res.get(t, s.key, "rps") for t in (MAIN, NOLOG, "ceiling", "datasvc-2w", "pgbench")}
         ratios = [
             ratio(rps[MAIN], res.peer(s.key, "rps")),
             ratio(res.peer(s.key, "p99_ms"), res.get(MAIN, s.key, "p99_ms")),
@@ -100,6 +101,8 @@ def pairs(res: Results) -> str:
             ratio(rps["datasvc-2w"], rps[MAIN]),
             ratio(rps[MAIN], rps["pgbench"]),
         ]
+        if NOLOG in res.targets:
+            ratios.append(ratio(rps[NOLOG], rps["ceiling"]))
         rows.append([s.key, *(fmt(r, 2) for r in ratios)])
     hdr = [
         "scenario",
@@ -109,6 +112,8 @@ def pairs(res: Results) -> str:
         "2w ÷ 1w req/s",
         "1w ÷ pgbench",
     ]
+    if NOLOG in res.targets:
+        hdr.append("1w access log off ÷ ceiling")
     return table(hdr, rows)
 
 

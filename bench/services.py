@@ -37,7 +37,9 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
 
-def datasvc(name: str, *, port: int, workers: int, database_url: str, n: int) -> Service:
+def datasvc(
+    name: str, *, port: int, workers: int, database_url: str, n: int, access_log: bool = True
+) -> Service:
     """`datasvc serve` as deployed, every production feature (access log included) on.
 
     One change: offsets up to N are allowed, so the deep offset page is the same request the peer gets and
@@ -48,7 +50,11 @@ def datasvc(name: str, *, port: int, workers: int, database_url: str, n: int) ->
         argv=[sys.executable, "-m", "datasvc", "serve", "--port", str(port), "--workers", str(workers)],
         port=port,
         ready_path="/health",
-        env={"DATABASE_URL": database_url, "DATASVC_LIST_MAX_OFFSET": str(n)},
+        env={
+            "DATABASE_URL": database_url,
+            "DATASVC_LIST_MAX_OFFSET": str(n),
+            "DATASVC_ACCESS_LOG": "on" if access_log else "off",
+        },
     )
 
 
