@@ -21,6 +21,7 @@ from datasvc.auth import Authenticator
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import ConcurrencyLimitMiddleware
+from datasvc.metrics import METRICS_OPERATIONS, Metrics, MetricsMiddleware
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.registry import Registry
@@ -54,7 +55,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 
 
 def operations() -> tuple[Operation, ...]:
-    return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS)
+    return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
 
 
 def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     ops = operations()
     authenticator = Authenticator.from_settings(settings)
     document = openapi.build(ops, secured=authenticator.enabled)
+    metrics = Metrics(registry)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -75,15 +77,18 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         authenticator.log_mode()
-        db = await Database.connect(settings, registry)
+        db = await Database.connect(settings, registry, metrics)
+        metrics.watch_pool(db)
         try:
             yield {
                 "db": db,
                 "migration_ids": migration_ids,
                 "migration_hashes": migration_hashes,
+                "metrics": metrics,
                 "settings": settings,
             }
         finally:
+            metrics.watch_pool(None)
             await db.close()
 
     routes = [
@@ -93,6 +98,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     return Starlette(
         routes=routes,
         middleware=[
+            # Outermost, so the latency and status it records are what the client got, problems included.
+            Middleware(MetricsMiddleware, metrics=metrics, templates={r.endpoint: r.path for r in routes}),
             Middleware(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
