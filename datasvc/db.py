@@ -48,7 +48,13 @@ log = logging.getLogger("datasvc.db")
 T = TypeVar("T")
 
 # PostgreSQL rolled the whole transaction back: running it again from the start is safe.
-ROLLED_BACK: tuple[type[BaseException], ...] = (pg.SerializationError, pg.DeadlockDetectedError)
+# InvalidCachedStatementError (0A000, "cached plan must not change result type") also aborts the
+# transaction; asyncpg re-prepares on its own outside transactions, inside one it is ours to rerun.
+ROLLED_BACK: tuple[type[BaseException], ...] = (
+    pg.SerializationError,
+    pg.DeadlockDetectedError,
+    pg.InvalidCachedStatementError,
+)
 
 # The connection died (backend terminated, server crashed or restarting, socket reset). Not
 # QueryCanceledError: a statement that ran out of time would only run out of time again.
