@@ -17,6 +17,7 @@ from datasvc.inputs import SafeStr, field_errors
 from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, Page
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
+from datasvc.settings import Settings
 from datasvc.users.models import User, UserStatus
 
 if TYPE_CHECKING:
@@ -209,7 +210,8 @@ PARAMS: tuple[Param, ...] = (
     _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, ""),
     _query(
         "offset",
-        {"type": "integer", "minimum": 0},
+        # The documented bound is the default; a deployment that lowers it answers 422 above its own.
+        {"type": "integer", "minimum": 0, "maximum": Settings.list_max_offset},
         "Rows to skip (offset mode); at most DATASVC_LIST_MAX_OFFSET. Not with `cursor`.",
     ),
     _query("sort_by", {"enum": list(get_args(SortKey)), "default": "created_at"}, "`id` breaks ties."),
@@ -219,7 +221,8 @@ PARAMS: tuple[Param, ...] = (
     _query("is_admin", {"type": "boolean"}, ""),
     _query(
         "search",
-        {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH},
+        # The pattern tells OpenAPI readers what _no_control refuses.
+        {"type": "string", "minLength": 1, "maxLength": MAX_SEARCH, "pattern": r"^[^\x00-\x1f\x7f]*$"},
         "Case-insensitive substring of username, email or full_name; `%`, `_` and `\\` match literally.",
     ),
     _query(
@@ -229,7 +232,7 @@ PARAMS: tuple[Param, ...] = (
     ),
     _query(
         "cursor",
-        {"type": "string"},
+        {"type": "string", "minLength": 1},
         "`next_cursor` or `prev_cursor` of a previous page, with the same sort and filters.",
     ),
 )
