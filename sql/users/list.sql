@@ -49,39 +49,26 @@ SELECT
                         * (pg_relation_size(c.oid) / current_setting('block_size')::int)
                         ELSE greatest(c.reltuples, 0)
                     END
-                    * CASE
-                        WHEN $1::text IS NULL THEN 1
-                        ELSE coalesce((
-                                SELECT m.freq
-                                FROM pg_stats AS s,
-                                    unnest(s.most_common_vals::text::text[], s.most_common_freqs)
-                                        AS m (val, freq)
-                                WHERE s.schemaname = n.nspname AND s.tablename = c.relname
-                                    AND s.attname = 'status' AND m.val = $1
-                            ), 0)
-                    END
-                    * CASE
-                        WHEN $2::boolean IS NULL THEN 1
-                        ELSE coalesce((
-                                SELECT m.freq
-                                FROM pg_stats AS s,
-                                    unnest(s.most_common_vals::text::text[], s.most_common_freqs)
-                                        AS m (val, freq)
-                                WHERE s.schemaname = n.nspname AND s.tablename = c.relname
-                                    AND s.attname = 'is_verified' AND m.val::boolean = $2
-                            ), 0)
-                    END
-                    * CASE
-                        WHEN $3::boolean IS NULL THEN 1
-                        ELSE coalesce((
-                                SELECT m.freq
-                                FROM pg_stats AS s,
-                                    unnest(s.most_common_vals::text::text[], s.most_common_freqs)
-                                        AS m (val, freq)
-                                WHERE s.schemaname = n.nspname AND s.tablename = c.relname
-                                    AND s.attname = 'is_admin' AND m.val::boolean = $3
-                            ), 0)
-                    END
+                    * (
+                        -- The product of each filter value's share of the rows, as if independent;
+                        -- 0 when a value is too rare to be among the column's most common values.
+                        SELECT coalesce(exp(sum(ln(m.freq))), 1) * (count(*) = count(m.freq))::int
+                        FROM (
+                            VALUES
+                            ('status', $1::text),
+                            ('is_verified', left($2::boolean::text, 1)),
+                            ('is_admin', left($3::boolean::text, 1))
+                        ) AS f (attname, filter_value)
+                        LEFT JOIN LATERAL (
+                            SELECT common.freq
+                            FROM pg_stats AS s,
+                                unnest(s.most_common_vals::text::text[], s.most_common_freqs)
+                                    AS common (val, freq)
+                            WHERE s.schemaname = n.nspname AND s.tablename = c.relname
+                                AND s.attname = f.attname AND common.val = f.filter_value
+                        ) AS m ON true
+                        WHERE f.filter_value IS NOT NULL
+                    )
                 )::bigint
             FROM pg_class AS c
             INNER JOIN pg_namespace AS n ON c.relnamespace = n.oid

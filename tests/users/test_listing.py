@@ -173,6 +173,9 @@ def test_count_estimated_follows_the_statistics(client, database_url):
     assert _ok(client, count="estimated")["total"] == 300
     # 100 of each status: the frequencies in pg_stats make the estimate exact here.
     assert _ok(client, count="estimated", status="suspended")["total"] == 100
+    # Independent filters multiply: 1/3 suspended x 1/2 verified (in this seed they really are 50).
+    assert _ok(client, count="estimated", status="suspended", is_verified="true")["total"] == 50
+    assert _ok(client, count="estimated", is_admin="true")["total"] == 42
     assert _ok(client, count="estimated", search="user")["total"] is None
 
 
