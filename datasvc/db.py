@@ -68,7 +68,8 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     # ("cannot switch to state 12; another operation (2) is in progress", MagicStack/asyncpg#1069).
     asyncpg.InternalClientError,
 )
-# asyncpg raises these from its state check, before writing a byte: the statement never ran.
+# asyncpg raises exactly these classes (not their subclasses: ProtocolError may come after the write)
+# from its state check, before writing a byte: the statement never ran.
 NOT_SENT: tuple[type[BaseException], ...] = (asyncpg.InternalClientError,)
 
 # Words that make a SELECT write, lock or change the session; our statements are reviewed, so a word
@@ -248,7 +249,7 @@ class Database:
                     raise
                 await self._pause_before_retry(stmt.name, exc, attempt)
             except CONNECTION_LOST as exc:
-                if reconnected or not (isinstance(exc, NOT_SENT) or is_read_only(stmt)):
+                if reconnected or not (type(exc) in NOT_SENT or is_read_only(stmt)):
                     raise
                 reconnected = True
                 log.info("connection lost; retrying once", extra=_why(stmt.name, exc))
