@@ -11,7 +11,7 @@ Retries are narrow on purpose:
   0A000 stale cached plan) did nothing, so it is run again, at most ``transaction_retries`` times, with
   a short jittered pause;
 - a read-only statement (`is_read_only`) whose connection died under it is run once more on a fresh
-  connection: reading twice is harmless; so is a statement asyncpg refused before sending (`NOT_SENT`);
+  connection: reading twice is harmless;
 - a write whose connection died is never retried: it may have committed, and only the caller can tell.
 
 A connection that died is terminated and the whole pool expired (its siblings probably died too), so the
@@ -68,9 +68,6 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     # ("cannot switch to state 12; another operation (2) is in progress", MagicStack/asyncpg#1069).
     asyncpg.InternalClientError,
 )
-# asyncpg raises exactly these classes (not their subclasses: ProtocolError may come after the write)
-# from its state check, before writing a byte: the statement never ran.
-NOT_SENT: tuple[type[BaseException], ...] = (asyncpg.InternalClientError,)
 
 # Words that make a SELECT write, lock or change the session; our statements are reviewed, so a word
 # list is enough (a new side-effecting function belongs here, and in test_faults_backends).
@@ -232,9 +229,9 @@ class Database:
     async def fetch(self, name: str, *args: Any) -> Any:
         """Run one statement on a pooled connection, outside any explicit transaction.
 
-        A rolled-back statement (40001, 40P01) is retried a bounded number of times. After a lost
-        connection, a read-only statement, or any statement asyncpg refused before sending it
-        (`NOT_SENT`), is retried once on a fresh connection; a write that may have reached the server is not.
+        A rolled-back statement (40001, 40P01, 0A000) is retried a bounded number of times. After a lost
+        connection a read-only statement is retried once on a fresh connection; a write is not: it may
+        have reached the server (asyncpg's InternalClientError, too, can come after the statement was sent).
         """
         stmt = self.registry[name]
         reconnected = False
@@ -249,7 +246,7 @@ class Database:
                     raise
                 await self._pause_before_retry(stmt.name, exc, attempt)
             except CONNECTION_LOST as exc:
-                if reconnected or not (type(exc) in NOT_SENT or is_read_only(stmt)):
+                if reconnected or not is_read_only(stmt):
                     raise
                 reconnected = True
                 log.info("connection lost; retrying once", extra=_why(stmt.name, exc))
