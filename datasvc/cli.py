@@ -172,7 +172,7 @@ def _run_uvicorn(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http="datasvc.protocol:HeadLimitedHttpToolsProtocol",  # httptools, with a bounded request head
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),

@@ -12,6 +12,7 @@ The tree (each leaf is one RFC 9457 ``type``)::
     │   ├── Conflict              409     names the field already taken
     │   ├── PreconditionFailed    412     ``If-Match`` does not match
     │   ├── PayloadTooLarge       413
+    │   ├── HeadersTooLarge       431     request line + headers over the bound (datasvc.protocol)
     │   ├── UnsupportedMediaType  415
     │   └── ValidationFailed      422     lists each field and why
     └── ServerError                       5xx: retry or page someone
@@ -140,6 +141,12 @@ class PayloadTooLarge(ClientError):
     status = 413
     slug = "payload-too-large"
     title = "Request body too large"
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
 
 
 class UnsupportedMediaType(ClientError):

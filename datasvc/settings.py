@@ -76,6 +76,7 @@ class Settings:
     max_in_flight: int = 100
     application_name: str = "datasvc"
     max_body_bytes: int = 65536
+    max_header_bytes: int = 16384
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -200,6 +201,12 @@ FIELDS: tuple[FieldSpec, ...] = (
         "DATASVC_MAX_BODY_BYTES",
         _positive_int,
         "Largest request body accepted; larger is 413.",
+    ),
+    FieldSpec(
+        "max_header_bytes",
+        "DATASVC_MAX_HEADER_BYTES",
+        _positive_int,
+        "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
     ),
     FieldSpec("host", "DATASVC_HOST", str, "Address `datasvc serve` binds."),
     FieldSpec("port", "DATASVC_PORT", _positive_int, "Port `datasvc serve` binds."),

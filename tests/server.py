@@ -23,6 +23,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from datasvc.app import create_app
+from datasvc.protocol import limited
 from datasvc.settings import Settings
 
 
@@ -88,6 +89,10 @@ def serve_app(app: ASGIApp, **config: Any) -> Iterator[ThreadServer]:
 
 @contextmanager
 def serve(settings: Settings, **config: Any) -> Iterator[str]:
-    """`create_app(settings)` served on a free 127.0.0.1 port; yields its base URL."""
+    """`create_app(settings)` served on a free 127.0.0.1 port; yields its base URL.
+
+    The HTTP protocol is `datasvc serve`'s: httptools with the request-head bound of ``settings``.
+    """
+    config.setdefault("http", limited(settings.max_header_bytes))
     with serve_app(create_app(settings), **config) as server:
         yield server.base_url

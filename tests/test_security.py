@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx2
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.logs import JSONFormatter
+from tests.server import serve
 
 APP_ROLE = "datasvc_app"
 # A valid bcrypt-shaped hash with a canary no other value contains.
@@ -217,6 +221,7 @@ def test_no_response_or_log_line_but_lookup_carries_the_hash(client, database_ur
         "lookupCredentials": [],  # the one exception, checked below
         "health": [("GET", "/health", None)],
         "ready": [("GET", "/health/ready", None)],
+        "metrics": [("GET", "/metrics", None)],
     }
     document = client.get("/openapi.json").json()
     _no_canary(client.get("/openapi.json"), "openapi")
@@ -307,3 +312,83 @@ def test_patch_cannot_set_server_owned_fields(client, change):
     assert client.get(created.headers["location"]).json() == before
     lookup = client.post("/api/v1/auth/lookup", json={"login": "alice"}).json()
     assert lookup["hashed_password"] == HASH
+
+
+# -- request limits (a real server: the bound lives in the HTTP protocol, below the app) -----------
+
+
+def _exchange(base_url: str, payload: bytes, *, chunk: int = 65536) -> bytes:
+    """Send raw bytes (in chunks, stopping if the server hangs up) and read until the server closes."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            for start in range(0, len(payload), chunk):
+                sock.sendall(payload[start : start + chunk])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before it was all sent: what a bound is for
+        received = b""
+        try:
+            while data := sock.recv(65536):
+                received += data
+        except ConnectionResetError:
+            pass
+        return received
+
+
+@pytest.fixture
+def live(settings):
+    with serve(settings) as base_url:
+        yield base_url
+
+
+def _statuses(raw: bytes) -> list[int]:
+    # Pipelined responses follow each other's bodies directly: no line break before a status line.
+    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Big: " + b"a" * 20_000 + b"\r\n",
+        b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 50) for i in range(400)),
+        b"X-Huge: " + b"a" * 4_000_000 + b"\r\n",
+    ],
+    ids=["one-20k-header", "400-headers", "4MB-streamed"],
+)
+def test_a_request_head_over_the_bound_is_431_problem(live, headers):
+    raw = _exchange(live, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert _statuses(raw) == [431]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head
+    assert orjson.loads(body)["type"] == "urn:datasvc:problem:headers-too-large"
+
+
+def test_a_long_url_counts_toward_the_bound(live):
+    raw = _exchange(live, b"GET /health?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _statuses(raw) == [431]
+
+
+def test_heads_under_the_bound_and_big_bodies_pass_pipelined(live):
+    """No false 431: a 15 kB head, then a 60 kB body arriving in the same reads, then a third request."""
+    body = orjson.dumps({"email": "a@example.org", "username": "alice", "hashed_password": HASH, "bio": "b"})
+    big = orjson.dumps({"login": "x" * 200, "pad": "p" * 60_000})
+    requests = [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 15_000 + b"\r\n\r\n",
+        b"POST /api/v1/auth/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(big)
+        + big,
+        b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body,
+    ]
+    raw = _exchange(live, b"".join(requests), chunk=1 << 20)
+    assert _statuses(raw) == [200, 422, 201]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=101", "offset=-1", "offset=100001", "offset=99999999999999999999999", "limit=1e3"],
+)
+def test_limit_and_offset_are_bounded(client, query):
+    response = client.get(f"/api/v1/users?{query}")
+    assert response.status_code == 422, response.text

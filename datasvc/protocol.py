@@ -1,0 +1,108 @@
+"""uvicorn's httptools protocol with a bound on the request head (request line + headers): 431 beyond it.
+
+httptools buffers a request head of any size (1 MB of headers is parsed and handed to the app), so a
+caller could make each connection hold as much memory as it cares to send. uvicorn's h11 protocol has a
+bound (``h11_max_incomplete_event_size``) but is several times slower; this keeps httptools and counts:
+
+- the raw bytes received while a head is incomplete, so memory stays within the limit plus one read;
+- the exact size of the URL and of every header as the parser reports them, so a head that arrives in
+  one read is measured too.
+
+Past ``DATASVC_MAX_HEADER_BYTES`` the connection gets a 431 problem and is closed: after a refused head
+the rest of the stream cannot be parsed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from datasvc.errors import HeadersTooLarge
+from datasvc.responses import PROBLEM_MEDIA_TYPE
+from datasvc.settings import Settings
+
+
+@functools.cache
+def _configured_limit() -> int:
+    # Read once per worker process: `datasvc serve` passes its settings to workers in the environment.
+    return Settings.from_env().max_header_bytes
+
+
+class _Refused(Exception):
+    pass
+
+
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` that answers 431 to a request head larger than ``max_head_bytes``."""
+
+    max_head_bytes: int | None = None  # None: DATASVC_MAX_HEADER_BYTES from the environment
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limit = self.max_head_bytes or _configured_limit()
+        self._in_head = True
+        self._head_bytes = 0  # raw bytes received while the head was incomplete
+        self._parsed_bytes = 0  # URL and header bytes the parser reported
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        in_head_before = self._in_head
+        super().data_received(data)
+        if self._in_head and in_head_before and not self._refused:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limit:
+                self._refuse()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._parsed_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refusal aborts the parser, which uvicorn reports as a parse error
+            super().send_400_response(msg)
+
+    def _count(self, size: int) -> None:
+        self._parsed_bytes += size
+        if self._parsed_bytes > self._limit:
+            self._refuse()
+            raise _Refused
+
+    def _refuse(self) -> None:
+        self._refused = True
+        error = HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes")
+        body = orjson.dumps(
+            {"type": error.type, "title": error.title, "status": error.status, "detail": error.detail}
+        )
+        head = (
+            f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
+            f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+
+
+def limited(max_head_bytes: int) -> type[HeadLimitedHttpToolsProtocol]:
+    """The protocol class with an explicit bound (tests and in-process servers; no environment)."""
+    return type(
+        "HeadLimitedHttpToolsProtocol", (HeadLimitedHttpToolsProtocol,), {"max_head_bytes": max_head_bytes}
+    )
