@@ -6,9 +6,9 @@ One `Metrics` per app, with its own ``CollectorRegistry`` (no process-global sta
 they cost the request path nothing.
 
 Labels are bounded: the route *template* (``/api/v1/users/{id}``, never the raw path; ``unmatched`` for
-404s), the method, the status code, the statement name (from the registry) and an error's SQLSTATE or
-exception class. With ``--workers N`` each worker process has its own metrics: a scrape reaches one
-worker, chosen by the kernel; see docs/operations.md.
+404s and requests shed before routing), the method, the status code, the statement name (from the
+registry) and an error's SQLSTATE or exception class. With ``--workers N`` each worker process has its
+own metrics: a scrape reaches one worker, chosen by the kernel; see docs/operations.md.
 """
 
 from __future__ import annotations
