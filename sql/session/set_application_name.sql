@@ -1,6 +1,6 @@
 -- name: set_application_name :value
--- Name the authenticated caller in this session's application_name (pg_stat_activity, log_line_prefix %a);
--- the pool's RESET ALL on release restores the connect-time name.
+-- Name the request's caller in this session's application_name (pg_stat_activity, log_line_prefix %a),
+-- or restore the plain name; connections keep it across requests, so it runs only when the caller changes.
 -- params: name
 -- plan: Result (no table access)
 SELECT set_config('application_name', $1, false)
