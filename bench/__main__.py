@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -169,10 +170,13 @@ def http_target(
             if args.warmup:
                 L.run_wrk(load, url, s.lua, args.warmup, None)
                 L.wait_db_idle(db_url)
+            log = raw / f"{service.name}.log"
+            start = log.stat().st_size
             with CpuWindow(pid) as cpu:
                 r = L.run_wrk(load, url, s.lua, args.duration, raw / f"{service.name}-{s.key}.txt")
             L.wait_db_idle(db_url)
-            rows.append({"target": service.name, "scenario": s.key, **r, **cpu.result})
+            failed = _failed_statuses(log, start)
+            rows.append({"target": service.name, "scenario": s.key, **r, **cpu.result, "statuses": failed})
             print(
                 f"[{service.name:10s}] {s.key:22s} {r['rps']:9.1f} req/s  p50 {r['p50_ms']:8.2f} ms  "
                 f"p99 {r['p99_ms']:8.2f} ms  errors {int(r['errors'])}  cpu svc/pg {cpu.result['svc_cpu']}/"
@@ -190,6 +194,19 @@ def _hwm(pid: int) -> int:
     from bench.probe import tree_hwm_kb
 
     return tree_hwm_kb(pid)
+
+
+_STATUS = re.compile(rb'"status":\s*([3-5]\d\d)')
+
+
+def _failed_statuses(log: Path, start: int) -> dict[str, int]:
+    """Non-2xx statuses in the access log written since byte ``start``: what the errors column holds."""
+    counts: dict[str, int] = {}
+    with log.open("rb") as f:
+        f.seek(start)
+        for code in _STATUS.findall(f.read()):
+            counts[code.decode()] = counts.get(code.decode(), 0) + 1
+    return counts
 
 
 def _trim(log: Path, keep: int = 200) -> None:

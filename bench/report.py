@@ -67,6 +67,14 @@ class Results:
         return None if s is None else self.get("peer", s.peer_pair or s.key, key)
 
 
+def _errors(row: Row) -> str:
+    """The error count, and the statuses the service logged meanwhile (e.g. ``24 (logged 503: 26)``)."""
+    n = int(row.get("errors", 0))
+    statuses = row.get("statuses") or {}
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))
+    return f"{n:,} (logged {detail})" if n and detail else f"{n:,}"
+
+
 def measured(res: Results) -> str:
     rows = []
     for s in res.scenarios:
@@ -80,7 +88,7 @@ def measured(res: Results) -> str:
                         r["rps"],
                         r.get("p50_ms"),
                         r.get("p99_ms"),
-                        int(r.get("errors", 0)),
+                        _errors(r),
                         r.get("svc_cpu"),
                         r.get("pg_cpu"),
                         r.get("box_busy"),
