@@ -138,7 +138,7 @@ def smoke(
         status = services.request(service.url + (paths[s.key] or path), method, body)
         if not 200 <= status < 300:
             sys.exit(f"{service.name}: {method} {path} answered {status}; is the seed/API as expected?")
-        if s.creates:
+        if s.writes:
             cleanup(db, n)
 
 
@@ -183,7 +183,7 @@ def http_target(
                 f"{cpu.result['pg_cpu']}%",
                 flush=True,
             )
-            if s.creates:
+            if s.writes:
                 cleanup(db_url, args.rows)
         rss = {"idle_kb": idle, "peak_kb": sampler.stop(), "hwm_kb": _hwm(pid)}
     _trim(raw / f"{service.name}.log")
@@ -245,7 +245,7 @@ def pgbench_target(
             f"p99 {r['p99_ms']:8.2f} ms  errors {int(r['errors'])}  cpu pg {cpu.result['pg_cpu']}%",
             flush=True,
         )
-        if s.creates:
+        if s.writes:
             cleanup(db_url, args.rows)
     return rows
 
@@ -258,10 +258,12 @@ def run(args: argparse.Namespace) -> Path:
     raw.mkdir(parents=True, exist_ok=True)
     ours = ensure_database(args.server, args.database)
     prepare_ours(ours, args.rows, args.reseed)
+    cleanup(ours, args.rows)  # vacuumed and analyzed: both services start from the same kind of table
     peer_url = None
     if "peer" in args.targets:
         peer_url = ensure_database(args.server, args.peer_database)
         prepare_peer(peer_url, args.rows, args.reseed)
+        cleanup(peer_url, args.rows)
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "n": args.rows,
