@@ -75,6 +75,11 @@ def _errors(row: Row) -> str:
     return f"{n:,} (logged {detail})" if n and detail else f"{n:,}"
 
 
+def _per_request(cpu_pct: float | None, rps: float) -> int | None:
+    """CPU time per request in µs: less sensitive to the machine's other load than req/s."""
+    return None if cpu_pct is None or not rps else round(cpu_pct / 100 / rps * 1e6)
+
+
 def measured(res: Results) -> str:
     rows = []
     for s in res.scenarios:
@@ -90,11 +95,14 @@ def measured(res: Results) -> str:
                         r.get("p99_ms"),
                         _errors(r),
                         r.get("svc_cpu"),
+                        _per_request(r.get("svc_cpu"), r["rps"]),
                         r.get("pg_cpu"),
+                        _per_request(r.get("pg_cpu"), r["rps"]),
                         r.get("box_busy"),
                     ]
                 )
-    hdr = ["scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "svc CPU%", "pg CPU%", "box busy%"]
+    hdr = ["scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "svc CPU%", "svc µs/req", "pg CPU%"]
+    hdr += ["pg µs/req", "box busy%"]
     return table(hdr, rows)
 
 
