@@ -111,7 +111,10 @@ def test_concurrent_migrators_serialize_and_exactly_one_applies(empty_database_u
         # Hold the migration lock ourselves until every migrator is queued behind it, so they truly race.
         assert holder.execute(REGISTRY["migrate.try_lock"].text).fetchone() == (True,)
         procs = [_migrate(url, MIGRATIONS) for _ in range(4)]
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'datasvc-migrate'"
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'datasvc-migrate'"
+        )
         _wait_for(lambda: _scalar(url, waiting) == 4, timeout=30)
         assert not _table_exists(url, "users")
     outputs = [p.communicate(timeout=60) for p in procs]
@@ -128,7 +131,8 @@ def test_a_migrator_killed_mid_run_does_not_block_the_next(empty_database_url, m
     _add(migrations_dir, "9002.slow", "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(60);\n")
     proc = _migrate(url, migrations_dir)
     sleeping = (
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
     )
     _wait_for(lambda: _scalar(url, sleeping) == 1, timeout=30)
     assert _scalar(url, "SELECT count(*) FROM yoyo_lock") == 1  # yoyo's row, which never expires
