@@ -117,6 +117,11 @@ def pairs(res: Results) -> str:
             ratio(rps["datasvc-2w"], rps[MAIN]),
             ratio(rps[MAIN], rps["pgbench"]),
         ]
+        cpu = {
+            t: _per_request(res.get(t, s.key, "svc_cpu"), res.get(t, s.key, "rps") or 0)
+            for t in (MAIN, "ceiling")
+        }
+        ratios.append(ratio(cpu["ceiling"], cpu[MAIN]))
         if NOLOG in res.targets:
             ratios.append(ratio(rps[NOLOG], rps["ceiling"]))
         rows.append([s.key, *(fmt(r, 2) for r in ratios)])
@@ -127,6 +132,7 @@ def pairs(res: Results) -> str:
         "1w ÷ ceiling req/s",
         "2w ÷ 1w req/s",
         "1w ÷ pgbench",
+        "ceiling CPU/req ÷ 1w CPU/req",
     ]
     if NOLOG in res.targets:
         hdr.append("1w access log off ÷ ceiling")

@@ -76,8 +76,8 @@ def test_report_divides_pair_by_pair_and_judges_the_targets() -> None:
     )
     text = render(data)
     pairs = _cells(text.split("### Pair by pair")[1].split("###")[0])
-    # req/s vs the peer, p99 vs the peer, vs the ceiling, 2 workers vs 1, vs pgbench
-    assert pairs[2] == ["by_id", "6.00", "6.00", "0.60", "1.50", "-"]
+    # req/s vs the peer, p99 vs the peer, vs the ceiling, 2 workers vs 1, vs pgbench, CPU per request
+    assert pairs[2] == ["by_id", "6.00", "6.00", "0.60", "1.50", "-", "-"]
     goals = {row[0]: row[1:] for row in _cells(text.split("### Targets")[1])}
     assert goals["GET by id: req/s ≥ 5x peer"] == ["6.00x", "met"]
     assert goals["GET by id: ≥ 80% of the ceiling"] == ["0.60x", "MISSED"]
