@@ -250,6 +250,12 @@ def pgbench_target(
     return rows
 
 
+def _git(*argv: str) -> str:
+    """The code under test, for the record (empty outside a git checkout)."""
+    p = subprocess.run(["git", *argv], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    return p.stdout.strip()
+
+
 def run(args: argparse.Namespace) -> Path:
     L.require_tools()
     started = dt.datetime.now(dt.UTC)
@@ -275,6 +281,8 @@ def run(args: argparse.Namespace) -> Path:
         "nproc": os.cpu_count(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "uncommitted_files": len(_git("status", "--porcelain", "--untracked-files=no").splitlines()),
     }
     results: list[dict[str, Any]] = []
     rss: dict[str, dict[str, int]] = {}

@@ -207,6 +207,9 @@ def render(data: dict[str, Any]) -> str:
         f"## datasvc benchmark {m['started']} (N={m['n']:,}, {m['duration']} s per run after {m['warmup']} s "
         f"warm-up, wrk -t{m['threads']} -c{m['conns']}; load {m.get('loadavg', '?')})"
     )
+    if m.get("commit"):
+        dirty = m.get("uncommitted_files", 0)
+        head += f"\n\ncode: commit {m['commit']}" + (f" plus {dirty} uncommitted file(s)" if dirty else "")
     parts = [head, "### Measured", measured(res), "### Pair by pair", pairs(res)]
     if res.rss:
         parts += ["### Memory", memory(res)]

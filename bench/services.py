@@ -17,7 +17,7 @@ from pathlib import Path
 from datasvc.settings import PROJECT_ROOT
 
 # The peer (FastAPI + SQLAlchemy) and its seed live next to the project; see ../shared/bench/README.md.
-SHARED_BENCH = PROJECT_ROOT.parent / "shared" / "bench"
+SHARED_BENCH = Path(os.environ.get("BENCH_SHARED_DIR") or PROJECT_ROOT.parent / "shared" / "bench")
 _UVICORN = ("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning")
 
 
