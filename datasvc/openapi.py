@@ -38,8 +38,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 
-# Every operation can meet these, whatever its own errors are.
-COMMON_ERRORS = (500, 503, 504)
+# Every operation can meet these, whatever its own errors are (431: the request head bound, below the app).
+COMMON_ERRORS = (431, 500, 503, 504)
 
 
 def build(
