@@ -115,7 +115,7 @@ class Settings:
         return replace(self, **changes)
 
     def redacted(self) -> dict[str, Any]:
-        """The effective configuration, safe to log: passwords in URLs are masked."""
+        """The effective configuration, safe to log: passwords, the cursor secret and token hashes masked."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -123,6 +123,11 @@ class Settings:
                 value = redact_url(value)
             elif f.name == "cursor_secret" and value:
                 value = "***"
+            elif f.name == "auth_tokens" and value:
+                # Hashes of tokens, not tokens; still nothing a log reader needs beyond their number.
+                value = (
+                    f"*** ({len([e for e in value.replace(';', chr(10)).splitlines() if e.strip()])} entries)"
+                )
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
 

@@ -68,3 +68,10 @@ def test_every_setting_is_documented_in_the_readme():
 
 def test_every_settings_field_has_an_environment_variable():
     assert {spec.attr for spec in FIELDS} == set(Settings.__dataclass_fields__)
+
+
+def test_redacted_config_hides_token_hashes():
+    digest = "a" * 64
+    config = Settings(auth_tokens=f"billing users:read {digest};login users:read {'b' * 64}").redacted()
+    assert digest not in str(config)
+    assert config["auth_tokens"] == "*** (2 entries)"
