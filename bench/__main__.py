@@ -1,6 +1,6 @@
 """``python -m bench``: load N users, start each service, run the wrk scenarios and pgbench, print tables.
 
-    .venv/bin/python -m bench                          # everything: ~25 min with the default 10 s runs
+    .venv/bin/python -m bench                          # everything: ~20 min with the default 10 s runs
     .venv/bin/python -m bench --duration 3 --warmup 1 --targets datasvc-1w --scenarios by_id,create
     .venv/bin/python -m bench report bench/results/<run>.json
 
@@ -159,7 +159,8 @@ def http_target(
         n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
     )
     rows = []
-    with services.running(service, raw / f"{service.name}.log") as pid:
+    log = raw / f"{service.name}-{'+'.join(s.key for s in scenarios)}.log"
+    with services.running(service, log) as pid:
         paths = static_paths(service, scenarios, args.rows)
         smoke(service, scenarios, paths, args.rows, db_url)
         idle = tree_rss_kb(pid)
@@ -170,7 +171,6 @@ def http_target(
             if args.warmup:
                 L.run_wrk(load, url, s.lua, args.warmup, None)
                 L.wait_db_idle(db_url)
-            log = raw / f"{service.name}.log"
             start = log.stat().st_size
             with CpuWindow(pid) as cpu:
                 r = L.run_wrk(load, url, s.lua, args.duration, raw / f"{service.name}-{s.key}.txt")
@@ -186,7 +186,7 @@ def http_target(
             if s.writes:
                 cleanup(db_url, args.rows)
         rss = {"idle_kb": idle, "peak_kb": sampler.stop(), "hwm_kb": _hwm(pid)}
-    _trim(raw / f"{service.name}.log")
+    _trim(log)
     return rows, rss
 
 
@@ -256,6 +256,34 @@ def _git(*argv: str) -> str:
     return p.stdout.strip()
 
 
+def plan_target(
+    target: str, args: argparse.Namespace, ours: str, peer_url: str | None
+) -> tuple[services.Service, str, list[Scenario]]:
+    """The service a target names, the database it uses, and the scenarios it takes part in."""
+    if target == "peer":
+        assert peer_url is not None
+        return (
+            services.peer(port=PORTS[target], database_url=peer_url),
+            peer_url,
+            [s for s in args.selected if s.for_peer()],
+        )
+    if target == "ceiling":
+        svc = services.ceiling(port=PORTS[target], database_url=ours)
+        return svc, ours, [s for s in args.selected if s.ceiling]
+    svc = services.datasvc(
+        target,
+        port=PORTS[target],
+        workers=2 if target == "datasvc-2w" else 1,
+        database_url=ours,
+        n=args.rows,
+        access_log=not target.endswith("-nolog"),
+    )
+    scenarios = list(args.selected)
+    if target.endswith("-nolog"):  # the log's cost shows on cheap requests; lists cost the database
+        scenarios = [s for s in scenarios if not s.key.startswith("list_")]
+    return svc, ours, scenarios
+
+
 def run(args: argparse.Namespace) -> Path:
     L.require_tools()
     started = dt.datetime.now(dt.UTC)
@@ -286,36 +314,23 @@ def run(args: argparse.Namespace) -> Path:
     }
     results: list[dict[str, Any]] = []
     rss: dict[str, dict[str, int]] = {}
-    for target in args.targets:
-        if target == "pgbench":
-            results += pgbench_target(args.selected, args, ours, raw)
-            continue
-        if target == "peer":
-            assert peer_url is not None
-            svc, db = services.peer(port=PORTS[target], database_url=peer_url), peer_url
-            scenarios = [s for s in args.selected if s.for_peer()]
-        elif target == "ceiling":
-            svc, db = services.ceiling(port=PORTS[target], database_url=ours), ours
-            scenarios = [s for s in args.selected if s.ceiling]
-        else:
-            workers = 2 if target == "datasvc-2w" else 1
-            svc, db = (
-                services.datasvc(
-                    target,
-                    port=PORTS[target],
-                    workers=workers,
-                    database_url=ours,
-                    n=args.rows,
-                    access_log=not target.endswith("-nolog"),
-                ),
-                ours,
-            )
-            scenarios = list(args.selected)
-            if target.endswith("-nolog"):  # the log's cost shows on cheap requests; lists cost the database
-                scenarios = [s for s in scenarios if not s.key.startswith("list_")]
-        if scenarios:
-            rows, rss[target] = http_target(svc, scenarios, args, db, raw)
+    # Scenario by scenario, every target in turn, each started afresh: the figures compared with each other
+    # are taken seconds apart, not minutes, on a machine whose other load comes and goes; and only one
+    # service holds database connections at a time.
+    for s in args.selected:
+        for target in args.targets:
+            if target == "pgbench":
+                results += pgbench_target([s], args, ours, raw)
+                continue
+            svc, db, takes_part = plan_target(target, args, ours, peer_url)
+            if s not in takes_part:
+                continue
+            rows, used = http_target(svc, [s], args, db, raw)
             results += rows
+            seen = rss.setdefault(target, used)
+            seen["idle_kb"] = min(seen["idle_kb"], used["idle_kb"])
+            seen["peak_kb"] = max(seen["peak_kb"], used["peak_kb"])
+            seen["hwm_kb"] = max(seen["hwm_kb"], used["hwm_kb"])
     meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out = RESULTS / f"{tag}.json"
