@@ -36,7 +36,9 @@ def _cells(markdown: str) -> list[list[str]]:
     ]
 
 
-def test_defaults_select_every_target_and_scenario() -> None:
+def test_defaults_select_every_target_and_scenario(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TARGETS", "SCENARIOS"):
+        monkeypatch.delenv(name, raising=False)
     args = parse_args([])
     assert args.targets == ["datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench"]
     assert [s.key for s in args.selected] == [s.key for s in SCENARIOS]
