@@ -130,6 +130,7 @@ class Database:
         self, pool: asyncpg.Pool, registry: Registry, settings: Settings, metrics: Metrics | None = None
     ) -> None:
         self.pool = pool
+        self._refill: asyncio.Task[None] | None = None
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
@@ -150,10 +151,40 @@ class Database:
                 extra={"error": type(exc).__name__},
             )
             pool = await _create_pool(settings, min_size=0)
+            db = cls(pool, registry, settings, metrics)
+            if settings.pool_min_size > 0:
+                db._refill = asyncio.create_task(db._restore_floor())
+            return db
         return cls(pool, registry, settings, metrics)
+
+    async def _restore_floor(self) -> None:
+        """After a start with the database down: once it answers, swap in a pool with its warm floor.
+
+        asyncpg cannot raise a pool's min_size later, so a new pool replaces the empty one. Requests in
+        flight release into the pool they acquired from (`connection` holds on to it), and the old pool
+        closes once they have.
+        """
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                pool = await _create_pool(self.settings, min_size=self.settings.pool_min_size)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                continue
+            old, self.pool = self.pool, pool
+            log.info("database answers; pool floor restored", extra={"min_size": self.settings.pool_min_size})
+            try:
+                await old.close()
+            except asyncio.CancelledError:  # shutting down meanwhile: do not leave its sockets open
+                old.terminate()
+                raise
+            return
 
     async def close(self) -> None:
         """Close gracefully within the shutdown bound, then terminate whatever is left."""
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill
         try:
             await asyncio.wait_for(self.pool.close(), timeout=self.settings.shutdown_timeout)
         except TimeoutError:
@@ -166,7 +197,9 @@ class Database:
         started = time.perf_counter()
         self.waiting += 1
         try:
-            conn = await self.pool.acquire(timeout=self.settings.acquire_timeout)
+            # Captured once: if `_restore_floor` swaps pools meanwhile, the connection goes back to its own.
+            pool = self.pool
+            conn = await pool.acquire(timeout=self.settings.acquire_timeout)
         except TimeoutError:
             raise PoolTimeout(self.settings.acquire_timeout) from None
         finally:
@@ -182,7 +215,7 @@ class Database:
             # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
             with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have detached it already
                 conn.terminate()
-            await self.pool.expire_connections()
+            await pool.expire_connections()
             raise
         except TimeoutError:
             # Only a silent network makes the client-side command timeout fire before the server's
@@ -191,11 +224,11 @@ class Database:
                 conn.terminate()
             raise
         finally:
-            await self._release(conn)
+            await self._release(pool, conn)
 
-    async def _release(self, conn: asyncpg.Connection) -> None:
+    async def _release(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         try:
-            await self.pool.release(conn)
+            await pool.release(conn)
         except Exception as exc:
             # The pool's reset query failed (backend killed, network gone) and asyncpg has already
             # terminated the connection; the request's own work is finished, so it must not fail for this.

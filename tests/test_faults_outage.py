@@ -94,3 +94,26 @@ async def test_starts_while_database_is_down_and_becomes_ready_alone(settings, d
     assert read.headers["retry-after"] == "1"
     assert startup < 3, figure
     print(figure)
+
+
+def _pool_size(metrics_text: str) -> float:
+    line = next(line for line in metrics_text.splitlines() if line.startswith("datasvc_db_pool_size "))
+    return float(line.split()[1])
+
+
+async def test_pool_started_without_the_database_regains_its_warm_floor(settings, database_url):
+    settings = settings.with_overrides(pool_min_size=3, pool_max_size=4)
+    with FaultProxy() as proxy:
+        proxy.set_mode("close")
+        with serve(through(proxy, settings, database_url)) as base:
+            async with load.client(base) as c:
+                assert (await c.get("/health/ready")).status_code == 503
+                await asyncio.to_thread(proxy.set_mode, "pass")
+                back = time.monotonic()
+                # Nothing but the scrape runs: only the restored floor can open three connections.
+                while (size := _pool_size((await c.get("/metrics")).text)) < 3:
+                    assert time.monotonic() - back < 5, f"pool size {size} 5 s after the database returned"
+                    await asyncio.sleep(0.1)
+                restored = time.monotonic() - back
+                assert (await c.get("/api/v1/users/1")).status_code == 404
+    print(f"pool floor of 3 restored {restored * 1000:.0f} ms after the database returned")
