@@ -21,7 +21,7 @@ from datasvc.auth import Authenticator
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import ConcurrencyLimitMiddleware
-from datasvc.metrics import METRICS_OPERATIONS, Metrics, MetricsMiddleware
+from datasvc.metrics import METRICS_OPERATIONS, Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.registry import Registry
@@ -98,12 +98,11 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     return Starlette(
         routes=routes,
         middleware=[
-            # Outermost, so the latency and status it records are what the client got, problems included.
-            Middleware(MetricsMiddleware, metrics=metrics, templates={r.endpoint: r.path for r in routes}),
             Middleware(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 access_log=settings.access_log,
+                observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight),

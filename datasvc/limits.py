@@ -8,10 +8,10 @@ orchestrator does not restart a process for being busy. Pure ASGI: one counter, 
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datasvc.errors import ServiceUnavailable
-from datasvc.responses import problem_response
+from datasvc.responses import send_problem
 
 NEVER_SHED = frozenset({"/health"})
 
@@ -34,10 +34,7 @@ class ConcurrencyLimitMiddleware:
             error = ServiceUnavailable(
                 f"more than {self.max_in_flight} requests in flight; retry shortly", slug="overloaded"
             )
-            response = problem_response(
-                error, instance=scope["path"], request_id=scope.get("state", {}).get("request_id")
-            )
-            await response(scope, _disconnected, send)
+            await send_problem(scope, send, error)
             return
         # One event loop per worker: a plain counter needs no lock.
         self.in_flight += 1
@@ -45,7 +42,3 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-
-async def _disconnected() -> Message:
-    return {"type": "http.disconnect"}

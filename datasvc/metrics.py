@@ -1,7 +1,8 @@
 """Prometheus metrics: HTTP requests by route template, statements by registry name, the pool.
 
 One `Metrics` per app, with its own ``CollectorRegistry`` (no process-global state): `create_app` makes it,
-`MetricsMiddleware` times each request, `datasvc.db` reports each statement and each pool acquire, and
+`request_observer` records each request (called by the request middleware, which already holds its
+clock and status), `datasvc.db` reports each statement and each pool acquire, and
 ``GET /metrics`` renders it. The pool's size, in-use, idle and waiting counts are read when scraped, so
 they cost the request path nothing.
 
@@ -13,8 +14,7 @@ own metrics: a scrape reaches one worker, chosen by the kernel; see docs/operati
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from datasvc.routing import Operation
 
@@ -84,6 +84,16 @@ class Metrics:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
         self._pool.source = source
 
+    def request_observer(self, templates: Mapping[Any, str]) -> Callable[[Scope, int, float], None]:
+        """What the request middleware calls once per request; ``templates`` maps endpoints to paths."""
+
+        def observe(scope: Scope, status: int, seconds: float) -> None:
+            # The router wrote the matched route's endpoint into this same scope dict.
+            route = templates.get(scope.get("endpoint"), UNMATCHED)
+            self.observe_request(route, scope["method"], status, seconds)
+
+        return observe
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
         child = self._request_children.get(key)
@@ -133,35 +143,6 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "datasvc_db_pool_waiting", "Requests waiting for a pooled connection now.", value=source.waiting
         )
-
-
-class MetricsMiddleware:
-    """Time every HTTP request and count it under its route template; pure ASGI, no task per request."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, templates: Mapping[Any, str]) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.templates = templates  # route endpoint -> path template
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            # The router wrote the matched route's endpoint into this same scope dict.
-            route = self.templates.get(scope.get("endpoint"), UNMATCHED)
-            self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
 
 
 async def metrics_endpoint(request: Request) -> Response:

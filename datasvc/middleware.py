@@ -9,13 +9,13 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasvc.db import Timing, request_timing
 from datasvc.errors import InternalError, PayloadTooLarge
-from datasvc.responses import problem_response
+from datasvc.responses import send_problem
 
 access_log = logging.getLogger("datasvc.access")
 error_log = logging.getLogger("datasvc.error")
@@ -25,12 +25,23 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    """Give every HTTP request an id, a database clock and one access-log line; never leak a traceback."""
+    """Give every HTTP request an id, a database clock, one access-log line and one metrics observation.
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, access_log: bool = True) -> None:
+    Never leaks a traceback. Outermost of our middleware, so what it records is what the client got.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        access_log: bool = True,
+        observe: Callable[[Scope, int, float], None] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log
+        self.observe = observe  # metrics: called once per request with its status and duration
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,15 +71,18 @@ class RequestContextMiddleware:
         try:
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body_bytes:
-                await _send_problem(scope, send_wrapper, PayloadTooLarge(_too_large(self.max_body_bytes)))
+                await send_problem(scope, send_wrapper, PayloadTooLarge(_too_large(self.max_body_bytes)))
             else:
                 await self.app(scope, _capped(receive, self.max_body_bytes), send_wrapper)
         except Exception:
             error_log.exception("unhandled error", extra={"request_id": request_id})
             if not response_started:
-                await _send_problem(scope, send_wrapper, InternalError())
+                await send_problem(scope, send_wrapper, InternalError())
         finally:
             request_timing.reset(token)
+            elapsed = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope, status, elapsed)
             if self.access_log and access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "request",
@@ -77,7 +91,7 @@ class RequestContextMiddleware:
                         "method": scope["method"],
                         "path": scope["path"],
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(elapsed * 1000, 3),
                         "db_ms": round(timing.db_seconds * 1000, 3),
                         "statements": timing.statements,
                         "caller": scope["state"].get("caller"),
@@ -121,12 +135,3 @@ def _capped(receive: Receive, limit: int) -> Receive:
         return message
 
     return wrapped
-
-
-async def _send_problem(scope: Scope, send: Send, error: Any) -> None:
-    response = problem_response(error, instance=scope["path"], request_id=scope["state"].get("request_id"))
-    await response(scope, _empty_receive, send)
-
-
-async def _empty_receive() -> Message:
-    return {"type": "http.disconnect"}

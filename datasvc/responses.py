@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+from starlette.types import Message, Scope, Send
 
 from datasvc.errors import DatasvcError
 
@@ -39,3 +40,13 @@ def problem_response(error: DatasvcError, *, instance: str, request_id: str | No
         headers=error.headers(),
         media_type=PROBLEM_MEDIA_TYPE,
     )
+
+
+async def send_problem(scope: Scope, send: Send, error: DatasvcError) -> None:
+    """Answer from ASGI middleware, before or instead of the app: the request body is not read."""
+    request_id = scope.get("state", {}).get("request_id")
+    await problem_response(error, instance=scope["path"], request_id=request_id)(scope, _disconnected, send)
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
