@@ -24,6 +24,7 @@ from datasvc.limits import ConcurrencyLimitMiddleware
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
+from datasvc.pagination import CursorCodec
 from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
@@ -61,15 +62,16 @@ def operations() -> tuple[Operation, ...]:
 def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
     """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up."""
     registry = registry if registry is not None else Registry.load(settings.sql_dir)
-    if settings.cursor_secret is None:
-        # Cursors then verify only in this process; `datasvc serve` shares one with its workers.
-        settings = settings.with_overrides(cursor_secret=secrets.token_urlsafe(32))
+    # Without a configured secret, cursors verify only in this process; `datasvc serve` shares one.
+    cursor_secret = settings.cursor_secret or secrets.token_urlsafe(32)
+    settings = settings.with_overrides(cursor_secret=cursor_secret)
     migration_hashes = local_hashes(settings.migrations_dir)
     migration_ids = list(migration_hashes)
     ops = operations()
     authenticator = Authenticator.from_settings(settings)
     document = openapi.build(ops, secured=authenticator.enabled)
     metrics = Metrics(registry)
+    cursors = CursorCodec(cursor_secret.encode())
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -86,6 +88,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
                 "migration_hashes": migration_hashes,
                 "metrics": metrics,
                 "settings": settings,
+                "cursors": cursors,
             }
         finally:
             metrics.watch_pool(None)

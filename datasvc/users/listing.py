@@ -19,15 +19,13 @@ from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
 from datasvc.settings import Settings
 from datasvc.users.models import User, UserStatus
+from datasvc.users.routes import PREFIX
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
     from datasvc.db import Database
-    from datasvc.settings import Settings
-
-PREFIX = "/api/v1/users"
 
 SortKey = Literal["created_at", "updated_at", "username", "email", "full_name", "id"]
 SortOrder = Literal["asc", "desc"]
@@ -146,9 +144,8 @@ def key_params(key: Any, sort_by: SortKey) -> tuple[Any, int]:
 async def list_users(request: Request) -> Response:
     settings: Settings = request.state.settings
     db: Database = request.state.db
+    codec: CursorCodec = request.state.cursors  # built once by create_app from the cursor secret
     params = parse_params(request, settings.list_max_offset)
-    assert settings.cursor_secret is not None  # create_app fills it in
-    codec = CursorCodec(settings.cursor_secret.encode())
     binding = params.binding()
     cursor = codec.decode(params.cursor, binding) if params.cursor is not None else None
 

@@ -40,10 +40,14 @@ def _user_or_404(request: Request, row: Any, what: str) -> Response:
     return JSONResponse(dict(row), headers={"ETag": tag})
 
 
+def _changed() -> PreconditionFailed:
+    return PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
+
+
 async def _refuse_if_still_there(db: Database, user_id: int) -> None:
     """After a conditional write matched no row: 412 if the user exists (it changed), else the caller 404s."""
     if await db.fetch("users.get_by_id", user_id) is not None:
-        raise PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
+        raise _changed()
 
 
 async def create_user(request: Request) -> Response:
@@ -81,7 +85,7 @@ async def patch_user(request: Request) -> Response:
         # Nothing to change: answer with the row as it is rather than bumping updated_at.
         row = await db.fetch("users.get_by_id", user_id)
         if row is not None and versions is not None and row["updated_at"] not in versions:
-            raise PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
+            raise _changed()
     elif versions is None:
         row = await db.fetch("users.update", user_id, patch.changes())
     else:
