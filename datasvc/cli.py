@@ -119,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="a parameter by its header name, converted to the type PostgreSQL infers (repeat for each)",
     )
+    plan.add_argument(
+        "--null",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="bind NULL to this parameter (an optional filter left out; repeat for each)",
+    )
     plan.add_argument("--no-analyze", action="store_true", help="plain EXPLAIN: plan only, nothing runs")
     plan.set_defaults(handler=_sql_explain)
     return parser
@@ -253,7 +260,8 @@ def _sql_explain(args: argparse.Namespace, settings: Settings) -> int:
     if stmt is None:
         print(f"datasvc: no statement named {args.name!r} (see `datasvc sql list`)", file=sys.stderr)
         return 1
-    params = dict(item.partition("=")[::2] for item in args.param)
+    params: dict[str, str | None] = dict(item.partition("=")[::2] for item in args.param)
+    params.update(dict.fromkeys(args.null))
     if any("=" not in item for item in args.param):
         print("datasvc: --param takes NAME=VALUE", file=sys.stderr)
         return 2

@@ -70,8 +70,8 @@ def _prefix(*, analyze: bool, json: bool) -> str:
     return f"EXPLAIN ({', '.join(options)}) " if options else "EXPLAIN "
 
 
-async def bind(conn: asyncpg.Connection, stmt: Statement, raw: Mapping[str, str]) -> list[Any]:
-    """Parameter values in header order, converted to the statement's parameter types."""
+async def bind(conn: asyncpg.Connection, stmt: Statement, raw: Mapping[str, str | None]) -> list[Any]:
+    """Parameter values in header order, converted to the statement's parameter types (None: NULL)."""
     unknown = sorted(set(raw) - set(stmt.params))
     prepared = await conn.prepare(stmt.text)
     types = [t.name for t in prepared.get_parameters()]
@@ -83,8 +83,9 @@ async def bind(conn: asyncpg.Connection, stmt: Statement, raw: Mapping[str, str]
         raise ExplainError(f"{stmt.name} takes parameters: {wanted}; {'; '.join(problems)}")
     values = []
     for name, type_name in zip(stmt.params, types, strict=True):
+        value = raw[name]
         try:
-            values.append(convert(raw[name], type_name))
+            values.append(None if value is None else convert(value, type_name))
         except ValueError as exc:
             raise ExplainError(f"--param {name}={raw[name]!r}: not a valid {type_name} ({exc})") from None
     return values
@@ -93,7 +94,7 @@ async def bind(conn: asyncpg.Connection, stmt: Statement, raw: Mapping[str, str]
 async def explain(
     conn: asyncpg.Connection,
     stmt: Statement,
-    params: Mapping[str, str],
+    params: Mapping[str, str | None],
     *,
     analyze: bool = True,
 ) -> list[str]:
@@ -105,7 +106,7 @@ async def explain(
 async def explain_json(
     conn: asyncpg.Connection,
     stmt: Statement,
-    params: Mapping[str, str],
+    params: Mapping[str, str | None],
     *,
     analyze: bool = True,
 ) -> dict[str, Any]:
@@ -117,7 +118,7 @@ async def explain_json(
 
 
 async def _run(
-    conn: asyncpg.Connection, stmt: Statement, params: Mapping[str, str], *, analyze: bool, json: bool
+    conn: asyncpg.Connection, stmt: Statement, params: Mapping[str, str | None], *, analyze: bool, json: bool
 ) -> list[Any]:
     values = await bind(conn, stmt, params)
     transaction = conn.transaction()

@@ -42,6 +42,15 @@ def test_explain_analyze_prints_the_plan_with_buffers(db_env, capsys):
     assert "Execution Time:" in out
 
 
+def test_explain_binds_null_for_optional_filters(db_env, capsys):
+    argv = ["sql", "explain", "users.list__created_at_desc", "--no-analyze"]
+    argv += ["--param", "count=none", "--param", "limit=21", "--param", "offset=0"]
+    for name in ("status", "is_verified", "is_admin", "search", "cursor_key", "cursor_id"):
+        argv += ["--null", name]
+    assert main(argv) == 0
+    assert "Index Scan" in capsys.readouterr().out
+
+
 def test_explain_without_analyze_only_plans(db_env, capsys):
     assert main(["sql", "explain", "users.get_by_id", "--param", "id=1", "--no-analyze"]) == 0
     out = capsys.readouterr().out
