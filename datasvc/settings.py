@@ -40,6 +40,13 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
 def _cursor_secret(raw: str) -> str:
     if len(raw.encode()) < 32:
         raise ValueError("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
@@ -81,6 +88,7 @@ class Settings:
     port: int = 8000
     workers: int = 1
     shutdown_timeout: float = 10.0
+    drain_seconds: float = 5.0
     sql_dir: Path = PROJECT_ROOT / "sql"
     migrations_dir: Path = PROJECT_ROOT / "migrations"
     data_dir: Path = PROJECT_ROOT / ".datasvc"
@@ -221,6 +229,13 @@ FIELDS: tuple[FieldSpec, ...] = (
         "DATASVC_SHUTDOWN_TIMEOUT",
         _positive_float,
         "Seconds in-flight requests get to finish on SIGTERM; also bounds closing the pool.",
+    ),
+    FieldSpec(
+        "drain_seconds",
+        "DATASVC_DRAIN_SECONDS",
+        _non_negative_float,
+        "Seconds `datasvc serve` keeps serving after SIGTERM, answering readiness 503 and every request "
+        "with `Connection: close`, so a load balancer drains it; then in-flight requests finish. 0: none.",
     ),
     FieldSpec("sql_dir", "DATASVC_SQL_DIR", Path, "Folder of the `.sql` statement files."),
     FieldSpec("migrations_dir", "DATASVC_MIGRATIONS_DIR", Path, "Folder of the yoyo migrations."),
