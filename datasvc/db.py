@@ -218,24 +218,14 @@ class Database:
         if conn.get_settings().application_name != name:
             await execute(conn, self.registry["session.set_application_name"], (name,))
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection inside one transaction: commit on success, roll back on any exception."""
-        async with self.connection() as conn, conn.transaction():
-            yield conn
+    async def run(self, name: str, *args: Any) -> Any:
+        """Run statement ``name`` on a pooled connection, outside any transaction; the result its kind says.
 
-    async def run(self, conn: asyncpg.Connection, name: str, *args: Any) -> Any:
-        """Run statement ``name`` on ``conn`` with positional parameters in header order."""
-        stmt = self.registry[name]
-        return await execute(conn, stmt, args, self.metrics)
-
-    async def fetch(self, name: str, *args: Any) -> Any:
-        """Run one statement on a pooled connection, outside any explicit transaction.
-
-        A rolled-back statement (40001, 40P01, 0A000) is retried a bounded number of times. After a lost
-        connection a statement declared ``-- retry: safe`` is retried once on a fresh connection; a write
-        is not: it may have reached the server (asyncpg's InternalClientError, too, can come after the
-        statement was sent).
+        ``:one`` gives a record or None, ``:many`` a list of records, ``:value`` one value, ``:exec`` the
+        status. A rolled-back statement (40001, 40P01, 0A000) is retried a bounded number of times. After
+        a lost connection a statement declared ``-- retry: safe`` is retried once on a fresh connection; any
+        other is not: it may have reached the server (asyncpg's InternalClientError, too, can come after
+        the statement was sent).
         """
         stmt = self.registry[name]
         reconnected = False
@@ -255,17 +245,19 @@ class Database:
                 reconnected = True
                 log.info("connection lost; retrying once", extra=_why(stmt.name, exc))
 
-    async def in_transaction(
+    async def transaction(
         self,
-        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        work: Callable[[Transaction], Awaitable[T]],
         *,
         isolation: str = "read_committed",
         readonly: bool = False,
     ) -> T:
-        """Run ``work(conn)`` in one transaction; start it over when PostgreSQL rolls it back (40001, 40P01).
+        """Run ``work(tx)`` in one transaction; start it over when PostgreSQL rolls it back (40001, 40P01).
 
-        ``work`` may run more than once, so it must do nothing outside the database it cannot repeat.
-        After ``transaction_retries`` retries the error propagates (503 with ``Retry-After``).
+        Commits when ``work`` returns, rolls back when it raises. ``work`` may run more than once, so it
+        must do nothing outside the database it cannot repeat. After ``transaction_retries`` retries the
+        error propagates (503 with ``Retry-After``). A lost connection is never retried here: the
+        transaction may have committed.
         """
         attempt = 0
         while True:
@@ -274,7 +266,7 @@ class Database:
                     self.connection() as conn,
                     conn.transaction(isolation=isolation, readonly=readonly),
                 ):
-                    return await work(conn)
+                    return await work(Transaction(self, conn))
             except ROLLED_BACK as exc:
                 attempt += 1
                 if attempt > self.settings.transaction_retries:
@@ -285,6 +277,20 @@ class Database:
         log.info("rolled back by the database; retrying", extra={**_why(what, exc), "attempt": attempt})
         # Full jitter: two transactions that collided once should not collide again in lockstep.
         await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - not cryptographic
+
+
+class Transaction:
+    """One open transaction of `Database.transaction`: its statements run by name on its connection."""
+
+    __slots__ = ("_db", "conn")
+
+    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
+        self._db = db
+        self.conn = conn
+
+    async def run(self, name: str, *args: Any) -> Any:
+        """Run statement ``name`` inside this transaction (never retried on its own: the whole is)."""
+        return await execute(self.conn, self._db.registry[name], args, self._db.metrics)
 
 
 def _why(what: str, exc: BaseException) -> dict[str, Any]:

@@ -63,9 +63,9 @@ def test_writes_are_never_resent():
 
 async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(proxied_db):
     proxy, db = proxied_db
-    user = await db.fetch("users.create", "r@example.io", "reader", load.HASH, None, None)
+    user = await db.run("users.create", "r@example.io", "reader", load.HASH, None, None)
     await asyncio.to_thread(proxy.set_mode, "stall")
-    read = asyncio.create_task(db.fetch("users.get_by_id", user["id"]))
+    read = asyncio.create_task(db.run("users.get_by_id", user["id"]))
     await asyncio.sleep(0.2)
     assert not read.done(), "the read should be stuck behind the stalled network"
     accepted = proxy.accepted
@@ -77,9 +77,9 @@ async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(
 
 async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_db, database_url):
     proxy, db = proxied_db
-    await db.fetch("users.get_by_id", 1)  # the pool's connection is open and idle
+    await db.run("users.get_by_id", 1)  # the pool's connection is open and idle
     await asyncio.to_thread(proxy.set_mode, "stall")
-    write = asyncio.create_task(db.fetch("users.create", "w@example.io", "writer", load.HASH, None, None))
+    write = asyncio.create_task(db.run("users.create", "w@example.io", "writer", load.HASH, None, None))
     await asyncio.sleep(0.2)
     await asyncio.to_thread(proxy.reset_now)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the class depends on where the reset lands
@@ -87,7 +87,7 @@ async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_
     problem = translate(caught.value)
     assert (problem.status, problem.headers()) == (503, {"Retry-After": "1"}), repr(caught.value)
     # Stalled before PostgreSQL saw a byte, so the insert never happened; a blind retry would have made it.
-    assert await db.fetch("users.get_by_username", "writer") is None
+    assert await db.run("users.get_by_username", "writer") is None
 
 
 @pytest.mark.slow
