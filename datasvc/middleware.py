@@ -14,7 +14,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasvc.accesslog import AccessLog
-from datasvc.db import Timing, request_timing
+from datasvc.context import Timing, request_timing
 from datasvc.errors import InternalError, PayloadTooLarge
 from datasvc.responses import send_problem
 
