@@ -75,7 +75,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
     access_log = None
     if settings.access_log and settings.log_level.lower() in ("debug", "info"):
-        access_log = AccessLog()
+        access_log = AccessLog(interval=settings.access_log_flush)
         metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
 

@@ -113,6 +113,8 @@ def test_blocked_stdout_drops_and_counts_never_stalls() -> None:
 
 
 async def test_sigterm_loses_no_line(settings: Settings, tmp_path) -> None:
+    # Lines wait up to 60 s to be written: whatever the log holds, the drain at shutdown wrote.
+    settings = settings.with_overrides(access_log_flush=60.0)
     server = LiveServer(settings, tmp_path / "serve.log", access_log=True)
     answered: list[str] = []
     stop = asyncio.Event()
