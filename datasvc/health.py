@@ -19,7 +19,7 @@ async def ready(request: Request) -> Response:
     db = request.state.db
     expected: list[str] = request.state.migration_ids
     try:
-        rows = await db.fetch("health.applied_migrations")
+        rows = await db.run("health.applied_migrations")
     except Exception as exc:  # any failure means not ready; say which kind without driver text
         problem = translate(exc)
         if problem.slug == "schema-missing":
@@ -34,7 +34,7 @@ async def ready(request: Request) -> Response:
     # Drift is reported, not failed on: during a rolling deploy the old pods see the new migrations as
     # unknown, and taking them out of service before the new ones are up would be an outage.
     try:
-        recorded: dict[str, str] | None = dict(await db.fetch("migrate.file_hashes"))
+        recorded: dict[str, str] | None = dict(await db.run("migrate.file_hashes"))
     except asyncpg.UndefinedTableError:  # migrated without datasvc: nothing to compare with
         recorded = None
     state = compare(request.state.migration_hashes, [r["migration_id"] for r in rows], recorded)
