@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datasvc import health, openapi
+from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator
 from datasvc.db import Database
 from datasvc.drain import Drain
@@ -77,6 +78,11 @@ def create_app(
     authenticator = Authenticator.from_settings(settings)
     document = openapi.build(ops, secured=authenticator.enabled)
     metrics = Metrics(registry)
+    # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
+    access_log = None
+    if settings.access_log and settings.log_level.lower() in ("debug", "info"):
+        access_log = AccessLog(interval=settings.access_log_flush)
+        metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
 
@@ -103,18 +109,21 @@ def create_app(
         finally:
             metrics.watch_pool(None)
             await db.close()
+            if access_log is not None:
+                # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
+                access_log.close()
 
     routes = [
         *build_routes(ops, guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
-                access_log=settings.access_log,
+                access_log=access_log,
                 observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
@@ -123,6 +132,8 @@ def create_app(
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
+    return app
 
 
 def _exception_handlers() -> dict[Any, Any]:

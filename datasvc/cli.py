@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import logging
-import os
 import secrets
-import signal
 import sys
 from collections.abc import Sequence
 
 import asyncpg
-import uvicorn
-from starlette.applications import Starlette
 
-from datasvc import logs, migrations
-from datasvc.app import create_app
-from datasvc.auth import Authenticator, hash_token
+from datasvc import migrations
+from datasvc.auth import hash_token
 from datasvc.db import check_statements, server_settings
-from datasvc.embedded import EmbeddedError, EmbeddedPostgres, embedded
+from datasvc.embedded import DATABASE, EmbeddedError, embedded
 from datasvc.explain import ExplainError, explain
 from datasvc.registry import Registry, RegistryError
+from datasvc.serve import serve
 from datasvc.settings import Settings, SettingsError, redact_url
-
-log = logging.getLogger("datasvc.cli")
-
-
-def app_from_env() -> Starlette:
-    """The uvicorn factory each worker calls: settings from the environment the parent prepared."""
-    settings = Settings.from_env()
-    logs.configure(settings.log_level)
-    app = create_app(settings, take_sigterm=True)
-    # What start-up built (modules, classes, pydantic schemas, the registry: ~60k objects) lives as long
-    # as the process. Frozen, the collector stops walking it: a full collection, which stalls every
-    # request in flight, drops from ~20 ms to under 1 ms (p99 and req/s in docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
-    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int)
     serve.set_defaults(handler=_serve)
 
-    migrate = sub.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
+    db = sub.add_parser(
+        "db", help="the embedded PostgreSQL (used by every command when DATABASE_URL is unset)"
+    ).add_subparsers(required=True, metavar="ACTION")
+    db.add_parser(
+        "status", help="running or not, pid, port, version, data directory; exit 3 if stopped"
+    ).set_defaults(handler=_db_status)
+    db.add_parser("start", help="start it (initialised on first use) and leave it running").set_defaults(
+        handler=_db_start
+    )
+    db.add_parser("stop", help="stop it (a serve using it loses its database)").set_defaults(handler=_db_stop)
+    db.add_parser(
+        "url", help="print the URL every command uses (e.g. `psql $(datasvc db url)`)"
+    ).set_defaults(handler=_db_url)
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations (DATABASE_URL, else the embedded one)")
     group = migrate.add_mutually_exclusive_group()
     group.add_argument(
         "--rollback",
@@ -104,12 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     show = sql.add_parser("show", help="one statement in full, as sent")
     show.add_argument("name")
     show.set_defaults(handler=_sql_show)
-    sql.add_parser("check", help="prepare every statement against DATABASE_URL").set_defaults(
+    sql.add_parser("check", help="prepare every statement against the database").set_defaults(
         handler=_sql_check
     )
     plan = sql.add_parser(
         "explain",
-        help="EXPLAIN (ANALYZE, BUFFERS) one statement against DATABASE_URL; writes are rolled back",
+        help="EXPLAIN (ANALYZE, BUFFERS) one statement against the database; writes are rolled back",
     )
     plan.add_argument("name")
     plan.add_argument(
@@ -132,66 +125,60 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _require_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise SettingsError("DATABASE_URL is not set")
-    return settings.database_url
+    """One rule for every command: DATABASE_URL, else the embedded database (started if it is not)."""
+    if settings.database_url:
+        return settings.database_url
+    pg, started = embedded(settings.data_dir, settings.embedded_port).start()
+    if started:
+        print(
+            f"datasvc: started the embedded PostgreSQL ({pg.url}); `datasvc db stop` stops it",
+            file=sys.stderr,
+        )
+    return pg.url
+
+
+def _db_status(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url:
+        print(f"DATABASE_URL is set ({redact_url(settings.database_url)}): commands use it, not this one")
+    pg = embedded(settings.data_dir, settings.embedded_port)
+    if not (pg.pgdata / "PG_VERSION").exists():
+        print(f"embedded PostgreSQL: not initialised ({pg.pgdata}); any command starts it")
+        return 3
+    found = pg.running()
+    if found is None:
+        print(f"embedded PostgreSQL {pg.version()}: stopped ({pg.pgdata})")
+        return 3
+    owner = pg.owner()
+    print(f"embedded PostgreSQL {pg.version()}: running, pid {found.pid}, port {found.port} ({pg.pgdata})")
+    print(f"url: postgresql://postgres@127.0.0.1:{found.port}/{DATABASE}")
+    print(f"stopped by: datasvc serve pid {owner}, at its exit" if owner else "stopped by: `datasvc db stop`")
+    return 0
+
+
+def _db_start(args: argparse.Namespace, settings: Settings) -> int:
+    pg, started = embedded(settings.data_dir, settings.embedded_port).start()
+    print(f"{'started' if started else 'already running'}: {pg.url} ({pg.pgdata})")
+    return 0
+
+
+def _db_stop(args: argparse.Namespace, settings: Settings) -> int:
+    pg = embedded(settings.data_dir, settings.embedded_port)
+    owner = pg.owner()
+    if not pg.stop():
+        print(f"not running ({pg.pgdata})")
+        return 0
+    print(f"stopped ({pg.pgdata})" + (f"; datasvc serve pid {owner} was using it" if owner else ""))
+    return 0
+
+
+def _db_url(args: argparse.Namespace, settings: Settings) -> int:
+    print(_require_url(settings))
+    return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {k: v for k in ("host", "port", "workers") if (v := getattr(args, k)) is not None}
-    settings = settings.with_overrides(**overrides)
-    logs.configure(settings.log_level)
-    Registry.load(settings.sql_dir)  # refuse to start on a bad statement file, before anything else
-    Authenticator.from_settings(settings)  # ... or on a bad token entry
-    if settings.cursor_secret is None:
-        # One listing-cursor secret for every worker of this run, so any worker verifies any cursor.
-        secret = secrets.token_urlsafe(32)
-        settings = settings.with_overrides(cursor_secret=secret)
-        os.environ["DATASVC_CURSOR_SECRET"] = secret
-    started_here: EmbeddedPostgres | None = None
-    if settings.database_url is None:
-        pg = embedded(settings.data_dir, settings.embedded_port)
-        if pg.ensure_running():
-            started_here = pg
-        settings = settings.with_overrides(database_url=pg.url)
-        os.environ["DATABASE_URL"] = pg.url
-        applied = migrations.apply(pg.url, settings.migrations_dir, sql_dir=settings.sql_dir)
-        log.info(
-            "using embedded PostgreSQL",
-            extra={"database": pg.url, "pgdata": str(pg.pgdata), "migrations_applied": applied},
-        )
-    else:
-        log.info("using DATABASE_URL", extra={"database": redact_url(settings.database_url)})
-    log.info("starting", extra={"config": settings.redacted()})
-    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so `finally` runs.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    try:
-        _run_uvicorn(settings)
-    finally:
-        if started_here is not None:
-            log.info("stopping embedded PostgreSQL", extra={"pgdata": str(started_here.pgdata)})
-            started_here.stop()
-    return 0
-
-
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
-def _run_uvicorn(settings: Settings) -> None:
-    uvicorn.run(
-        "datasvc.cli:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="datasvc.protocol:HeadLimitedHttpToolsProtocol",  # httptools, with a bounded request head
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_timeout),
-        server_header=False,
-    )
+    return serve(settings.with_overrides(**overrides))
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:

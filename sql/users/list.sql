@@ -27,6 +27,9 @@
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
 -- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_trgm_idx)
+-- route: replica
+-- retry: safe
+-- plan-cache: custom
 SELECT
     CASE $5::text
         WHEN 'exact' THEN (
