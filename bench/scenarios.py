@@ -184,7 +184,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="PATCH full_name",
         lua="patch.lua",
         writes=True,  # updated rows clear visibility-map bits: the counts after it would read the heap
-        sql=(Sql(name="users.update", args=(":id", """'{"full_name": "Bench Patched"}'""")),),
+        sql=(Sql(name="users.update", args=(":id", """'{"full_name": "Bench Patched"}'""", "NULL")),),
     ),
     Scenario(
         key="auth_lookup",
