@@ -43,7 +43,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGETS = ("datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench")
 EXTRA_TARGETS = ("datasvc-1w-nolog",)  # only when asked for: one worker with DATASVC_ACCESS_LOG=off
-PORTS = {"datasvc-1w": 8101, "datasvc-2w": 8102, "ceiling": 8103, "peer": 8104, "datasvc-1w-nolog": 8105}
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 5.
+_BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
+PORTS = {
+    name: _BASE + i
+    for i, name in enumerate(("datasvc-1w", "datasvc-2w", "ceiling", "peer", "datasvc-1w-nolog"), 1)
+}
 
 
 def _csv(raw: str) -> list[str]:
@@ -96,7 +101,7 @@ def ensure_database(server: str, name: str) -> str:
         f"{server}/postgres", file=HERE / "sql" / "has_database.sql", variables={"name": name}
     ).strip()
     if not exists:
-        subprocess.run(["createdb", "-d", f"{server}/postgres", name], check=True)
+        subprocess.run(["createdb", f"--maintenance-db={server}/postgres", name], check=True)
         print(f"created database {name}")
     return url
 

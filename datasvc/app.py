@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datasvc import health, openapi
+from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
@@ -71,6 +72,11 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     authenticator = Authenticator.from_settings(settings)
     document = openapi.build(ops, secured=authenticator.enabled)
     metrics = Metrics(registry)
+    # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
+    access_log = None
+    if settings.access_log and settings.log_level.lower() in ("debug", "info"):
+        access_log = AccessLog(interval=settings.access_log_flush)
+        metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
 
     async def openapi_json(request: Request) -> Response:
@@ -93,18 +99,21 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         finally:
             metrics.watch_pool(None)
             await db.close()
+            if access_log is not None:
+                # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
+                access_log.close()
 
     routes = [
         *build_routes(ops, guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
-                access_log=settings.access_log,
+                access_log=access_log,
                 observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
@@ -113,6 +122,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
+    return app
 
 
 def _exception_handlers() -> dict[Any, Any]:

@@ -34,7 +34,7 @@ import orjson
 from asyncpg import exceptions as pg
 
 from datasvc.context import request_caller, request_timing
-from datasvc.errors import PoolTimeout
+from datasvc.errors import PoolTimeout, connect_refused
 from datasvc.registry import Kind, Registry, Retry, Statement
 
 if TYPE_CHECKING:
@@ -172,6 +172,12 @@ class Database:
             conn = await pool.acquire(timeout=self.settings.acquire_timeout)
         except TimeoutError:
             raise PoolTimeout(self.settings.acquire_timeout) from None
+        except CONNECTION_LOST:
+            raise
+        except asyncpg.PostgresError as exc:
+            # The server refused a new connection (no such database, bad password, no CONNECT privilege…):
+            # an outage whatever the SQLSTATE, where the same code from a statement could be a bug.
+            raise connect_refused(exc) from exc
         finally:
             self.waiting -= 1
             if self.metrics is not None:

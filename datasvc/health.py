@@ -6,7 +6,7 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from datasvc.errors import DatasvcError, ServiceUnavailable, translate
+from datasvc.errors import DatabaseUnavailable, NotMigrated, SchemaMissing, ServerError, translate
 from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
 
@@ -22,15 +22,18 @@ async def ready(request: Request) -> Response:
         rows = await db.run("health.applied_migrations")
     except Exception as exc:  # any failure means not ready; say which kind without driver text
         problem = translate(exc)
-        if problem.slug == "schema-missing":
-            raise ServiceUnavailable("no migrations are applied", slug="not-migrated") from None
-        if isinstance(problem, DatasvcError) and problem.status >= 500:
-            raise ServiceUnavailable("the database does not answer", slug="database-unavailable") from None
+        if isinstance(problem, SchemaMissing):
+            raise NotMigrated("no migrations are applied") from None
+        if isinstance(problem, DatabaseUnavailable):
+            raise problem from None  # its detail says why: unreachable, no such database, bad password…
+        if isinstance(problem, ServerError):
+            why = problem.detail or problem.title
+            raise DatabaseUnavailable(f"the database does not answer: {why}") from None
         raise
     applied = {r["migration_id"] for r in rows}
     pending = [m for m in expected if m not in applied]
     if pending:
-        raise ServiceUnavailable(f"migrations not applied: {', '.join(pending)}", slug="not-migrated")
+        raise NotMigrated(f"migrations not applied: {', '.join(pending)}")
     # Drift is reported, not failed on: during a rolling deploy the old pods see the new migrations as
     # unknown, and taking them out of service before the new ones are up would be an outage.
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datasvc.errors import ServiceUnavailable
+from datasvc.errors import Overloaded
 from datasvc.responses import send_problem
 
 NEVER_SHED = frozenset({"/health"})
@@ -31,9 +31,7 @@ class ConcurrencyLimitMiddleware:
             return
         if self.in_flight >= self.max_in_flight:
             self.shed += 1
-            error = ServiceUnavailable(
-                f"more than {self.max_in_flight} requests in flight; retry shortly", slug="overloaded"
-            )
+            error = Overloaded(f"more than {self.max_in_flight} requests in flight; retry shortly")
             await send_problem(scope, send, error)
             return
         # One event loop per worker: a plain counter needs no lock.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +41,13 @@ class PoolSource(Protocol):
 
     pool: asyncpg.Pool
     waiting: int
+
+
+class DropSource(Protocol):
+    """What the access-log collector reads at scrape time (`datasvc.accesslog.AccessLog` provides it)."""
+
+    @property
+    def dropped(self) -> int: ...
 
 
 class Metrics:
@@ -76,6 +83,8 @@ class Metrics:
         )
         self._pool = _PoolCollector()
         self.registry.register(self._pool)
+        self._access_log = _AccessLogCollector()
+        self.registry.register(self._access_log)
         # Children made up front for every known statement: the hot path then skips labels()' lock.
         self._query_children = {name: self.queries.labels(name) for name in statement_names}
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -83,6 +92,10 @@ class Metrics:
     def watch_pool(self, source: PoolSource | None) -> None:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
         self._pool.source = source
+
+    def watch_access_log(self, source: DropSource | None) -> None:
+        """Report the access log's dropped lines (read when scraped)."""
+        self._access_log.source = source
 
     def request_observer(self, templates: Mapping[Any, str]) -> Callable[[Scope, int, float], None]:
         """What the request middleware calls once per request; ``templates`` maps endpoints to paths."""
@@ -143,6 +156,22 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "datasvc_db_pool_waiting", "Requests waiting for a pooled connection now.", value=source.waiting
         )
+
+
+class _AccessLogCollector(Collector):
+    def __init__(self) -> None:
+        self.source: DropSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self.source is not None:
+            yield CounterMetricFamily(
+                "datasvc_access_log_dropped",
+                "Access-log lines dropped because stdout did not keep up (requests are never held for it).",
+                value=self.source.dropped,
+            )
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -196,6 +196,14 @@ class Settings:
     access_log: Annotated[bool, Env("DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout.")] = (
         True
     )
+    access_log_flush: Annotated[
+        float,
+        Env(
+            "DATASVC_ACCESS_LOG_FLUSH",
+            _positive_float,
+            "Seconds an access-log line may wait to be written with others (one write per batch).",
+        ),
+    ] = 0.05
     auth_tokens: Annotated[
         str,
         Env(
