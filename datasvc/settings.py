@@ -55,12 +55,6 @@ def _cursor_secret(raw: str) -> str:
     return raw
 
 
-def _plan_cache_mode(raw: str) -> str:
-    if raw not in {"auto", "force_custom_plan", "force_generic_plan"}:
-        raise ValueError("must be auto, force_custom_plan or force_generic_plan")
-    return raw
-
-
 def _log_level(raw: str) -> str:
     if raw.lower() not in {"debug", "info", "warning", "error"}:
         raise ValueError("must be debug, info, warning or error")
@@ -254,15 +248,6 @@ class Settings:
             "by its workers; set it when several instances serve one API.",
         ),
     ] = None
-    plan_cache_mode: Annotated[
-        str,
-        Env(
-            "DATASVC_PLAN_CACHE_MODE",
-            _plan_cache_mode,
-            "Server `plan_cache_mode` of the pool's sessions: `force_custom_plan` plans each listing for "
-            "its filters (see Listing).",
-        ),
-    ] = "force_custom_plan"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
