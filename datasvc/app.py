@@ -97,15 +97,16 @@ def create_app(
         if take_sigterm:
             drain.take_sigterm()
         try:
-            yield {
-                "db": db,
-                "migration_ids": migration_ids,
-                "migration_hashes": migration_hashes,
-                "metrics": metrics,
-                "settings": settings,
-                "cursors": cursors,
-                "drain": drain,
-            }
+            async with metrics.running():
+                yield {
+                    "db": db,
+                    "migration_ids": migration_ids,
+                    "migration_hashes": migration_hashes,
+                    "metrics": metrics,
+                    "settings": settings,
+                    "cursors": cursors,
+                    "drain": drain,
+                }
         finally:
             metrics.watch_pool(None)
             await db.close()
