@@ -32,6 +32,7 @@ from bench.scenarios import (
     deep_id,
     deep_offset,
     fill,
+    pgbench_protocol,
     sample_request,
     selected,
     write_pgbench_scripts,
@@ -238,11 +239,12 @@ def pgbench_target(
     for s in scenarios:
         if s.key not in scripts:
             continue
+        protocol = pgbench_protocol(s, registry)
         if args.warmup:
-            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None)
+            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None, protocol=protocol)
             L.wait_db_idle(db_url)
         with CpuWindow(None) as cpu:
-            r = L.run_pgbench(load, db_url, scripts[s.key], args.duration, raw / "pgbench")
+            r = L.run_pgbench(load, db_url, scripts[s.key], args.duration, raw / "pgbench", protocol=protocol)
         L.wait_db_idle(db_url)
         rows.append({"target": "pgbench", "scenario": s.key, **r, **cpu.result})
         print(

@@ -20,6 +20,7 @@ from datasvc import health, openapi
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator
 from datasvc.db import Database
+from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import ConcurrencyLimitMiddleware
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
@@ -49,7 +50,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         path="/health/ready",
         endpoint=health.ready,
         operation_id="ready",
-        summary="Readiness: the database answers and every migration is applied",
+        summary="Readiness: not shutting down, the database answers and every migration is applied",
         tag="health",
         errors=(503,),
     ),
@@ -60,8 +61,13 @@ def operations() -> tuple[Operation, ...]:
     return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
 
 
-def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
-    """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up."""
+def create_app(
+    settings: Settings, *, registry: Registry | None = None, take_sigterm: bool = False
+) -> Starlette:
+    """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up.
+
+    ``take_sigterm`` (`datasvc serve`): SIGTERM begins the drain window before the server stops.
+    """
     registry = registry if registry is not None else Registry.load(settings.sql_dir)
     # Without a configured secret, cursors verify only in this process; `datasvc serve` shares one.
     cursor_secret = settings.cursor_secret or secrets.token_urlsafe(32)
@@ -78,6 +84,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         access_log = AccessLog(interval=settings.access_log_flush)
         metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
+    drain = Drain(settings.drain_seconds)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -87,15 +94,19 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         authenticator.log_mode()
         db = await Database.connect(settings, registry, metrics)
         metrics.watch_pool(db)
+        if take_sigterm:
+            drain.take_sigterm()
         try:
-            yield {
-                "db": db,
-                "migration_ids": migration_ids,
-                "migration_hashes": migration_hashes,
-                "metrics": metrics,
-                "settings": settings,
-                "cursors": cursors,
-            }
+            async with metrics.running():
+                yield {
+                    "db": db,
+                    "migration_ids": migration_ids,
+                    "migration_hashes": migration_hashes,
+                    "metrics": metrics,
+                    "settings": settings,
+                    "cursors": cursors,
+                    "drain": drain,
+                }
         finally:
             metrics.watch_pool(None)
             await db.close()

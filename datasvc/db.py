@@ -35,7 +35,7 @@ from asyncpg import exceptions as pg
 
 from datasvc.context import request_caller, request_timing
 from datasvc.errors import PoolTimeout, connect_refused
-from datasvc.registry import Kind, Registry, Retry, Statement
+from datasvc.registry import Kind, PlanCache, Registry, Retry, Statement
 
 if TYPE_CHECKING:
     from datasvc.metrics import Metrics
@@ -87,9 +87,6 @@ def server_settings(settings: Settings) -> dict[str, str]:
         "statement_timeout": str(int(settings.statement_timeout * 1000)),
         "lock_timeout": str(int(settings.lock_timeout * 1000)),
         "idle_in_transaction_session_timeout": str(int((settings.statement_timeout + 5) * 1000)),
-        # Plan every execution with its values: the listing's optional filters (`$n IS NULL OR …`) would
-        # otherwise get one generic plan after five calls. Measured cost on a lookup: tens of µs.
-        "plan_cache_mode": settings.plan_cache_mode,
     }
 
 
@@ -310,6 +307,8 @@ async def execute(
         raise TypeError(f"{stmt.name} takes {len(stmt.params)} parameters ({stmt.params}), got {len(args)}")
     started = time.perf_counter()
     try:
+        if stmt.plan_cache is PlanCache.CUSTOM:
+            return await _execute_unnamed(conn, stmt, args)
         if stmt.kind is Kind.ONE:
             return await conn.fetchrow(stmt.text, *args)
         if stmt.kind is Kind.MANY:
@@ -329,6 +328,28 @@ async def execute(
         if timing is not None:
             timing.db_seconds += elapsed
             timing.statements += 1
+
+
+async def _execute_unnamed(conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...]) -> Any:
+    """``-- plan-cache: custom``: sent as PostgreSQL's unnamed statement, planned for its values every time.
+
+    A named prepared statement (asyncpg's cache, every other statement) may switch to a generic plan after
+    five executions under ``plan_cache_mode = auto``; the unnamed statement is parsed anew on each use, so
+    it never has five custom plans behind it and is always planned with its values (unless a role forces
+    generic plans) — with no session ``SET``, which a transaction pooler would leak to other clients.
+    asyncpg describes it first (types, codecs), then, marked unprepared, sends Parse, Bind and Execute
+    under one Sync, so a transaction pooler cannot hand the Bind to another server than the Parse.
+    """
+    prepared = await conn.prepare(stmt.text, name="")
+    prepared._state.mark_unprepared()  # asyncpg's own path when its statement cache is off (PgBouncer)
+    if stmt.kind is Kind.ONE:
+        return await prepared.fetchrow(*args)
+    if stmt.kind is Kind.MANY:
+        return await prepared.fetch(*args)
+    if stmt.kind is Kind.VALUE:
+        return await prepared.fetchval(*args)
+    await prepared.fetch(*args)
+    return prepared.get_statusmsg()
 
 
 async def _create_pool(settings: Settings, *, min_size: int) -> asyncpg.Pool:

@@ -258,6 +258,11 @@ class NotMigrated(ServiceUnavailable):
     title = "Database not migrated"
 
 
+class ShuttingDown(ServiceUnavailable):
+    slug = "shutting-down"
+    title = "Shutting down"
+
+
 class GatewayTimeout(ServerError):
     status = 504
     slug = "statement-timeout"

@@ -1,4 +1,5 @@
-"""Liveness (``/health``, no database) and readiness (``/health/ready``: database answers, schema current)."""
+"""Liveness (``/health``, no database) and readiness (``/health/ready``: not draining, database answers,
+schema current)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from datasvc.errors import DatabaseUnavailable, NotMigrated, SchemaMissing, ServerError, translate
+from datasvc.drain import Drain
+from datasvc.errors import (
+    DatabaseUnavailable,
+    NotMigrated,
+    SchemaMissing,
+    ServerError,
+    ShuttingDown,
+    translate,
+)
 from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
 
@@ -16,6 +25,10 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    drain: Drain | None = getattr(request.state, "drain", None)
+    if drain is not None and drain.draining:
+        # First thing on SIGTERM: a load balancer checking this takes the instance out of rotation.
+        raise ShuttingDown("draining connections before stopping (SIGTERM)")
     db = request.state.db
     expected: list[str] = request.state.migration_ids
     try:

@@ -42,15 +42,16 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
 def _cursor_secret(raw: str) -> str:
     if len(raw.encode()) < 32:
         raise ValueError("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
-    return raw
-
-
-def _plan_cache_mode(raw: str) -> str:
-    if raw not in {"auto", "force_custom_plan", "force_generic_plan"}:
-        raise ValueError("must be auto, force_custom_plan or force_generic_plan")
     return raw
 
 
@@ -170,6 +171,15 @@ class Settings:
             "Seconds in-flight requests get to finish on SIGTERM; also bounds closing the pool.",
         ),
     ] = 10.0
+    drain_seconds: Annotated[
+        float,
+        Env(
+            "DATASVC_DRAIN_SECONDS",
+            _non_negative_float,
+            "Seconds `datasvc serve` keeps serving after SIGTERM, answering readiness 503 and each request "
+            "with `Connection: close`, so a balancer drains it; then in-flight requests finish. 0: none.",
+        ),
+    ] = 5.0
     sql_dir: Annotated[Path, Env("DATASVC_SQL_DIR", Path, "Folder of the `.sql` statement files.")] = (
         PROJECT_ROOT / "sql"
     )
@@ -238,15 +248,6 @@ class Settings:
             "by its workers; set it when several instances serve one API.",
         ),
     ] = None
-    plan_cache_mode: Annotated[
-        str,
-        Env(
-            "DATASVC_PLAN_CACHE_MODE",
-            _plan_cache_mode,
-            "Server `plan_cache_mode` of the pool's sessions: `force_custom_plan` plans each listing for "
-            "its filters (see Listing).",
-        ),
-    ] = "force_custom_plan"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

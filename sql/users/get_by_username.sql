@@ -7,6 +7,6 @@
 -- plan-cache: generic
 SELECT
     id, email, username, full_name, bio, status,
-    is_verified, is_admin, created_at, updated_at
+    is_verified, is_admin, created_at, updated_at, version
 FROM users
 WHERE username = $1
