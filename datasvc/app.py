@@ -125,7 +125,7 @@ def create_app(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 access_log=access_log,
-                observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
+                observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight),
