@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -35,6 +36,7 @@ from datasvc.settings import Settings, redact_url
 log = logging.getLogger("datasvc.serve")
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_METRICS_PREFIX = "datasvc-metrics-"
 
 
 def app_from_env() -> Starlette:
@@ -137,14 +139,29 @@ def _metrics_directory(workers: int) -> Iterator[None]:
         yield
         return
     # Set before the workers start: prometheus-client reads it once, when a worker imports it. Left
-    # from another run, the files would add its counts to ours: always a new directory.
-    path = tempfile.mkdtemp(prefix="datasvc-metrics-")
+    # from another run, the files would add its counts to ours: always a new directory, named after this
+    # process so that a later run can sweep the ones whose serve was killed (-9) before removing its own.
+    _sweep_metrics_directories()
+    path = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     log.info("metrics of every worker kept in PROMETHEUS_MULTIPROC_DIR", extra={"path": path})
     try:
         yield
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _sweep_metrics_directories() -> None:
+    for found in Path(tempfile.gettempdir()).glob(f"{_METRICS_PREFIX}*-*"):
+        pid = found.name.removeprefix(_METRICS_PREFIX).partition("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(found, ignore_errors=True)
+        except PermissionError:  # another user's serve, alive
+            pass
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
