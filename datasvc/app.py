@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -17,18 +19,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datasvc import health, openapi
-from datasvc.auth import Authenticator
+from datasvc.auth import Authenticator, Caller, env_entries
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
-from datasvc.limits import ConcurrencyLimitMiddleware
+from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
+from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings
+from datasvc.tokenfile import TokensFileWatcher
 from datasvc.users import listing
 from datasvc.users import routes as users
 
@@ -69,9 +73,26 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     migration_ids = list(migration_hashes)
     ops = operations()
     authenticator = Authenticator.from_settings(settings)
-    document = openapi.build(ops, secured=authenticator.enabled)
+    watcher = None
+    if settings.auth_tokens_file is not None:
+        watcher = TokensFileWatcher(
+            authenticator,
+            settings.auth_tokens_file,
+            fixed=env_entries(settings),
+            interval=settings.auth_reload_seconds,
+        )
+    callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0)
+    document = openapi.build(ops, secured=authenticator.enabled, caller_limit=bool(callers.per_caller))
     metrics = Metrics(registry)
+    metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
     cursors = CursorCodec(cursor_secret.encode())
+
+    def guard(request: Request, operation: Operation) -> Caller | None:
+        """401/403 by token and scope, then 429 past the caller's share of the in-flight slots."""
+        caller = authenticator.authorize(request, operation)
+        if caller is not None:
+            callers.admit(request.scope, caller.name)
+        return caller
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -81,6 +102,9 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         authenticator.log_mode()
         db = await Database.connect(settings, registry, metrics)
         metrics.watch_pool(db)
+        background = [asyncio.create_task(warn_if_privileged(db))]
+        if watcher is not None:
+            background.append(asyncio.create_task(watcher.run()))
         try:
             yield {
                 "db": db,
@@ -91,11 +115,15 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
                 "cursors": cursors,
             }
         finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             metrics.watch_pool(None)
             await db.close()
 
     routes = [
-        *build_routes(ops, guard=authenticator.authorize),
+        *build_routes(ops, guard=guard),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     return Starlette(
@@ -108,7 +136,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
                 observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
-            Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight),
+            Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
         ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +28,9 @@ from datasvc.routing import Operation
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from datasvc.limits import CallerLimit
+    from datasvc.tokenfile import ReloadState
 
 UNMATCHED = "unmatched"
 # Point lookups take ~0.2-2 ms in the database; the tail we care about is 10 ms to a few seconds.
@@ -76,6 +79,8 @@ class Metrics:
         )
         self._pool = _PoolCollector()
         self.registry.register(self._pool)
+        self._auth = _AuthCollector()
+        self.registry.register(self._auth)
         # Children made up front for every known statement: the hot path then skips labels()' lock.
         self._query_children = {name: self.queries.labels(name) for name in statement_names}
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -83,6 +88,11 @@ class Metrics:
     def watch_pool(self, source: PoolSource | None) -> None:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
         self._pool.source = source
+
+    def watch_auth(self, *, reloads: ReloadState | None = None, callers: CallerLimit | None = None) -> None:
+        """Report the tokens file's reloads and the per-caller limit (read when scraped)."""
+        self._auth.reloads = reloads
+        self._auth.callers = callers
 
     def request_observer(self, templates: Mapping[Any, str]) -> Callable[[Scope, int, float], None]:
         """What the request middleware calls once per request; ``templates`` maps endpoints to paths."""
@@ -143,6 +153,54 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "datasvc_db_pool_waiting", "Requests waiting for a pooled connection now.", value=source.waiting
         )
+
+
+class _AuthCollector(Collector):
+    def __init__(self) -> None:
+        self.reloads: ReloadState | None = None
+        self.callers: CallerLimit | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if (state := self.reloads) is not None:
+            reloads = CounterMetricFamily(
+                "datasvc_auth_tokens_reloads",
+                "Changes of DATASVC_AUTH_TOKENS_FILE seen: applied, or refused (the last good set kept).",
+                labels=["result"],
+            )
+            reloads.add_metric(["applied"], state.applied)
+            reloads.add_metric(["refused"], state.failed)
+            yield reloads
+            yield GaugeMetricFamily(
+                "datasvc_auth_tokens_reload_failing",
+                "1 while the tokens file as it is now cannot be applied (alert on this).",
+                value=int(state.failing),
+            )
+            yield GaugeMetricFamily("datasvc_auth_tokens", "Tokens accepted now.", value=state.tokens)
+            if state.last_error is not None:
+                last = GaugeMetricFamily(
+                    "datasvc_auth_tokens_last_error_timestamp_seconds",
+                    "When the tokens file was last refused, labelled with why.",
+                    labels=["error"],
+                )
+                last.add_metric([state.last_error], state.last_error_at or 0.0)
+                yield last
+        if (callers := self.callers) is not None and callers.per_caller:
+            limited = CounterMetricFamily(
+                "datasvc_caller_limited",
+                "Requests refused 429 because their caller had DATASVC_CALLER_MAX_IN_FLIGHT in flight.",
+                labels=["caller"],
+            )
+            for name, count in sorted(callers.refused.items()):
+                limited.add_metric([name], count)
+            yield limited
+            yield GaugeMetricFamily(
+                "datasvc_caller_max_in_flight",
+                "Requests one caller may have in flight (per worker).",
+                value=callers.per_caller,
+            )
 
 
 async def metrics_endpoint(request: Request) -> Response:

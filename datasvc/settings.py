@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
+CALLER_SHARE = 4
 
 
 class SettingsError(ValueError):
@@ -87,8 +89,11 @@ class Settings:
     embedded_port: int = 54329
     log_level: str = "info"
     access_log: bool = True
+    auth: bool = True
     auth_tokens: str = ""
     auth_tokens_file: Path | None = None
+    auth_reload_seconds: float = 5.0
+    caller_max_in_flight: int | None = None
     list_max_offset: int = 100_000
     cursor_secret: str | None = None
     plan_cache_mode: str = "force_custom_plan"
@@ -110,6 +115,15 @@ class Settings:
         if settings.pool_min_size > settings.pool_max_size:
             raise SettingsError("DATASVC_POOL_MIN must not exceed DATASVC_POOL_MAX")
         return settings
+
+    @property
+    def caller_limit(self) -> int:
+        """Requests one authenticated caller may have in flight per worker (0: no per-caller bound)."""
+        if self.caller_max_in_flight is not None:
+            return self.caller_max_in_flight
+        # A quarter of the worker's slots: four callers at full tilt fill it, and one caller in a loop
+        # leaves three quarters to everyone else (measured: docs/security.md, Fair share).
+        return max(1, self.max_in_flight // CALLER_SHARE) if self.max_in_flight else 0
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -239,6 +253,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("log_level", "DATASVC_LOG_LEVEL", str, "debug, info, warning or error."),
     FieldSpec("access_log", "DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout."),
     FieldSpec(
+        "auth",
+        "DATASVC_AUTH",
+        _bool,
+        "`off` serves every caller without a token, on any address, with a warning at start-up (only "
+        "with no token configured). `on`: tokens as configured; with none, `datasvc serve` runs open on "
+        "loopback only and refuses to start on any other address.",
+    ),
+    FieldSpec(
         "auth_tokens",
         "DATASVC_AUTH_TOKENS",
         str,
@@ -249,7 +271,22 @@ FIELDS: tuple[FieldSpec, ...] = (
         "auth_tokens_file",
         "DATASVC_AUTH_TOKENS_FILE",
         Path,
-        "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`.",
+        "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
+        "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
+    ),
+    FieldSpec(
+        "auth_reload_seconds",
+        "DATASVC_AUTH_RELOAD_SECONDS",
+        _positive_float,
+        "How often each worker checks `DATASVC_AUTH_TOKENS_FILE` for a change: a removed token is refused "
+        "within this time.",
+    ),
+    FieldSpec(
+        "caller_max_in_flight",
+        "DATASVC_CALLER_MAX_IN_FLIGHT",
+        _non_negative_int,
+        "Requests one authenticated caller may have in flight per worker; more are 429 with `Retry-After`. "
+        "Unset: a quarter of `DATASVC_MAX_IN_FLIGHT`. 0: no per-caller limit.",
     ),
     FieldSpec(
         "list_max_offset",
