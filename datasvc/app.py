@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datasvc import health, openapi
-from datasvc.auth import Authenticator, Caller, env_entries
+from datasvc.auth import Authenticator, env_entries
 from datasvc.db import Database
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
@@ -81,18 +81,11 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
             fixed=env_entries(settings),
             interval=settings.auth_reload_seconds,
         )
-    callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0)
+    callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0, authenticator.identify)
     document = openapi.build(ops, secured=authenticator.enabled, caller_limit=bool(callers.per_caller))
     metrics = Metrics(registry)
     metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
     cursors = CursorCodec(cursor_secret.encode())
-
-    def guard(request: Request, operation: Operation) -> Caller | None:
-        """401/403 by token and scope, then 429 past the caller's share of the in-flight slots."""
-        caller = authenticator.authorize(request, operation)
-        if caller is not None:
-            callers.admit(request.scope, caller.name)
-        return caller
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -123,7 +116,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
             await db.close()
 
     routes = [
-        *build_routes(ops, guard=guard),
+        *build_routes(ops, guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     return Starlette(

@@ -32,6 +32,7 @@ from datasvc.settings import SettingsError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.types import Scope
 
     from datasvc.routing import Operation
     from datasvc.settings import Settings
@@ -135,14 +136,30 @@ class Authenticator:
         match = _BEARER.match(authorization)
         if match is None:
             raise Unauthorized("the Authorization header is not a bearer token", invalid=True)
-        presented = hashlib.sha256(match.group(1).encode()).digest()
+        found = self._lookup(match.group(1))
+        if found is None:
+            raise Unauthorized("the bearer token is not valid", invalid=True)
+        return found
+
+    def identify(self, scope: Scope) -> str | None:
+        """The caller a request's bearer token names, or None: no, malformed or unknown token.
+
+        For the per-caller limit, which counts requests before routing; `authorize` still decides.
+        """
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                match = _BEARER.match(value.decode("latin-1"))
+                found = self._lookup(match.group(1)) if match else None
+                return found.name if found else None
+        return None
+
+    def _lookup(self, token: str) -> Caller | None:
+        presented = hashlib.sha256(token.encode()).digest()
         found: Caller | None = None
         # Every entry is compared, whatever matched before: the time taken says nothing about which.
         for entry in self._entries:
             if hmac.compare_digest(entry.digest, presented):
                 found = entry.caller
-        if found is None:
-            raise Unauthorized("the bearer token is not valid", invalid=True)
         return found
 
     def authorize(self, request: Request, operation: Operation) -> Caller | None:
