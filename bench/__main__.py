@@ -32,6 +32,7 @@ from bench.scenarios import (
     deep_id,
     deep_offset,
     fill,
+    pgbench_protocol,
     sample_request,
     selected,
     write_pgbench_scripts,
@@ -43,7 +44,12 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGETS = ("datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench")
 EXTRA_TARGETS = ("datasvc-1w-nolog",)  # only when asked for: one worker with DATASVC_ACCESS_LOG=off
-PORTS = {"datasvc-1w": 8101, "datasvc-2w": 8102, "ceiling": 8103, "peer": 8104, "datasvc-1w-nolog": 8105}
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 5.
+_BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
+PORTS = {
+    name: _BASE + i
+    for i, name in enumerate(("datasvc-1w", "datasvc-2w", "ceiling", "peer", "datasvc-1w-nolog"), 1)
+}
 
 
 def _csv(raw: str) -> list[str]:
@@ -96,7 +102,7 @@ def ensure_database(server: str, name: str) -> str:
         f"{server}/postgres", file=HERE / "sql" / "has_database.sql", variables={"name": name}
     ).strip()
     if not exists:
-        subprocess.run(["createdb", "-d", f"{server}/postgres", name], check=True)
+        subprocess.run(["createdb", f"--maintenance-db={server}/postgres", name], check=True)
         print(f"created database {name}")
     return url
 
@@ -233,11 +239,12 @@ def pgbench_target(
     for s in scenarios:
         if s.key not in scripts:
             continue
+        protocol = pgbench_protocol(s, registry)
         if args.warmup:
-            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None)
+            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None, protocol=protocol)
             L.wait_db_idle(db_url)
         with CpuWindow(None) as cpu:
-            r = L.run_pgbench(load, db_url, scripts[s.key], args.duration, raw / "pgbench")
+            r = L.run_pgbench(load, db_url, scripts[s.key], args.duration, raw / "pgbench", protocol=protocol)
         L.wait_db_idle(db_url)
         rows.append({"target": "pgbench", "scenario": s.key, **r, **cpu.result})
         print(

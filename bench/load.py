@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasvc.settings import Settings
-
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "lua"
 INSTALL_WRK = "wrk is not installed: apt-get update && apt-get install -y wrk"
@@ -89,16 +87,20 @@ def run_wrk(load: Load, url: str, lua: str, seconds: int, raw: Path | None) -> d
     return out
 
 
-def run_pgbench(load: Load, url: str, script: Path, seconds: int, log_dir: Path | None) -> dict[str, float]:
-    """pgbench with the same statement text, prepared, ``conns`` clients; p50/p99 from its per-xact log."""
+def run_pgbench(
+    load: Load, url: str, script: Path, seconds: int, log_dir: Path | None, *, protocol: str = "prepared"
+) -> dict[str, float]:
+    """pgbench with the same statement text, ``conns`` clients; p50/p99 from its per-xact log.
+
+    ``protocol`` as the service sends the statements: ``prepared`` (named, asyncpg's cache) or ``extended``
+    (unnamed: the ``plan-cache: custom`` statements, planned for their values every time).
+    """
     cmd = ["pgbench", "-n", "-c", str(load.conns), "-j", str(load.threads), "-T", str(seconds)]
-    cmd += ["-M", "prepared", "-D", f"n={load.n}", "-f", str(script)]
+    cmd += ["-M", protocol, "-D", f"n={load.n}", "-f", str(script)]
     if log_dir:
         cmd += ["-l", f"--log-prefix={log_dir / script.stem}.xact"]
     cmd.append(url)
-    # The same session settings as the service's pool, so PostgreSQL plans the statements the same way.
-    env = {**os.environ, "PGOPTIONS": f"-c plan_cache_mode={Settings().plan_cache_mode}"}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
     tps = _TPS.search(p.stdout)
     if p.returncode != 0 or not tps:
         raise RuntimeError(f"pgbench failed ({p.returncode}): {p.stdout}{p.stderr}")

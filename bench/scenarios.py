@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasvc.registry import Registry
+from datasvc.registry import PlanCache, Registry
 
 PREFIX = "/api/v1/users"
 FIRSTS = [
@@ -184,7 +184,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="PATCH full_name",
         lua="patch.lua",
         writes=True,  # updated rows clear visibility-map bits: the counts after it would read the heap
-        sql=(Sql(name="users.update", args=(":id", """'{"full_name": "Bench Patched"}'""")),),
+        sql=(Sql(name="users.update", args=(":id", """'{"full_name": "Bench Patched"}'""", "NULL")),),
     ),
     Scenario(
         key="auth_lookup",
@@ -319,6 +319,12 @@ def pgbench_script(scenario: Scenario, registry: Registry, *, n: int = 0, deep_k
         text = _substitute(stmt.text, tuple(a.replace("{deep_key}", deep_key) for a in sql.args))
         lines.append(text.rstrip().rstrip(";") + ";")
     return "\n".join(lines) + "\n"
+
+
+def pgbench_protocol(scenario: Scenario, registry: Registry) -> str:
+    """How the service sends the scenario's statements: unnamed when declared ``plan-cache: custom``."""
+    custom = any(registry[sql.name].plan_cache is PlanCache.CUSTOM for sql in scenario.sql)
+    return "extended" if custom else "prepared"
 
 
 def write_pgbench_scripts(

@@ -19,8 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from datasvc import health, openapi
+from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.db import Database
+from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
@@ -52,7 +54,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         path="/health/ready",
         endpoint=health.ready,
         operation_id="ready",
-        summary="Readiness: the database answers and every migration is applied",
+        summary="Readiness: not shutting down, the database answers and every migration is applied",
         tag="health",
         errors=(503,),
     ),
@@ -63,8 +65,13 @@ def operations() -> tuple[Operation, ...]:
     return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
 
 
-def create_app(settings: Settings, *, registry: Registry | None = None) -> Starlette:
-    """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up."""
+def create_app(
+    settings: Settings, *, registry: Registry | None = None, take_sigterm: bool = False
+) -> Starlette:
+    """Build the ASGI app; the SQL registry is loaded now, so a bad statement file stops start-up.
+
+    ``take_sigterm`` (`datasvc serve`): SIGTERM begins the drain window before the server stops.
+    """
     registry = registry if registry is not None else Registry.load(settings.sql_dir)
     # Without a configured secret, cursors verify only in this process; `datasvc serve` shares one.
     cursor_secret = settings.cursor_secret or secrets.token_urlsafe(32)
@@ -85,7 +92,13 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
     document = openapi.build(ops, secured=authenticator.enabled, caller_limit=bool(callers.per_caller))
     metrics = Metrics(registry)
     metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
+    # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
+    access_log = None
+    if settings.access_log and settings.log_level.lower() in ("debug", "info"):
+        access_log = AccessLog(interval=settings.access_log_flush)
+        metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
+    drain = Drain(settings.drain_seconds)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -95,6 +108,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         authenticator.log_mode()
         db = await Database.connect(settings, registry, metrics)
         metrics.watch_pool(db)
+        if take_sigterm:
+            drain.take_sigterm()
         background = [asyncio.create_task(warn_if_privileged(db))]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
@@ -106,6 +121,7 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
                 "metrics": metrics,
                 "settings": settings,
                 "cursors": cursors,
+                "drain": drain,
             }
         finally:
             for task in background:
@@ -114,18 +130,21 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
                     await task
             metrics.watch_pool(None)
             await db.close()
+            if access_log is not None:
+                # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
+                access_log.close()
 
     routes = [
         *build_routes(ops, guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
-                access_log=settings.access_log,
+                access_log=access_log,
                 observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
@@ -134,6 +153,8 @@ def create_app(settings: Settings, *, registry: Registry | None = None) -> Starl
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
+    return app
 
 
 def _exception_handlers() -> dict[Any, Any]:

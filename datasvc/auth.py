@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datasvc.db import request_caller
+from datasvc.context import request_caller
 from datasvc.errors import Forbidden, Unauthorized
 from datasvc.settings import SettingsError
 

@@ -13,7 +13,7 @@ import asyncpg
 from datasvc import migrations
 from datasvc.auth import hash_token
 from datasvc.db import check_statements, server_settings
-from datasvc.embedded import EmbeddedError
+from datasvc.embedded import DATABASE, EmbeddedError, embedded
 from datasvc.explain import ExplainError, explain
 from datasvc.registry import Registry, RegistryError
 from datasvc.serve import serve
@@ -42,7 +42,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int)
     serve.set_defaults(handler=_serve)
 
-    migrate = sub.add_parser("migrate", help="apply pending migrations to DATABASE_URL")
+    db = sub.add_parser(
+        "db", help="the embedded PostgreSQL (used by every command when DATABASE_URL is unset)"
+    ).add_subparsers(required=True, metavar="ACTION")
+    db.add_parser(
+        "status", help="running or not, pid, port, version, data directory; exit 3 if stopped"
+    ).set_defaults(handler=_db_status)
+    db.add_parser("start", help="start it (initialised on first use) and leave it running").set_defaults(
+        handler=_db_start
+    )
+    db.add_parser("stop", help="stop it (a serve using it loses its database)").set_defaults(handler=_db_stop)
+    db.add_parser(
+        "url", help="print the URL every command uses (e.g. `psql $(datasvc db url)`)"
+    ).set_defaults(handler=_db_url)
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations (DATABASE_URL, else the embedded one)")
     group = migrate.add_mutually_exclusive_group()
     group.add_argument(
         "--rollback",
@@ -83,12 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     show = sql.add_parser("show", help="one statement in full, as sent")
     show.add_argument("name")
     show.set_defaults(handler=_sql_show)
-    sql.add_parser("check", help="prepare every statement against DATABASE_URL").set_defaults(
+    sql.add_parser("check", help="prepare every statement against the database").set_defaults(
         handler=_sql_check
     )
     plan = sql.add_parser(
         "explain",
-        help="EXPLAIN (ANALYZE, BUFFERS) one statement against DATABASE_URL; writes are rolled back",
+        help="EXPLAIN (ANALYZE, BUFFERS) one statement against the database; writes are rolled back",
     )
     plan.add_argument("name")
     plan.add_argument(
@@ -111,9 +125,55 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _require_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise SettingsError("DATABASE_URL is not set")
-    return settings.database_url
+    """One rule for every command: DATABASE_URL, else the embedded database (started if it is not)."""
+    if settings.database_url:
+        return settings.database_url
+    pg, started = embedded(settings.data_dir, settings.embedded_port).start()
+    if started:
+        print(
+            f"datasvc: started the embedded PostgreSQL ({pg.url}); `datasvc db stop` stops it",
+            file=sys.stderr,
+        )
+    return pg.url
+
+
+def _db_status(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.database_url:
+        print(f"DATABASE_URL is set ({redact_url(settings.database_url)}): commands use it, not this one")
+    pg = embedded(settings.data_dir, settings.embedded_port)
+    if not (pg.pgdata / "PG_VERSION").exists():
+        print(f"embedded PostgreSQL: not initialised ({pg.pgdata}); any command starts it")
+        return 3
+    found = pg.running()
+    if found is None:
+        print(f"embedded PostgreSQL {pg.version()}: stopped ({pg.pgdata})")
+        return 3
+    owner = pg.owner()
+    print(f"embedded PostgreSQL {pg.version()}: running, pid {found.pid}, port {found.port} ({pg.pgdata})")
+    print(f"url: postgresql://postgres@127.0.0.1:{found.port}/{DATABASE}")
+    print(f"stopped by: datasvc serve pid {owner}, at its exit" if owner else "stopped by: `datasvc db stop`")
+    return 0
+
+
+def _db_start(args: argparse.Namespace, settings: Settings) -> int:
+    pg, started = embedded(settings.data_dir, settings.embedded_port).start()
+    print(f"{'started' if started else 'already running'}: {pg.url} ({pg.pgdata})")
+    return 0
+
+
+def _db_stop(args: argparse.Namespace, settings: Settings) -> int:
+    pg = embedded(settings.data_dir, settings.embedded_port)
+    owner = pg.owner()
+    if not pg.stop():
+        print(f"not running ({pg.pgdata})")
+        return 0
+    print(f"stopped ({pg.pgdata})" + (f"; datasvc serve pid {owner} was using it" if owner else ""))
+    return 0
+
+
+def _db_url(args: argparse.Namespace, settings: Settings) -> int:
+    print(_require_url(settings))
+    return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

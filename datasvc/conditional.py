@@ -1,32 +1,29 @@
-"""Conditional requests (RFC 9110 section 13): a user's ``ETag`` is its ``updated_at``, to the microsecond.
+"""Conditional requests (RFC 9110 section 13): a user's ``ETag`` is its row ``version``.
 
-Every write to a row bumps ``updated_at`` (trigger ``users_touch_updated_at``), and two writes of one row
-are two transactions, the second started after the first committed, so each version of a row has its own
-``updated_at`` as long as the database clock does not step backwards. The tag is that instant as
-microseconds since the epoch, in hex: opaque to callers, and turned back into a timestamp here so the
-``If-Match`` check runs inside the ``UPDATE``/``DELETE`` itself (``updated_at = ANY($n)``) — atomic, no
-read-then-write window.
+Every write of a row bumps ``users.version`` by one (trigger ``users_touch_updated_at``, migration 0005)
+while holding the row lock, so versions of one row never repeat and never go backwards, whatever the
+clocks or the order in which queued writers started. The tag is the version in decimal, quoted: opaque
+to callers, and parsed back here so the ``If-Match`` check runs inside the ``UPDATE``/``DELETE`` itself
+(``version = any($n)``) — atomic, no read-then-write window.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
 # One entity-tag of a list: optional weakness prefix, then a quoted opaque value (RFC 9110 8.8.3).
 _TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
-_VERSION = re.compile(r"^[0-9a-f]{1,15}$")
+# A bigint in plain decimal; anything else (an older timestamp-based tag included) matches no version.
+_VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
-def etag(updated_at: datetime) -> str:
+def etag(version: int) -> str:
     """The strong entity-tag of a row version."""
-    return f'"{(updated_at - _EPOCH) // _MICRO:x}"'
+    return f'"{version}"'
 
 
 def _tags(header: str) -> list[tuple[bool, str]]:
@@ -42,16 +39,7 @@ def _tags(header: str) -> list[tuple[bool, str]]:
     return out
 
 
-def _version(opaque: str) -> datetime | None:
-    if not _VERSION.match(opaque):
-        return None
-    try:
-        return _EPOCH + int(opaque, 16) * _MICRO
-    except OverflowError:
-        return None
-
-
-def if_match(request: Request) -> list[datetime] | None:
+def if_match(request: Request) -> list[int] | None:
     """The row versions ``If-Match`` accepts; `None` when there is no condition (absent, or ``*``).
 
     Strong comparison: a weak tag never matches. An empty list (nothing parsed) matches nothing.
@@ -60,8 +48,7 @@ def if_match(request: Request) -> list[datetime] | None:
     if header is None or header.strip() == "*":
         # "*" holds whenever the row exists, and a missing row is 404 whatever the preconditions say.
         return None
-    versions = [_version(opaque) for weak, opaque in _tags(header) if not weak]
-    return [v for v in versions if v is not None]
+    return [int(opaque) for weak, opaque in _tags(header) if not weak and _VERSION.match(opaque)]
 
 
 def not_modified(request: Request, current: str) -> bool:

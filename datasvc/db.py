@@ -10,8 +10,8 @@ Retries are narrow on purpose:
 - a statement or transaction that PostgreSQL rolled back (40001 serialization failure, 40P01 deadlock,
   0A000 stale cached plan) did nothing, so it is run again, at most ``transaction_retries`` times, with
   a short jittered pause;
-- a read-only statement (`is_read_only`) whose connection died under it is run once more on a fresh
-  connection: reading twice is harmless;
+- a statement whose SQL header declares ``-- retry: safe`` (reviewed with the SQL: reads) whose
+  connection died under it is run once more on a fresh connection: reading twice is harmless;
 - a write whose connection died is never retried: it may have committed, and only the caller can tell.
 
 A connection that died is terminated and the whole pool expired (its siblings probably died too), so the
@@ -24,20 +24,18 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from datasvc.errors import PoolTimeout
-from datasvc.registry import Kind, Registry, Statement
+from datasvc.context import request_caller, request_timing
+from datasvc.errors import PoolTimeout, connect_refused
+from datasvc.registry import Kind, PlanCache, Registry, Retry, Statement
 
 if TYPE_CHECKING:
     from datasvc.metrics import Metrics
@@ -69,34 +67,6 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 
-# Words that make a SELECT write, lock or change the session; our statements are reviewed, so a word
-# list is enough (a new side-effecting function belongs here, and in test_faults_backends).
-_WRITE_WORDS = re.compile(
-    r"\b(insert|update|delete|merge|nextval|setval|set_config|pg_notify|pg_(try_)?advisory_\w+"
-    r"|pg_(terminate|cancel)_backend|for\s+(no\s+key\s+|key\s+)?(update|share))\b",
-    re.I,
-)
-_SQL_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
-
-
-def is_read_only(stmt: Statement) -> bool:
-    """A plain SELECT that writes and locks nothing: safe to run twice after a lost connection."""
-    code = _SQL_COMMENTS.sub(" ", stmt.sql).strip()
-    return code[:6].lower() == "select" and _WRITE_WORDS.search(code) is None
-
-
-@dataclass(slots=True)
-class Timing:
-    """Database time of one request, in seconds, and how many statements it ran."""
-
-    db_seconds: float = 0.0
-    statements: int = 0
-
-
-request_timing: ContextVar[Timing | None] = ContextVar("request_timing", default=None)
-# The authenticated caller of the current request (None when auth is off), named to the database on acquire.
-request_caller: ContextVar[str | None] = ContextVar("request_caller", default=None)
-
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # orjson for json/jsonb both ways: faster than the stdlib and the same encoder as the responses.
@@ -117,9 +87,6 @@ def server_settings(settings: Settings) -> dict[str, str]:
         "statement_timeout": str(int(settings.statement_timeout * 1000)),
         "lock_timeout": str(int(settings.lock_timeout * 1000)),
         "idle_in_transaction_session_timeout": str(int((settings.statement_timeout + 5) * 1000)),
-        # Plan every execution with its values: the listing's optional filters (`$n IS NULL OR …`) would
-        # otherwise get one generic plan after five calls. Measured cost on a lookup: tens of µs.
-        "plan_cache_mode": settings.plan_cache_mode,
     }
 
 
@@ -202,6 +169,12 @@ class Database:
             conn = await pool.acquire(timeout=self.settings.acquire_timeout)
         except TimeoutError:
             raise PoolTimeout(self.settings.acquire_timeout) from None
+        except CONNECTION_LOST:
+            raise
+        except asyncpg.PostgresError as exc:
+            # The server refused a new connection (no such database, bad password, no CONNECT privilege…):
+            # an outage whatever the SQLSTATE, where the same code from a statement could be a bug.
+            raise connect_refused(exc) from exc
         finally:
             self.waiting -= 1
             if self.metrics is not None:
@@ -248,23 +221,14 @@ class Database:
         if conn.get_settings().application_name != name:
             await execute(conn, self.registry["session.set_application_name"], (name,))
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A connection inside one transaction: commit on success, roll back on any exception."""
-        async with self.connection() as conn, conn.transaction():
-            yield conn
+    async def run(self, name: str, *args: Any) -> Any:
+        """Run statement ``name`` on a pooled connection, outside any transaction; the result its kind says.
 
-    async def run(self, conn: asyncpg.Connection, name: str, *args: Any) -> Any:
-        """Run statement ``name`` on ``conn`` with positional parameters in header order."""
-        stmt = self.registry[name]
-        return await execute(conn, stmt, args, self.metrics)
-
-    async def fetch(self, name: str, *args: Any) -> Any:
-        """Run one statement on a pooled connection, outside any explicit transaction.
-
-        A rolled-back statement (40001, 40P01, 0A000) is retried a bounded number of times. After a lost
-        connection a read-only statement is retried once on a fresh connection; a write is not: it may
-        have reached the server (asyncpg's InternalClientError, too, can come after the statement was sent).
+        ``:one`` gives a record or None, ``:many`` a list of records, ``:value`` one value, ``:exec`` the
+        status. A rolled-back statement (40001, 40P01, 0A000) is retried a bounded number of times. After
+        a lost connection a statement declared ``-- retry: safe`` is retried once on a fresh connection; any
+        other is not: it may have reached the server (asyncpg's InternalClientError, too, can come after
+        the statement was sent).
         """
         stmt = self.registry[name]
         reconnected = False
@@ -279,22 +243,24 @@ class Database:
                     raise
                 await self._pause_before_retry(stmt.name, exc, attempt)
             except CONNECTION_LOST as exc:
-                if reconnected or not is_read_only(stmt):
+                if reconnected or stmt.retry is not Retry.SAFE:
                     raise
                 reconnected = True
                 log.info("connection lost; retrying once", extra=_why(stmt.name, exc))
 
-    async def in_transaction(
+    async def transaction(
         self,
-        work: Callable[[asyncpg.Connection], Awaitable[T]],
+        work: Callable[[Transaction], Awaitable[T]],
         *,
         isolation: str = "read_committed",
         readonly: bool = False,
     ) -> T:
-        """Run ``work(conn)`` in one transaction; start it over when PostgreSQL rolls it back (40001, 40P01).
+        """Run ``work(tx)`` in one transaction; start it over when PostgreSQL rolls it back (40001, 40P01).
 
-        ``work`` may run more than once, so it must do nothing outside the database it cannot repeat.
-        After ``transaction_retries`` retries the error propagates (503 with ``Retry-After``).
+        Commits when ``work`` returns, rolls back when it raises. ``work`` may run more than once, so it
+        must do nothing outside the database it cannot repeat. After ``transaction_retries`` retries the
+        error propagates (503 with ``Retry-After``). A lost connection is never retried here: the
+        transaction may have committed.
         """
         attempt = 0
         while True:
@@ -303,7 +269,7 @@ class Database:
                     self.connection() as conn,
                     conn.transaction(isolation=isolation, readonly=readonly),
                 ):
-                    return await work(conn)
+                    return await work(Transaction(self, conn))
             except ROLLED_BACK as exc:
                 attempt += 1
                 if attempt > self.settings.transaction_retries:
@@ -314,6 +280,20 @@ class Database:
         log.info("rolled back by the database; retrying", extra={**_why(what, exc), "attempt": attempt})
         # Full jitter: two transactions that collided once should not collide again in lockstep.
         await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 - not cryptographic
+
+
+class Transaction:
+    """One open transaction of `Database.transaction`: its statements run by name on its connection."""
+
+    __slots__ = ("_db", "conn")
+
+    def __init__(self, db: Database, conn: asyncpg.Connection) -> None:
+        self._db = db
+        self.conn = conn
+
+    async def run(self, name: str, *args: Any) -> Any:
+        """Run statement ``name`` inside this transaction (never retried on its own: the whole is)."""
+        return await execute(self.conn, self._db.registry[name], args, self._db.metrics)
 
 
 def _why(what: str, exc: BaseException) -> dict[str, Any]:
@@ -327,6 +307,8 @@ async def execute(
         raise TypeError(f"{stmt.name} takes {len(stmt.params)} parameters ({stmt.params}), got {len(args)}")
     started = time.perf_counter()
     try:
+        if stmt.plan_cache is PlanCache.CUSTOM:
+            return await _execute_unnamed(conn, stmt, args)
         if stmt.kind is Kind.ONE:
             return await conn.fetchrow(stmt.text, *args)
         if stmt.kind is Kind.MANY:
@@ -346,6 +328,28 @@ async def execute(
         if timing is not None:
             timing.db_seconds += elapsed
             timing.statements += 1
+
+
+async def _execute_unnamed(conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...]) -> Any:
+    """``-- plan-cache: custom``: sent as PostgreSQL's unnamed statement, planned for its values every time.
+
+    A named prepared statement (asyncpg's cache, every other statement) may switch to a generic plan after
+    five executions under ``plan_cache_mode = auto``; the unnamed statement is parsed anew on each use, so
+    it never has five custom plans behind it and is always planned with its values (unless a role forces
+    generic plans) — with no session ``SET``, which a transaction pooler would leak to other clients.
+    asyncpg describes it first (types, codecs), then, marked unprepared, sends Parse, Bind and Execute
+    under one Sync, so a transaction pooler cannot hand the Bind to another server than the Parse.
+    """
+    prepared = await conn.prepare(stmt.text, name="")
+    prepared._state.mark_unprepared()  # asyncpg's own path when its statement cache is off (PgBouncer)
+    if stmt.kind is Kind.ONE:
+        return await prepared.fetchrow(*args)
+    if stmt.kind is Kind.MANY:
+        return await prepared.fetch(*args)
+    if stmt.kind is Kind.VALUE:
+        return await prepared.fetchval(*args)
+    await prepared.fetch(*args)
+    return prepared.get_statusmsg()
 
 
 async def _create_pool(settings: Settings, *, min_size: int) -> asyncpg.Pool:

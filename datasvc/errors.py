@@ -1,6 +1,6 @@
 """Every failure the service reports, and the one place lower-level errors become problems.
 
-The tree (each leaf is one RFC 9457 ``type``)::
+The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` lists them)::
 
     DatasvcError
     ├── ClientError                       4xx: the caller can fix the request
@@ -18,8 +18,19 @@ The tree (each leaf is one RFC 9457 ``type``)::
     │   └── ValidationFailed      422     lists each field and why
     └── ServerError                       5xx: retry or page someone
         ├── InternalError         500     no detail, ever
-        ├── ServiceUnavailable    503     carries ``Retry-After``
-        │   └── PoolTimeout               no pooled connection within acquire_timeout
+        ├── ServiceUnavailable            503, carries ``Retry-After``; never sent itself
+        │   ├── Overloaded                more requests in flight than DATASVC_MAX_IN_FLIGHT (datasvc.limits)
+        │   ├── PoolTimeout               no pooled connection within acquire_timeout
+        │   ├── DatabaseUnavailable       cannot reach the database, it refused the connection (no such
+        │   │                             database, bad password, too many connections…) or lost it
+        │   ├── DatabaseOverloaded        the database is out of resources (disk, memory)
+        │   ├── LockTimeout               the row stayed locked past lock_timeout
+        │   ├── SerializationFailure      40001 still, after the retries
+        │   ├── Deadlock                  40P01 still, after the retries
+        │   ├── TransactionRolledBack     any other 40xxx
+        │   ├── SchemaChanged             the schema changed under a prepared statement
+        │   ├── SchemaMissing             a table, column or function the statement needs is not there
+        │   └── NotMigrated               /health/ready: migrations pending
         └── GatewayTimeout        504     the statement ran out of time
 
 asyncpg exceptions are mapped by class, most specific first (`ASYNCPG_MAP`, looked up along the MRO),
@@ -71,13 +82,14 @@ class DatasvcError(Exception):
 
 
 class ClientError(DatasvcError):
+    """Base of the 4xx answers; only its leaves are sent."""
+
     status = 400
-    slug = "bad-request"
-    title = "Bad request"
 
 
 class BadRequest(ClientError):
-    pass
+    slug = "bad-request"
+    title = "Bad request"
 
 
 class Unauthorized(ClientError):
@@ -180,33 +192,86 @@ class ValidationFailed(ClientError):
 
 
 class ServerError(DatasvcError):
-    pass
+    """Base of the 5xx answers; only its leaves are sent."""
 
 
 class InternalError(ServerError):
-    pass
+    slug = "internal-error"
+    title = "Internal server error"
 
 
 class ServiceUnavailable(ServerError):
+    """Base of the 503s: the caller may retry after ``Retry-After`` seconds. Only its leaves are sent."""
+
     status = 503
-    slug = "service-unavailable"
     title = "Service unavailable"
     retry_after = 1
-
-    def __init__(self, detail: str | None = None, *, slug: str | None = None) -> None:
-        super().__init__(detail)
-        if slug:
-            self.slug = slug
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
 
 
+class Overloaded(ServiceUnavailable):
+    slug = "overloaded"
+    title = "Too many requests in flight"
+
+
 class PoolTimeout(ServiceUnavailable):
     slug = "pool-timeout"
+    title = "No database connection free"
 
     def __init__(self, waited: float) -> None:
         super().__init__(f"no database connection became free within {waited:g} s")
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    slug = "database-unavailable"
+    title = "Database unavailable"
+
+
+class DatabaseOverloaded(ServiceUnavailable):
+    slug = "database-overloaded"
+    title = "Database out of resources"
+
+
+class LockTimeout(ServiceUnavailable):
+    slug = "lock-timeout"
+    title = "Row locked"
+
+
+class SerializationFailure(ServiceUnavailable):
+    slug = "serialization-failure"
+    title = "Concurrent update"
+
+
+class Deadlock(ServiceUnavailable):
+    slug = "deadlock"
+    title = "Deadlock"
+
+
+class TransactionRolledBack(ServiceUnavailable):
+    slug = "transaction-rolled-back"
+    title = "Transaction rolled back"
+
+
+class SchemaChanged(ServiceUnavailable):
+    slug = "schema-changed"
+    title = "Schema changed"
+
+
+class SchemaMissing(ServiceUnavailable):
+    slug = "schema-missing"
+    title = "Schema missing"
+
+
+class NotMigrated(ServiceUnavailable):
+    slug = "not-migrated"
+    title = "Database not migrated"
+
+
+class ShuttingDown(ServiceUnavailable):
+    slug = "shutting-down"
+    title = "Shutting down"
 
 
 class GatewayTimeout(ServerError):
@@ -244,8 +309,28 @@ def _data(exc: pg.PostgresError) -> DatasvcError:
     return ValidationFailed([FieldError("body", f"value rejected by the database (SQLSTATE {exc.sqlstate})")])
 
 
-def _unavailable(slug: str, detail: str) -> Callable[[BaseException], DatasvcError]:
-    return lambda _exc: ServiceUnavailable(detail, slug=slug)
+def _unavailable(cls: type[ServiceUnavailable], detail: str) -> Callable[[BaseException], DatasvcError]:
+    return lambda _exc: cls(detail)
+
+
+# Why the server refused a new connection, by SQLSTATE. PostgreSQL ends such a connection with FATAL;
+# each of these is an outage of the service's database, whatever the caller sent: 503, not 500.
+CONNECT_REFUSALS: Mapping[str, str] = {
+    "3D000": "the database named in DATABASE_URL does not exist",
+    "28P01": "the database refused the password",
+    "28000": "the database refused the role (pg_hba.conf, a role that does not exist or may not log in)",
+    "53300": "the database has too many connections (max_connections, or the role's or database's limit)",
+    "57P03": "the database is starting up, shutting down or in recovery",
+    "42501": "the role may not connect to the database (no CONNECT privilege)",
+    "55000": "the database does not accept connections (datallowconn is false)",
+}
+
+
+def connect_refused(exc: BaseException) -> DatabaseUnavailable:
+    """The 503 for a connection attempt the server refused; the detail says why without driver text."""
+    sqlstate = getattr(exc, "sqlstate", None) or "unknown"
+    reason = CONNECT_REFUSALS.get(sqlstate, "the database refused the connection")
+    return DatabaseUnavailable(f"{reason} (SQLSTATE {sqlstate})")
 
 
 def _timeout(_exc: BaseException) -> DatasvcError:
@@ -262,34 +347,33 @@ ASYNCPG_MAP: Mapping[type[BaseException], Callable[[Any], DatasvcError]] = {
     pg.IntegrityConstraintViolationError: _integrity,
     pg.DataError: _data,
     pg.QueryCanceledError: _timeout,
-    pg.LockNotAvailableError: _unavailable("lock-timeout", "the row is locked by another transaction"),
-    pg.SerializationError: _unavailable("serialization-failure", "concurrent update; retry"),
-    pg.DeadlockDetectedError: _unavailable("deadlock", "concurrent update; retry"),
-    pg.TransactionRollbackError: _unavailable(
-        "transaction-rolled-back", "the transaction was rolled back; retry"
-    ),
-    pg.TooManyConnectionsError: _unavailable("too-many-connections", "the database refuses new connections"),
-    pg.CannotConnectNowError: _unavailable("database-starting", "the database is starting up"),
-    pg.OperatorInterventionError: _unavailable("database-unavailable", "the database is shutting down"),
-    pg.PostgresConnectionError: _unavailable("database-unavailable", "the database connection failed"),
-    pg.InsufficientResourcesError: _unavailable("database-overloaded", "the database is out of resources"),
-    pg.InvalidCachedStatementError: _unavailable("schema-changed", "the schema changed under a statement"),
-    pg.UndefinedTableError: _unavailable("schema-missing", "the database schema is not migrated"),
-    pg.UndefinedColumnError: _unavailable("schema-missing", "the database schema is not migrated"),
-    pg.UndefinedFunctionError: _unavailable("schema-missing", "the database schema is not migrated"),
-    asyncpg.ConnectionDoesNotExistError: _unavailable(
-        "database-unavailable", "the database connection was lost"
-    ),
+    pg.LockNotAvailableError: _unavailable(LockTimeout, "the row is locked by another transaction"),
+    pg.SerializationError: _unavailable(SerializationFailure, "concurrent update; retry"),
+    pg.DeadlockDetectedError: _unavailable(Deadlock, "concurrent update; retry"),
+    pg.TransactionRollbackError: _unavailable(TransactionRolledBack, "the transaction was rolled back"),
+    # Raised only while connecting (SQLSTATE classes 28 and 3D, 53300, 57P03): the database is unusable.
+    pg.InvalidAuthorizationSpecificationError: connect_refused,
+    pg.InvalidCatalogNameError: connect_refused,
+    pg.TooManyConnectionsError: connect_refused,
+    pg.CannotConnectNowError: connect_refused,
+    pg.OperatorInterventionError: _unavailable(DatabaseUnavailable, "the database is shutting down"),
+    pg.PostgresConnectionError: _unavailable(DatabaseUnavailable, "the database connection failed"),
+    pg.InsufficientResourcesError: _unavailable(DatabaseOverloaded, "the database is out of resources"),
+    pg.InvalidCachedStatementError: _unavailable(SchemaChanged, "the schema changed under a statement"),
+    pg.UndefinedTableError: _unavailable(SchemaMissing, "the database schema is not migrated"),
+    pg.UndefinedColumnError: _unavailable(SchemaMissing, "the database schema is not migrated"),
+    pg.UndefinedFunctionError: _unavailable(SchemaMissing, "the database schema is not migrated"),
+    asyncpg.ConnectionDoesNotExistError: _unavailable(DatabaseUnavailable, "the connection was lost"),
     # asyncpg's state machine broke on a connection whose backend died while idle (asyncpg#1069);
     # its subclasses are other client-side faults.
-    pg.OutdatedSchemaCacheError: _unavailable("schema-changed", "the schema changed under a statement"),
+    pg.OutdatedSchemaCacheError: _unavailable(SchemaChanged, "the schema changed under a statement"),
     pg.ProtocolError: _internal,
     pg.TargetServerAttributeNotMatched: _internal,
-    asyncpg.InternalClientError: _unavailable("database-unavailable", "the database connection was lost"),
+    asyncpg.InternalClientError: _unavailable(DatabaseUnavailable, "the database connection was lost"),
     asyncpg.InterfaceError: _internal,
     asyncpg.PostgresError: _internal,
-    ConnectionError: _unavailable("database-unavailable", "the database cannot be reached"),
-    OSError: _unavailable("database-unavailable", "the database cannot be reached"),
+    ConnectionError: _unavailable(DatabaseUnavailable, "the database cannot be reached"),
+    OSError: _unavailable(DatabaseUnavailable, "the database cannot be reached"),
     asyncio.TimeoutError: _timeout,
 }
 
@@ -303,3 +387,18 @@ def translate(exc: BaseException) -> DatasvcError:
         if handler is not None:
             return handler(exc)
     return InternalError()
+
+
+def problem_types() -> dict[str, type[DatasvcError]]:
+    """Every problem ``type`` the service can send (its slug) and its class: the leaves of the tree."""
+    found: dict[str, type[DatasvcError]] = {}
+    pending: list[type[DatasvcError]] = [DatasvcError]
+    while pending:
+        cls = pending.pop()
+        children = cls.__subclasses__()
+        pending += children
+        if not children:
+            if cls.slug in found:
+                raise TypeError(f"{cls.__name__} and {found[cls.slug].__name__} share the slug {cls.slug}")
+            found[cls.slug] = cls
+    return found

@@ -1,4 +1,5 @@
-"""Liveness (``/health``, no database) and readiness (``/health/ready``: database answers, schema current)."""
+"""Liveness (``/health``, no database) and readiness (``/health/ready``: not draining, database answers,
+schema current)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from datasvc.errors import DatasvcError, ServiceUnavailable, translate
+from datasvc.drain import Drain
+from datasvc.errors import (
+    DatabaseUnavailable,
+    NotMigrated,
+    SchemaMissing,
+    ServerError,
+    ShuttingDown,
+    translate,
+)
 from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
 
@@ -16,25 +25,32 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
+    drain: Drain | None = getattr(request.state, "drain", None)
+    if drain is not None and drain.draining:
+        # First thing on SIGTERM: a load balancer checking this takes the instance out of rotation.
+        raise ShuttingDown("draining connections before stopping (SIGTERM)")
     db = request.state.db
     expected: list[str] = request.state.migration_ids
     try:
-        rows = await db.fetch("health.applied_migrations")
+        rows = await db.run("health.applied_migrations")
     except Exception as exc:  # any failure means not ready; say which kind without driver text
         problem = translate(exc)
-        if problem.slug == "schema-missing":
-            raise ServiceUnavailable("no migrations are applied", slug="not-migrated") from None
-        if isinstance(problem, DatasvcError) and problem.status >= 500:
-            raise ServiceUnavailable("the database does not answer", slug="database-unavailable") from None
+        if isinstance(problem, SchemaMissing):
+            raise NotMigrated("no migrations are applied") from None
+        if isinstance(problem, DatabaseUnavailable):
+            raise problem from None  # its detail says why: unreachable, no such database, bad password…
+        if isinstance(problem, ServerError):
+            why = problem.detail or problem.title
+            raise DatabaseUnavailable(f"the database does not answer: {why}") from None
         raise
     applied = {r["migration_id"] for r in rows}
     pending = [m for m in expected if m not in applied]
     if pending:
-        raise ServiceUnavailable(f"migrations not applied: {', '.join(pending)}", slug="not-migrated")
+        raise NotMigrated(f"migrations not applied: {', '.join(pending)}")
     # Drift is reported, not failed on: during a rolling deploy the old pods see the new migrations as
     # unknown, and taking them out of service before the new ones are up would be an outage.
     try:
-        recorded: dict[str, str] | None = dict(await db.fetch("migrate.file_hashes"))
+        recorded: dict[str, str] | None = dict(await db.run("migrate.file_hashes"))
     except asyncpg.UndefinedTableError:  # migrated without datasvc: nothing to compare with
         recorded = None
     state = compare(request.state.migration_hashes, [r["migration_id"] for r in rows], recorded)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datasvc.errors import ServiceUnavailable, TooManyRequests
+from datasvc.errors import Overloaded, TooManyRequests
 from datasvc.responses import send_problem
 
 NEVER_SHED = frozenset({"/health"})
@@ -98,9 +98,7 @@ class ConcurrencyLimitMiddleware:
             return
         if self.max_in_flight and self.in_flight >= self.max_in_flight:
             self.shed += 1
-            error = ServiceUnavailable(
-                f"more than {self.max_in_flight} requests in flight; retry shortly", slug="overloaded"
-            )
+            error = Overloaded(f"more than {self.max_in_flight} requests in flight; retry shortly")
             await send_problem(scope, send, error)
             return
         self.in_flight += 1

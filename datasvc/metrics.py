@@ -46,6 +46,13 @@ class PoolSource(Protocol):
     waiting: int
 
 
+class DropSource(Protocol):
+    """What the access-log collector reads at scrape time (`datasvc.accesslog.AccessLog` provides it)."""
+
+    @property
+    def dropped(self) -> int: ...
+
+
 class Metrics:
     """Every metric of one app; the hot-path methods are a dict lookup and an ``observe``."""
 
@@ -81,6 +88,8 @@ class Metrics:
         self.registry.register(self._pool)
         self._auth = _AuthCollector()
         self.registry.register(self._auth)
+        self._access_log = _AccessLogCollector()
+        self.registry.register(self._access_log)
         # Children made up front for every known statement: the hot path then skips labels()' lock.
         self._query_children = {name: self.queries.labels(name) for name in statement_names}
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -93,6 +102,10 @@ class Metrics:
         """Report the tokens file's reloads and the per-caller limit (read when scraped)."""
         self._auth.reloads = reloads
         self._auth.callers = callers
+
+    def watch_access_log(self, source: DropSource | None) -> None:
+        """Report the access log's dropped lines (read when scraped)."""
+        self._access_log.source = source
 
     def request_observer(self, templates: Mapping[Any, str]) -> Callable[[Scope, int, float], None]:
         """What the request middleware calls once per request; ``templates`` maps endpoints to paths."""
@@ -200,6 +213,22 @@ class _AuthCollector(Collector):
                 "datasvc_caller_max_in_flight",
                 "Requests one caller may have in flight (per worker).",
                 value=callers.per_caller,
+            )
+
+
+class _AccessLogCollector(Collector):
+    def __init__(self) -> None:
+        self.source: DropSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self.source is not None:
+            yield CounterMetricFamily(
+                "datasvc_access_log_dropped",
+                "Access-log lines dropped because stdout did not keep up (requests are never held for it).",
+                value=self.source.dropped,
             )
 
 

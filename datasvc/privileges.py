@@ -23,7 +23,7 @@ async def warn_if_privileged(db: Database) -> None:
     """Look up the login's rights once the database answers; warn if it is a superuser or an owner."""
     while True:
         try:
-            row = await db.fetch("session.privileges")
+            row = await db.run("session.privileges")
             break
         except Exception:  # the database is down or starting: ask again once it answers
             await asyncio.sleep(RETRY_SECONDS)

@@ -10,6 +10,9 @@ bound (``h11_max_incomplete_event_size``) but is several times slower; this keep
 
 Past ``DATASVC_MAX_HEADER_BYTES`` the connection gets a 431 problem and is closed: after a refused head
 the rest of the stream cannot be parsed.
+
+It also serves the drain window (`datasvc.drain`): once the process drains, each request is answered
+with ``Connection: close`` and its connection closed after the answer, never before.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from datasvc.drain import Drain
 from datasvc.errors import HeadersTooLarge
 from datasvc.responses import PROBLEM_MEDIA_TYPE
 from datasvc.settings import Settings
@@ -48,6 +52,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # raw bytes received while the head was incomplete
         self._parsed_bytes = 0  # URL and header bytes the parser reported
         self._refused = False
+        # The app's lifespan state holds the process's Drain (absent for apps without the lifespan).
+        self._drain: Drain | None = self.app_state.get("drain")
+        if self._drain is not None:
+            self._drain.connections = self.connections  # uvicorn's one set of open connections
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -76,6 +84,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+        if self._drain is not None and self._drain.draining and self.cycle.scope is self.scope:
+            self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # a refusal aborts the parser, which uvicorn reports as a parse error

@@ -6,11 +6,17 @@ A file holds one or more statements, each opened by a header of ``--`` lines::
     -- Fetch one user by primary key.
     -- params: id
     -- plan: Index Scan using users_pkey
+    -- route: replica
+    -- retry: safe
+    -- plan-cache: generic
     SELECT ... WHERE id = $1
 
 The namespace is the folder under ``sql/`` (``sql/users/get_by_id.sql`` → ``users.get_by_id``); a file
 directly in ``sql/`` uses its stem. Result kinds map onto asyncpg: ``one`` → ``fetchrow``, ``many`` →
-``fetch``, ``value`` → ``fetchval``, ``exec`` → ``execute``. Placeholders are PostgreSQL's own ``$1 … $n``;
+``fetch``, ``value`` → ``fetchval``, ``exec`` → ``execute``. What a statement may do is declared beside
+it, reviewed with the SQL, never guessed from it: ``route`` (may a hot standby answer it), ``retry`` (may
+it be sent again after its connection died) and ``plan-cache`` (generic or custom plans); see `Route`,
+`Retry`, `PlanCache`. Placeholders are PostgreSQL's own ``$1 … $n``;
 ``params`` names them in order and must account for every one. Any defect refuses the whole load with
 ``file:line``, so a broken statement never reaches a running service.
 
@@ -45,6 +51,44 @@ class Kind(StrEnum):
     EXEC = "exec"
 
 
+class Route(StrEnum):
+    """Where a statement may run: ``replica`` only for reads a hot standby can answer."""
+
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class Retry(StrEnum):
+    """Whether a statement may be sent again after its connection died under it.
+
+    ``safe``: running it twice is harmless (a read, or a write that is idempotent by construction).
+    ``never``: it may have committed before the connection died, and only the caller can tell.
+    """
+
+    SAFE = "safe"
+    NEVER = "never"
+
+
+class PlanCache(StrEnum):
+    """How PostgreSQL should plan a statement that asyncpg has prepared.
+
+    ``generic``: one plan for every value (lookups by key); ``custom``: planned for its values on every
+    execution (optional filters written as ``$n IS NULL OR …`` fold away only in a custom plan);
+    ``auto``: PostgreSQL's own choice after five executions.
+    """
+
+    AUTO = "auto"
+    GENERIC = "generic"
+    CUSTOM = "custom"
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "route": tuple(Route),
+    "retry": tuple(Retry),
+    "plan-cache": tuple(PlanCache),
+}
+
+
 class RegistryError(Exception):
     """A statement file is malformed; the message starts with ``file:line``."""
 
@@ -59,6 +103,9 @@ class Statement:
     sql: str
     file: Path
     line: int
+    route: Route = Route.PRIMARY
+    retry: Retry = Retry.NEVER
+    plan_cache: PlanCache = PlanCache.AUTO
 
     @property
     def text(self) -> str:
@@ -71,7 +118,7 @@ class Statement:
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)(?:\s+:(?P<kind>\S+))?\s*$")
-_KEY_LINE = re.compile(r"^--\s*(?P<key>params|plan|expand):\s*(?P<value>.*?)\s*$")
+_KEY_LINE = re.compile(r"^--\s*(?P<key>params|plan|expand|route|retry|plan-cache):\s*(?P<value>.*?)\s*$")
 _EXPAND = re.compile(r"^(?P<names>[a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)\s+in\s+(?P<values>.+)$")
 _TUPLE = re.compile(r"\(([^()]*)\)")
 _CONTINUATION = re.compile(r"^\s*--\s{2,}\(")  # an indented "(…" line continues the expand line above
@@ -139,6 +186,7 @@ class _Draft:
     params: tuple[str, ...] | None = None
     plan: str = ""
     expand_lines: list[tuple[str, str]] = field(default_factory=list)  # (value, file:line)
+    declared: dict[str, str] = field(default_factory=dict)  # route, retry, plan-cache as written
 
 
 @dataclass(frozen=True)
@@ -172,72 +220,97 @@ def parse_expand(value: str, where: str) -> Expansion:
     return Expansion(names, tuple(groups))
 
 
+@dataclass
+class _Block:
+    """One statement's lines as written: its header (``--`` lines after ``-- name:``) and its body."""
+
+    name_line: int
+    header: list[tuple[int, str]] = field(default_factory=list)
+    body: list[str] = field(default_factory=list)
+
+
 def parse_file(path: Path, namespace: str) -> list[Statement]:
     """Split one file into statements; text before the first ``-- name:`` may only be comments."""
     lines = path.read_text(encoding="utf-8").splitlines()
     out: list[Statement] = []
-    draft: _Draft | None = None
-    body: list[str] = []
+    for block in _blocks(lines, path):
+        draft = _parse_header(lines[block.name_line - 1].strip(), block, path)
+        out.extend(_expand(draft, block.body, namespace, path))
+    return out
+
+
+def _blocks(lines: list[str], path: Path) -> Iterator[_Block]:
+    """Cut a file at each ``-- name:`` line; the ``--`` lines right after it are the header."""
+    block: _Block | None = None
     in_header = False
-    last_was_expand = False
-
-    def where(lineno: int) -> str:
-        return f"{path}:{lineno}"
-
-    def finish() -> None:
-        if draft is None:
-            return
-        out.extend(_expand(draft, body, namespace, path))
-
     for lineno, raw in enumerate(lines, start=1):
         stripped = raw.strip()
-        match = _NAME_LINE.match(stripped)
-        if match:
-            finish()
-            name, kind = match["name"], match["kind"]
-            if not _IDENT.match(name):
-                raise RegistryError(f"{where(lineno)}: statement name {name!r} must match [a-z_][a-z0-9_]*")
-            if kind is None:
-                raise RegistryError(
-                    f"{where(lineno)}: {name!r} has no result kind (:one, :many, :value, :exec)"
-                )
-            try:
-                parsed_kind = Kind(kind)
-            except ValueError:
-                raise RegistryError(
-                    f"{where(lineno)}: unknown result kind :{kind} (use :one, :many, :value or :exec)"
-                ) from None
-            draft = _Draft(name=name, kind=parsed_kind, line=lineno, description=[])
-            body = []
-            in_header = True
-            continue
-        if draft is None:
+        if _NAME_LINE.match(stripped):
+            if block is not None:
+                yield block
+            block, in_header = _Block(name_line=lineno), True
+        elif block is None:
             if stripped and not stripped.startswith("--"):
-                raise RegistryError(f"{where(lineno)}: SQL before the first '-- name:' header")
-            continue
-        if in_header and stripped.startswith("--"):
-            key = _KEY_LINE.match(stripped)
-            if key and key["key"] == "params":
-                draft.params = tuple(p for p in re.split(r"[,\s]+", key["value"]) if p)
-                bad = [p for p in draft.params if not _IDENT.match(p)]
-                if bad or len(set(draft.params)) != len(draft.params):
-                    raise RegistryError(f"{where(lineno)}: params must be distinct identifiers, got {bad!r}")
-            elif key and key["key"] == "plan":
-                draft.plan = key["value"]
-            elif key and key["key"] == "expand":
-                draft.expand_lines.append((key["value"], where(lineno)))
-            elif _CONTINUATION.match(raw) and last_was_expand:
-                value, at = draft.expand_lines[-1]
-                draft.expand_lines[-1] = (f"{value} {stripped[2:].strip()}", at)
-                continue
+                raise RegistryError(f"{path}:{lineno}: SQL before the first '-- name:' header")
+        elif in_header and stripped.startswith("--"):
+            block.header.append((lineno, raw))
+        else:
+            in_header = False
+            block.body.append(raw)
+    if block is not None:
+        yield block
+
+
+def _parse_header(name_line: str, block: _Block, path: Path) -> _Draft:
+    """The name line and the header lines of one block, checked, as a `_Draft`."""
+    at = f"{path}:{block.name_line}"
+    match = _NAME_LINE.match(name_line)
+    assert match is not None  # _blocks cut the file at this line
+    name, kind = match["name"], match["kind"]
+    if not _IDENT.match(name):
+        raise RegistryError(f"{at}: statement name {name!r} must match [a-z_][a-z0-9_]*")
+    if kind is None:
+        raise RegistryError(f"{at}: {name!r} has no result kind (:one, :many, :value, :exec)")
+    try:
+        parsed_kind = Kind(kind)
+    except ValueError:
+        raise RegistryError(f"{at}: unknown result kind :{kind} (use :one, :many, :value or :exec)") from None
+    draft = _Draft(name=name, kind=parsed_kind, line=block.name_line, description=[])
+    last_was_expand = False
+    for lineno, raw in block.header:
+        where = f"{path}:{lineno}"
+        stripped = raw.strip()
+        key = _KEY_LINE.match(stripped)
+        if key is None:
+            if _CONTINUATION.match(raw) and last_was_expand:
+                value, first = draft.expand_lines[-1]
+                draft.expand_lines[-1] = (f"{value} {stripped[2:].strip()}", first)
             else:
                 draft.description.append(stripped[2:].strip())
-            last_was_expand = bool(key and key["key"] == "expand")
+                last_was_expand = False
             continue
-        in_header = False
-        body.append(raw)
-    finish()
-    return out
+        last_was_expand = key["key"] == "expand"
+        _apply_key(draft, key["key"], key["value"], where)
+    return draft
+
+
+def _apply_key(draft: _Draft, key: str, value: str, where: str) -> None:
+    if key == "params":
+        draft.params = tuple(p for p in re.split(r"[,\s]+", value) if p)
+        bad = [p for p in draft.params if not _IDENT.match(p)]
+        if bad or len(set(draft.params)) != len(draft.params):
+            raise RegistryError(f"{where}: params must be distinct identifiers, got {bad!r}")
+    elif key == "plan":
+        draft.plan = value
+    elif key == "expand":
+        draft.expand_lines.append((value, where))
+    else:
+        choices = _CHOICES[key]
+        if value not in choices:
+            raise RegistryError(f"{where}: {key} must be one of {', '.join(choices)}, got {value!r}")
+        if key in draft.declared:
+            raise RegistryError(f"{where}: {key} is declared twice")
+        draft.declared[key] = value
 
 
 def _expand(draft: _Draft, body: list[str], namespace: str, path: Path) -> list[Statement]:
@@ -274,6 +347,7 @@ def _expand(draft: _Draft, body: list[str], namespace: str, path: Path) -> list[
             description=[fill(d) for d in draft.description],
             params=draft.params,
             plan=fill(draft.plan),
+            declared=draft.declared,
         )
         out.append(_build(variant, [fill(line) for line in body], namespace, path))
     return out
@@ -298,6 +372,15 @@ def _build(draft: _Draft, body: list[str], namespace: str, path: Path) -> Statem
             f"{location}: {draft.name!r} declares params {list(params)} but its SQL uses "
             f"{['$' + str(n) for n in sorted(used)] or 'no placeholders'}"
         )
+    route = Route(draft.declared.get("route", Route.PRIMARY))
+    retry = Retry(draft.declared.get("retry", Retry.NEVER))
+    if route is Route.REPLICA and (retry is not Retry.SAFE or draft.kind is Kind.EXEC):
+        # A replica that dies mid-read has its read retried on the primary: only a read safe to repeat
+        # may be routed there.
+        raise RegistryError(
+            f"{location}: {draft.name!r} is routed to a replica, so it must be a read "
+            "declared '-- retry: safe'"
+        )
     return Statement(
         name=f"{namespace}.{draft.name}",
         kind=draft.kind,
@@ -307,4 +390,7 @@ def _build(draft: _Draft, body: list[str], namespace: str, path: Path) -> Statem
         sql=sql,
         file=path,
         line=draft.line,
+        route=route,
+        retry=retry,
+        plan_cache=PlanCache(draft.declared.get("plan-cache", PlanCache.AUTO)),
     )

@@ -1,22 +1,27 @@
 """`datasvc serve`: everything between the command line and uvicorn.
 
-The embedded database when ``DATABASE_URL`` is unset (started, migrated, stopped again), the one
-listing-cursor secret shared by every worker, signals turned into a clean exit, and the factory each
-uvicorn worker calls (which freezes what start-up built out of the garbage collector's way).
+The embedded database when ``DATABASE_URL`` is unset (started or taken over, migrated, stopped again), the
+one listing-cursor secret shared by every worker, signals (SIGTERM, SIGINT and SIGHUP all stop the service
+gracefully; SIGTERM and SIGHUP after the drain window of `datasvc.drain`), and the factory each uvicorn
+worker calls (which freezes what start-up built out of the garbage collector's way).
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import ipaddress
 import logging
+import multiprocessing
 import os
 import secrets
 import signal
 import socket
+import sys
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
 from datasvc import logs, migrations
 from datasvc.app import create_app
@@ -27,18 +32,32 @@ from datasvc.settings import Settings, SettingsError, redact_url
 
 log = logging.getLogger("datasvc.serve")
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 def app_from_env() -> Starlette:
     """The uvicorn factory each worker calls: settings from the environment the parent prepared."""
+    if multiprocessing.parent_process() is not None:
+        _follow_the_supervisor()
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, take_sigterm=True)
     # What start-up built (modules, classes, pydantic schemas, the registry: ~60k objects) lives as long
     # as the process. Frozen, the collector stops walking it: a full collection, which stalls every
     # request in flight, drops from ~20 ms to under 1 ms (p99 and req/s in docs/benchmarks.md).
     gc.collect()
     gc.freeze()
     return app
+
+
+def _follow_the_supervisor() -> None:
+    """In a worker process: the supervisor decides when to stop, and its death stops us."""
+    # A closed terminal sends SIGHUP to the whole process group; the supervisor turns it into an orderly
+    # stop of every worker, which a worker dying on its own SIGHUP would pre-empt.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if sys.platform == "linux":
+        # kill -9 of the supervisor: SIGTERM (a graceful stop) rather than an orphan holding the port.
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def serve(settings: Settings) -> int:
@@ -52,29 +71,35 @@ def serve(settings: Settings) -> int:
         secret = secrets.token_urlsafe(32)
         settings = settings.with_overrides(cursor_secret=secret)
         os.environ["DATASVC_CURSOR_SECRET"] = secret
-    started_here: EmbeddedPostgres | None = None
-    if settings.database_url is None:
-        pg = embedded(settings.data_dir, settings.embedded_port)
-        if pg.ensure_running():
-            started_here = pg
-        settings = settings.with_overrides(database_url=pg.url)
-        os.environ["DATABASE_URL"] = pg.url
-        applied = migrations.apply(pg.url, settings.migrations_dir, sql_dir=settings.sql_dir)
-        log.info(
-            "using embedded PostgreSQL",
-            extra={"database": pg.url, "pgdata": str(pg.pgdata), "migrations_applied": applied},
-        )
-    else:
-        log.info("using DATABASE_URL", extra={"database": redact_url(settings.database_url)})
-    log.info("starting", extra={"config": settings.redacted()})
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so `finally` runs.
+    # SIGHUP (the terminal went away) stops the service the same way.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGHUP, _hangup)
+    owned: EmbeddedPostgres | None = None
     try:
+        if settings.database_url is None:
+            pg, owned = _embedded_database(settings)
+            settings = settings.with_overrides(database_url=pg.url)
+            os.environ["DATABASE_URL"] = pg.url
+            applied = migrations.apply(pg.url, settings.migrations_dir, sql_dir=settings.sql_dir)
+            log.info(
+                "using embedded PostgreSQL",
+                extra={
+                    "database": pg.url,
+                    "pgdata": str(pg.pgdata),
+                    "postgres": pg.version(),
+                    "migrations_applied": applied,
+                },
+            )
+        else:
+            log.info("using DATABASE_URL", extra={"database": redact_url(settings.database_url)})
+        log.info("starting", extra={"config": settings.redacted()})
         _run_uvicorn(settings)
     finally:
-        if started_here is not None:
-            log.info("stopping embedded PostgreSQL", extra={"pgdata": str(started_here.pgdata)})
-            started_here.stop()
+        if owned is not None:
+            log.info("stopping embedded PostgreSQL", extra={"pgdata": str(owned.pgdata)})
+            owned.stop()
+            owned.release_ownership()
     return 0
 
 
@@ -108,12 +133,49 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
+def _embedded_database(settings: Settings) -> tuple[EmbeddedPostgres, EmbeddedPostgres | None]:
+    """Start the embedded cluster, or take over one left running; the second item is set if we stop it."""
+    pg = embedded(settings.data_dir, settings.embedded_port)
+    other_serve = pg.owner()
+    pg, started = pg.start()
+    if started:
+        pg.take_ownership()
+        return pg, pg
+    found = pg.running()
+    pid = found.pid if found else None
+    if other_serve is not None and other_serve != os.getpid():
+        log.warning(
+            "embedded PostgreSQL is already running for another datasvc serve, which stops it at exit",
+            extra={"postgres_pid": pid, "serve_pid": other_serve, "database": pg.url},
+        )
+        return pg, None
+    log.warning(
+        "embedded PostgreSQL was already running (left by a serve that did not stop it, or by a datasvc "
+        "command): this serve takes it over and stops it at exit",
+        extra={"postgres_pid": pid, "database": pg.url},
+    )
+    pg.take_ownership()
+    return pg, pg
+
+
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def _hangup(signum: int, frame: object) -> None:
+    # Whoever handles SIGTERM right now (uvicorn's graceful shutdown, or `_exit_cleanly`) handles this too.
+    signal.raise_signal(signal.SIGTERM)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGHUP stops it rather than restarting the workers."""
+
+    def handle_hup(self) -> None:
+        self.handle_term()
+
+
 def _run_uvicorn(settings: Settings) -> None:
-    uvicorn.run(
+    config = uvicorn.Config(
         "datasvc.serve:app_from_env",
         factory=True,
         host=settings.host,
@@ -126,3 +188,13 @@ def _run_uvicorn(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
         server_header=False,
     )
+    if config.workers > 1:
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down gracefully
+        return
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: e.g. the port is taken (it logged why)

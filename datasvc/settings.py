@@ -1,7 +1,9 @@
 """Every setting the service reads, from the environment, once, typed.
 
-The README's configuration table is written from ``FIELDS``; `datasvc serve` logs the effective values
-at start-up with secrets redacted.
+Each setting is declared once, as a field of `Settings` annotated with its `Env` (variable name, parser,
+one line of documentation); `FIELDS` is derived from those declarations. tests/test_settings.py checks
+the README's configuration table against them; `datasvc serve` logs the effective values at start-up with
+secrets redacted.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_type_hints
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
@@ -42,16 +44,23 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
 def _cursor_secret(raw: str) -> str:
     if len(raw.encode()) < 32:
         raise ValueError("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
     return raw
 
 
-def _plan_cache_mode(raw: str) -> str:
-    if raw not in {"auto", "force_custom_plan", "force_generic_plan"}:
-        raise ValueError("must be auto, force_custom_plan or force_generic_plan")
-    return raw
+def _log_level(raw: str) -> str:
+    if raw.lower() not in {"debug", "info", "warning", "error"}:
+        raise ValueError("must be debug, info, warning or error")
+    return raw.lower()
 
 
 def _bool(raw: str) -> bool:
@@ -63,40 +72,213 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+@dataclass(frozen=True)
+class Env:
+    """How a `Settings` field is read: its environment variable, the parser of its text, and its doc."""
+
+    name: str
+    parse: Callable[[str], Any]
+    doc: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """The service's configuration; build it with `Settings.from_env`."""
 
-    database_url: str | None = None
-    pool_min_size: int = 2
-    pool_max_size: int = 10
-    acquire_timeout: float = 2.0
-    connect_timeout: float = 5.0
-    statement_timeout: float = 5.0
-    lock_timeout: float = 2.0
-    transaction_retries: int = 3
-    max_in_flight: int = 100
-    application_name: str = "datasvc"
-    max_body_bytes: int = 65536
-    max_header_bytes: int = 16384
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    shutdown_timeout: float = 10.0
-    sql_dir: Path = PROJECT_ROOT / "sql"
-    migrations_dir: Path = PROJECT_ROOT / "migrations"
-    data_dir: Path = PROJECT_ROOT / ".datasvc"
-    embedded_port: int = 54329
-    log_level: str = "info"
-    access_log: bool = True
-    auth: bool = True
-    auth_tokens: str = ""
-    auth_tokens_file: Path | None = None
-    auth_reload_seconds: float = 5.0
-    caller_max_in_flight: int | None = None
-    list_max_offset: int = 100_000
-    cursor_secret: str | None = None
-    plan_cache_mode: str = "force_custom_plan"
+    database_url: Annotated[
+        str | None,
+        Env(
+            "DATABASE_URL",
+            str,
+            "libpq URL of the database. Unset: `datasvc serve` starts a private PostgreSQL.",
+        ),
+    ] = None
+    pool_min_size: Annotated[
+        int, Env("DATASVC_POOL_MIN", _non_negative_int, "Connections the pool keeps open.")
+    ] = 2
+    pool_max_size: Annotated[
+        int, Env("DATASVC_POOL_MAX", _positive_int, "Most connections the pool opens.")
+    ] = 10
+    acquire_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_ACQUIRE_TIMEOUT",
+            _positive_float,
+            "Seconds a request waits for a pooled connection before 503.",
+        ),
+    ] = 2.0
+    connect_timeout: Annotated[
+        float, Env("DATASVC_CONNECT_TIMEOUT", _positive_float, "Seconds to open one database connection.")
+    ] = 5.0
+    statement_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_STATEMENT_TIMEOUT",
+            _positive_float,
+            "Seconds a statement may run (server `statement_timeout`); then 504.",
+        ),
+    ] = 5.0
+    lock_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_LOCK_TIMEOUT",
+            _positive_float,
+            "Seconds a statement may wait for a row or table lock (server `lock_timeout`).",
+        ),
+    ] = 2.0
+    transaction_retries: Annotated[
+        int,
+        Env(
+            "DATASVC_TRANSACTION_RETRIES",
+            _non_negative_int,
+            "Retries of a transaction PostgreSQL rolled back (serialization failure, deadlock); then 503.",
+        ),
+    ] = 3
+    max_in_flight: Annotated[
+        int,
+        Env(
+            "DATASVC_MAX_IN_FLIGHT",
+            _non_negative_int,
+            "Requests served at once per worker; more are shed at once as 503 with `Retry-After`. 0: no "
+            "limit.",
+        ),
+    ] = 100
+    application_name: Annotated[
+        str,
+        Env(
+            "DATASVC_APPLICATION_NAME",
+            str,
+            "`application_name` of every connection, as seen in `pg_stat_activity`.",
+        ),
+    ] = "datasvc"
+    max_body_bytes: Annotated[
+        int, Env("DATASVC_MAX_BODY_BYTES", _positive_int, "Largest request body accepted; larger is 413.")
+    ] = 65536
+    max_header_bytes: Annotated[
+        int,
+        Env(
+            "DATASVC_MAX_HEADER_BYTES",
+            _positive_int,
+            "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
+        ),
+    ] = 16384
+    host: Annotated[str, Env("DATASVC_HOST", str, "Address `datasvc serve` binds.")] = "127.0.0.1"
+    port: Annotated[int, Env("DATASVC_PORT", _positive_int, "Port `datasvc serve` binds.")] = 8000
+    workers: Annotated[int, Env("DATASVC_WORKERS", _positive_int, "Worker processes of `datasvc serve`.")] = 1
+    shutdown_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_SHUTDOWN_TIMEOUT",
+            _positive_float,
+            "Seconds in-flight requests get to finish on SIGTERM; also bounds closing the pool.",
+        ),
+    ] = 10.0
+    drain_seconds: Annotated[
+        float,
+        Env(
+            "DATASVC_DRAIN_SECONDS",
+            _non_negative_float,
+            "Seconds `datasvc serve` keeps serving after SIGTERM, answering readiness 503 and each request "
+            "with `Connection: close`, so a balancer drains it; then in-flight requests finish. 0: none.",
+        ),
+    ] = 5.0
+    sql_dir: Annotated[Path, Env("DATASVC_SQL_DIR", Path, "Folder of the `.sql` statement files.")] = (
+        PROJECT_ROOT / "sql"
+    )
+    migrations_dir: Annotated[Path, Env("DATASVC_MIGRATIONS_DIR", Path, "Folder of the yoyo migrations.")] = (
+        PROJECT_ROOT / "migrations"
+    )
+    data_dir: Annotated[
+        Path,
+        Env(
+            "DATASVC_DATA_DIR",
+            Path,
+            "Where the embedded PostgreSQL keeps its data when `DATABASE_URL` is unset.",
+        ),
+    ] = PROJECT_ROOT / ".datasvc"
+    embedded_port: Annotated[
+        int,
+        Env(
+            "DATASVC_EMBEDDED_PORT",
+            _positive_int,
+            "Port (127.0.0.1) of the embedded PostgreSQL when `DATABASE_URL` is unset.",
+        ),
+    ] = 54329
+    log_level: Annotated[str, Env("DATASVC_LOG_LEVEL", _log_level, "debug, info, warning or error.")] = "info"
+    access_log: Annotated[bool, Env("DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout.")] = (
+        True
+    )
+    access_log_flush: Annotated[
+        float,
+        Env(
+            "DATASVC_ACCESS_LOG_FLUSH",
+            _positive_float,
+            "Seconds an access-log line may wait to be written with others (one write per batch).",
+        ),
+    ] = 0.05
+    auth: Annotated[
+        bool,
+        Env(
+            "DATASVC_AUTH",
+            _bool,
+            "`off`: serve every caller without a token, on any address, with a warning at start-up (no "
+            "token may be configured then). `on`: tokens as configured; with none, `datasvc serve` runs "
+            "open on loopback only and refuses to start on any other address.",
+        ),
+    ] = True
+    auth_tokens: Annotated[
+        str,
+        Env(
+            "DATASVC_AUTH_TOKENS",
+            str,
+            "Bearer tokens as `caller scopes sha256hex` entries separated by `;` (see Authentication). "
+            "Unset with no file: open mode, on loopback only unless `DATASVC_AUTH=off`.",
+        ),
+    ] = ""
+    auth_tokens_file: Annotated[
+        Path | None,
+        Env(
+            "DATASVC_AUTH_TOKENS_FILE",
+            Path,
+            "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
+            "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
+        ),
+    ] = None
+    auth_reload_seconds: Annotated[
+        float,
+        Env(
+            "DATASVC_AUTH_RELOAD_SECONDS",
+            _positive_float,
+            "How often each worker checks `DATASVC_AUTH_TOKENS_FILE` for a change: a token removed from it "
+            "is refused within this time.",
+        ),
+    ] = 5.0
+    caller_max_in_flight: Annotated[
+        int | None,
+        Env(
+            "DATASVC_CALLER_MAX_IN_FLIGHT",
+            _non_negative_int,
+            "Requests one authenticated caller may have in flight per worker; more are 429 with "
+            "`Retry-After`. Unset: a quarter of `DATASVC_MAX_IN_FLIGHT` (see Authentication). 0: no limit.",
+        ),
+    ] = None
+    list_max_offset: Annotated[
+        int,
+        Env(
+            "DATASVC_LIST_MAX_OFFSET",
+            _non_negative_int,
+            "Largest `offset` GET /api/v1/users accepts (larger is 422); deeper pages use the cursors.",
+        ),
+    ] = 100_000
+    cursor_secret: Annotated[
+        str | None,
+        Env(
+            "DATASVC_CURSOR_SECRET",
+            _cursor_secret,
+            "HMAC key (32+ bytes) signing listing cursors. Unset: random per `datasvc serve` run, shared "
+            "by its workers; set it when several instances serve one API.",
+        ),
+    ] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -121,8 +303,9 @@ class Settings:
         """Requests one authenticated caller may have in flight per worker (0: no per-caller bound)."""
         if self.caller_max_in_flight is not None:
             return self.caller_max_in_flight
-        # A quarter of the worker's slots: four callers at full tilt fill it, and one caller in a loop
-        # leaves three quarters to everyone else (measured: docs/security.md, Fair share).
+        # A quarter: four callers at full tilt fill the worker, one caller in a loop leaves three quarters
+        # to the others, and a caller alone still reaches full speed (25 by default, past the pool's 10
+        # connections, where a worker's throughput stops growing; measured in docs/security.md).
         return max(1, self.max_in_flight // CALLER_SHARE) if self.max_in_flight else 0
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -158,154 +341,22 @@ def redact_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class FieldSpec:
+    """One setting as declared on `Settings`: the field, its variable, parser and documentation."""
+
     attr: str
     env: str
     parse: Callable[[str], Any]
     doc: str
+    default: Any
 
 
-FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec(
-        "database_url",
-        "DATABASE_URL",
-        str,
-        "libpq URL of the database. Unset: `datasvc serve` starts a private PostgreSQL.",
-    ),
-    FieldSpec("pool_min_size", "DATASVC_POOL_MIN", _non_negative_int, "Connections the pool keeps open."),
-    FieldSpec("pool_max_size", "DATASVC_POOL_MAX", _positive_int, "Most connections the pool opens."),
-    FieldSpec(
-        "acquire_timeout",
-        "DATASVC_ACQUIRE_TIMEOUT",
-        _positive_float,
-        "Seconds a request waits for a pooled connection before 503.",
-    ),
-    FieldSpec(
-        "connect_timeout",
-        "DATASVC_CONNECT_TIMEOUT",
-        _positive_float,
-        "Seconds to open one database connection.",
-    ),
-    FieldSpec(
-        "statement_timeout",
-        "DATASVC_STATEMENT_TIMEOUT",
-        _positive_float,
-        "Seconds a statement may run (server `statement_timeout`); then 504.",
-    ),
-    FieldSpec(
-        "lock_timeout",
-        "DATASVC_LOCK_TIMEOUT",
-        _positive_float,
-        "Seconds a statement may wait for a row or table lock (server `lock_timeout`).",
-    ),
-    FieldSpec(
-        "transaction_retries",
-        "DATASVC_TRANSACTION_RETRIES",
-        _non_negative_int,
-        "Retries of a transaction PostgreSQL rolled back (serialization failure, deadlock); then 503.",
-    ),
-    FieldSpec(
-        "max_in_flight",
-        "DATASVC_MAX_IN_FLIGHT",
-        _non_negative_int,
-        "Requests served at once per worker; more are shed at once as 503 with `Retry-After`. 0: no limit.",
-    ),
-    FieldSpec(
-        "application_name",
-        "DATASVC_APPLICATION_NAME",
-        str,
-        "`application_name` of every connection, as seen in `pg_stat_activity`.",
-    ),
-    FieldSpec(
-        "max_body_bytes",
-        "DATASVC_MAX_BODY_BYTES",
-        _positive_int,
-        "Largest request body accepted; larger is 413.",
-    ),
-    FieldSpec(
-        "max_header_bytes",
-        "DATASVC_MAX_HEADER_BYTES",
-        _positive_int,
-        "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
-    ),
-    FieldSpec("host", "DATASVC_HOST", str, "Address `datasvc serve` binds."),
-    FieldSpec("port", "DATASVC_PORT", _positive_int, "Port `datasvc serve` binds."),
-    FieldSpec("workers", "DATASVC_WORKERS", _positive_int, "Worker processes of `datasvc serve`."),
-    FieldSpec(
-        "shutdown_timeout",
-        "DATASVC_SHUTDOWN_TIMEOUT",
-        _positive_float,
-        "Seconds in-flight requests get to finish on SIGTERM; also bounds closing the pool.",
-    ),
-    FieldSpec("sql_dir", "DATASVC_SQL_DIR", Path, "Folder of the `.sql` statement files."),
-    FieldSpec("migrations_dir", "DATASVC_MIGRATIONS_DIR", Path, "Folder of the yoyo migrations."),
-    FieldSpec(
-        "data_dir",
-        "DATASVC_DATA_DIR",
-        Path,
-        "Where the embedded PostgreSQL keeps its data when `DATABASE_URL` is unset.",
-    ),
-    FieldSpec(
-        "embedded_port",
-        "DATASVC_EMBEDDED_PORT",
-        _positive_int,
-        "Port (127.0.0.1) of the embedded PostgreSQL when `DATABASE_URL` is unset.",
-    ),
-    FieldSpec("log_level", "DATASVC_LOG_LEVEL", str, "debug, info, warning or error."),
-    FieldSpec("access_log", "DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout."),
-    FieldSpec(
-        "auth",
-        "DATASVC_AUTH",
-        _bool,
-        "`off` serves every caller without a token, on any address, with a warning at start-up (only "
-        "with no token configured). `on`: tokens as configured; with none, `datasvc serve` runs open on "
-        "loopback only and refuses to start on any other address.",
-    ),
-    FieldSpec(
-        "auth_tokens",
-        "DATASVC_AUTH_TOKENS",
-        str,
-        "Bearer tokens as `caller scopes sha256hex` entries separated by `;` (see Authentication). "
-        "Unset with no file: open mode.",
-    ),
-    FieldSpec(
-        "auth_tokens_file",
-        "DATASVC_AUTH_TOKENS_FILE",
-        Path,
-        "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
-        "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
-    ),
-    FieldSpec(
-        "auth_reload_seconds",
-        "DATASVC_AUTH_RELOAD_SECONDS",
-        _positive_float,
-        "How often each worker checks `DATASVC_AUTH_TOKENS_FILE` for a change: a removed token is refused "
-        "within this time.",
-    ),
-    FieldSpec(
-        "caller_max_in_flight",
-        "DATASVC_CALLER_MAX_IN_FLIGHT",
-        _non_negative_int,
-        "Requests one authenticated caller may have in flight per worker; more are 429 with `Retry-After`. "
-        "Unset: a quarter of `DATASVC_MAX_IN_FLIGHT`. 0: no per-caller limit.",
-    ),
-    FieldSpec(
-        "list_max_offset",
-        "DATASVC_LIST_MAX_OFFSET",
-        _non_negative_int,
-        "Largest `offset` GET /api/v1/users accepts (larger is 422); deeper pages use the cursors.",
-    ),
-    FieldSpec(
-        "cursor_secret",
-        "DATASVC_CURSOR_SECRET",
-        _cursor_secret,
-        "HMAC key (32+ bytes) signing listing cursors. Unset: random per `datasvc serve` run, shared by "
-        "its workers; set it when several instances serve one API.",
-    ),
-    FieldSpec(
-        "plan_cache_mode",
-        "DATASVC_PLAN_CACHE_MODE",
-        _plan_cache_mode,
-        "Server `plan_cache_mode` of the pool's sessions: `force_custom_plan` plans each listing for its "
-        "filters (see Listing).",
-    ),
-)
+def _specs() -> tuple[FieldSpec, ...]:
+    hints = get_type_hints(Settings, include_extras=True)
+    out = []
+    for f in fields(Settings):
+        env = next(m for m in hints[f.name].__metadata__ if isinstance(m, Env))
+        out.append(FieldSpec(f.name, env.name, env.parse, env.doc, f.default))
+    return tuple(out)
+
+
+FIELDS: tuple[FieldSpec, ...] = _specs()

@@ -48,9 +48,11 @@ def environment(settings: Settings) -> dict[str, str]:
 class LiveServer:
     """One ``datasvc serve`` process on 127.0.0.1; `start` again after a kill reuses the port."""
 
-    def __init__(self, settings: Settings, log_path: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, *, port: int | None = None, access_log: bool = False
+    ) -> None:
         self.port = port or free_port()
-        self.settings = settings.with_overrides(host="127.0.0.1", port=self.port, access_log=False)
+        self.settings = settings.with_overrides(host="127.0.0.1", port=self.port, access_log=access_log)
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

@@ -18,6 +18,7 @@ from datasvc import cli
 from datasvc.app import create_app
 from datasvc.auth import AuthConfigError, Authenticator, hash_token, parse_entries
 from datasvc.settings import Settings
+from tests.access import access_lines
 from tests.server import serve
 
 HASH = "$2b$12$" + "a" * 53
@@ -139,11 +140,11 @@ def test_open_mode_serves_everyone_and_warns_at_start_up(settings, caplog):
     assert "AUTHENTICATION IS OFF" in warnings[0].getMessage()
 
 
-def test_caller_is_in_the_access_log(secured, caplog):
-    with caplog.at_level(logging.INFO, logger="datasvc.access"):
-        secured.get("/api/v1/users/1", headers=bearer("reader"))
-        secured.get("/api/v1/users/1", headers={"Authorization": "Bearer wrong"})
-    callers = [getattr(r, "caller", "absent") for r in caplog.records if r.name == "datasvc.access"]
+def test_caller_is_in_the_access_log(secured, capfd):
+    access_lines(secured.app, capfd)
+    secured.get("/api/v1/users/1", headers=bearer("reader"))
+    secured.get("/api/v1/users/1", headers={"Authorization": "Bearer wrong"})
+    callers = [line.get("caller", "absent") for line in access_lines(secured.app, capfd)]
     assert callers == ["reader", None]
 
 

@@ -84,10 +84,14 @@ def test_explain_unknown_statement(db_env, capsys):
     assert "no statement named 'users.nope'" in capsys.readouterr().err
 
 
-def test_explain_without_database_url_fails(monkeypatch, capsys):
+def test_explain_without_database_url_uses_the_embedded_database(monkeypatch, tmp_path, capsys):
+    # Its start-up is tested in tests/test_embedded.py; here the cluster is one no binaries can run.
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATASVC_DATA_DIR", str(tmp_path))
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "PG_VERSION").write_text("9\n")
     assert main(["sql", "explain", "users.get_by_id", "--param", "id=1"]) == 2
-    assert "DATABASE_URL is not set" in capsys.readouterr().err
+    assert f"{tmp_path / 'pgdata'} was made by PostgreSQL 9" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -43,10 +43,13 @@ def test_check_fails_on_an_unmigrated_database(monkeypatch, empty_database_url, 
     assert "42P01" in out
 
 
-def test_check_without_database_url_says_so(monkeypatch, capsys):
+def test_check_without_database_url_uses_the_embedded_database(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATASVC_DATA_DIR", str(tmp_path))
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "PG_VERSION").write_text("9\n")
     assert main(["sql", "check"]) == 2
-    assert "DATABASE_URL is not set" in capsys.readouterr().err
+    assert "was made by PostgreSQL 9 and no PostgreSQL 9 server binaries are here" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["-- name: broken :weird\n-- d\nSELECT 1\n"])

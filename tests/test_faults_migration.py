@@ -93,14 +93,14 @@ async def test_a_cached_plan_made_stale_by_a_migration_is_retried(settings: Sett
     db = await Database.connect(settings.with_overrides(pool_min_size=1, pool_max_size=1), load.TEST_SQL)
     try:
         user = await load_user(database_url)
-        before = await db.fetch("faults.select_star", user)
-        in_tx_before = await db.in_transaction(lambda conn: db.run(conn, "faults.select_star", user))
+        before = await db.run("faults.select_star", user)
+        in_tx_before = await db.transaction(lambda tx: tx.run("faults.select_star", user))
         async with load.admin(database_url) as admin:
             await admin.run("faults.add_column")
         # Outside a transaction asyncpg re-prepares by itself; inside one, PostgreSQL aborts the
-        # transaction (0A000 "cached plan must not change result type") and `in_transaction` reruns it.
-        in_tx_after = await db.in_transaction(lambda conn: db.run(conn, "faults.select_star", user))
-        after = await db.fetch("faults.select_star", user)
+        # transaction (0A000 "cached plan must not change result type") and `transaction` reruns it.
+        in_tx_after = await db.transaction(lambda tx: tx.run("faults.select_star", user))
+        after = await db.run("faults.select_star", user)
     finally:
         await db.close()
     assert "nickname" not in before
@@ -113,7 +113,7 @@ async def load_user(database_url: str) -> int:
     db_settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=1)
     db = await Database.connect(db_settings, Registry.load(PROJECT_ROOT / "sql"))
     try:
-        row = await db.fetch("users.create", "s@example.io", "starry", load.HASH, None, None)
+        row = await db.run("users.create", "s@example.io", "starry", load.HASH, None, None)
     finally:
         await db.close()
     uid: int = row["id"]

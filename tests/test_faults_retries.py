@@ -8,7 +8,7 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from datasvc.db import Database, execute
+from datasvc.db import Database, Transaction, execute
 from datasvc.errors import ServiceUnavailable, translate
 from datasvc.registry import Registry
 from tests import load
@@ -27,8 +27,8 @@ async def db(settings):
 
 
 async def _two_users(db: Database) -> tuple[int, int]:
-    a = await db.fetch("users.create", "a@example.io", "user_a", load.HASH, None, None)
-    b = await db.fetch("users.create", "b@example.io", "user_b", load.HASH, None, None)
+    a = await db.run("users.create", "a@example.io", "user_a", load.HASH, None, None)
+    b = await db.run("users.create", "b@example.io", "user_b", load.HASH, None, None)
     return a["id"], b["id"]
 
 
@@ -39,28 +39,28 @@ async def _collide(db: Database, kind: str) -> tuple[list[object], Counter[str]]
     meet = asyncio.Barrier(2)
 
     def worker(name: str, mine: int, theirs: int):
-        async def work(conn: asyncpg.Connection) -> str:
+        async def work(tx: Transaction) -> str:
             attempts[name] += 1
             if kind == "deadlock":
                 # Row locks taken in opposite orders: the deadlock detector aborts one of the two.
-                await execute(conn, TOUCH, (mine, name))
+                await execute(tx.conn, TOUCH, (mine, name))
                 if attempts[name] == 1:
                     await meet.wait()
-                await execute(conn, TOUCH, (theirs, name))
+                await execute(tx.conn, TOUCH, (theirs, name))
             else:
                 # Write skew: each reads what the other writes. SERIALIZABLE lets only one commit.
-                await execute(conn, READ_ALL, ())
+                await execute(tx.conn, READ_ALL, ())
                 if attempts[name] == 1:
                     await meet.wait()
-                await execute(conn, TOUCH, (mine, name))
+                await execute(tx.conn, TOUCH, (mine, name))
             return name
 
         return work
 
     isolation = "read_committed" if kind == "deadlock" else "serializable"
     results = await asyncio.gather(
-        db.in_transaction(worker("a", first, second), isolation=isolation),
-        db.in_transaction(worker("b", second, first), isolation=isolation),
+        db.transaction(worker("a", first, second), isolation=isolation),
+        db.transaction(worker("b", second, first), isolation=isolation),
         return_exceptions=True,
     )
     return list(results), attempts

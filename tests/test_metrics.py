@@ -93,7 +93,7 @@ async def test_waiting_counts_requests_blocked_on_a_full_pool(settings):
     metrics.watch_pool(db)
     try:
         async with db.connection():
-            waiter = asyncio.create_task(db.fetch("users.get_by_id", 1))
+            waiter = asyncio.create_task(db.run("users.get_by_id", 1))
             for _ in range(100):
                 if db.waiting:
                     break

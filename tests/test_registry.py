@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from datasvc.registry import Kind, Registry, RegistryError, placeholders
+from datasvc.registry import Kind, PlanCache, Registry, RegistryError, Retry, Route, placeholders
 from datasvc.settings import PROJECT_ROOT
 
 GOOD = """\
@@ -41,6 +41,37 @@ def test_loads_named_statements_with_namespace_from_folder(tmp_path):
     assert registry["things.rename"].line == 7
 
 
+def test_what_a_statement_may_do_is_declared_and_defaults_to_the_primary_without_resending(tmp_path):
+    write(
+        tmp_path,
+        "things/x.sql",
+        GOOD.replace(
+            "-- plan: Index Scan using things_pkey\n",
+            "-- plan: Index Scan using things_pkey\n"
+            "-- route: replica\n-- retry: safe\n-- plan-cache: generic\n",
+        ),
+    )
+    registry = Registry.load(tmp_path)
+    read, write_ = registry["things.get_by_id"], registry["things.rename"]
+    assert (read.route, read.retry, read.plan_cache) == (Route.REPLICA, Retry.SAFE, PlanCache.GENERIC)
+    assert read.plan == "Index Scan using things_pkey"
+    assert read.description == "Fetch one thing."
+    assert (write_.route, write_.retry, write_.plan_cache) == (Route.PRIMARY, Retry.NEVER, PlanCache.AUTO)
+
+
+def test_shipped_routes_are_the_reviewed_reads():
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    on_replica = {name.split("__")[0] for name, stmt in registry.items() if stmt.route is Route.REPLICA}
+    assert on_replica == {
+        "users.get_by_id",
+        "users.get_by_username",
+        "users.get_by_email",
+        "users.list",
+        "users.list_search",
+    }
+    assert registry["auth.lookup"].route is Route.PRIMARY
+
+
 def test_file_at_root_is_namespaced_by_its_stem(tmp_path):
     write(tmp_path, "things.sql", GOOD)
     assert "things.get_by_id" in Registry.load(tmp_path)
@@ -73,6 +104,27 @@ BAD = {
     "sql-before-header": ("SELECT 1;\n-- name: a :one\n-- d\nSELECT 1\n", r"x\.sql:1: SQL before the first"),
     "bad-name": ("-- name: Get-It :one\n-- d\nSELECT 1\n", r"x\.sql:1: statement name 'Get-It' must match"),
     "duplicate-param": ("-- name: a :one\n-- d\n-- params: a, a\nSELECT $1\n", r"x\.sql:3: params must be"),
+    "unknown-route": (
+        "-- name: a :one\n-- d\n-- route: standby\nSELECT 1\n",
+        r"x\.sql:3: route must be one of",
+    ),
+    "unknown-retry": ("-- name: a :one\n-- d\n-- retry: yes\nSELECT 1\n", r"x\.sql:3: retry must be one of"),
+    "unknown-plan-cache": (
+        "-- name: a :one\n-- d\n-- plan-cache: force_custom_plan\nSELECT 1\n",
+        r"x\.sql:3: plan-cache must be one of auto, generic, custom",
+    ),
+    "twice-declared": (
+        "-- name: a :one\n-- d\n-- retry: safe\n-- retry: never\nSELECT 1\n",
+        r"x\.sql:4: retry is declared twice",
+    ),
+    "replica-not-resendable": (
+        "-- name: a :one\n-- d\n-- route: replica\nSELECT 1\n",
+        r"x\.sql:1: 'a' is routed to a replica, so it must be a read declared '-- retry: safe'",
+    ),
+    "replica-exec": (
+        "-- name: a :exec\n-- d\n-- route: replica\n-- retry: safe\nSELECT 1\n",
+        r"x\.sql:1: 'a' is routed to a replica",
+    ),
 }
 
 

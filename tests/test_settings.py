@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -60,14 +61,34 @@ def test_redacted_config_hides_the_password():
     assert "s3cret" not in str(config)
 
 
-def test_every_setting_is_documented_in_the_readme():
+def _readme_configuration_table() -> dict[str, str]:
+    """`variable` → default, as the README's Configuration table gives them."""
     readme = (PROJECT_ROOT / "README.md").read_text()
-    missing = [spec.env for spec in FIELDS if f"`{spec.env}`" not in readme]
-    assert missing == []
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", readme.split("## Configuration", 1)[1], re.M)
+    return {env: default.strip() for env, default in rows}
 
 
-def test_every_settings_field_has_an_environment_variable():
-    assert {spec.attr for spec in FIELDS} == set(Settings.__dataclass_fields__)
+def test_the_readme_configuration_table_is_the_declared_settings_in_order():
+    table = _readme_configuration_table()
+    assert list(table) == [spec.env for spec in FIELDS]
+
+
+@pytest.mark.parametrize("spec", [s for s in FIELDS if not isinstance(s.default, Path)], ids=lambda s: s.env)
+def test_the_readme_gives_each_setting_its_declared_default(spec):
+    documented = _readme_configuration_table()[spec.env]
+    if spec.default is None or spec.default == "":
+        assert documented.startswith(("unset", "random")), documented
+    elif isinstance(spec.default, bool):
+        assert documented == str(spec.default).lower()
+    else:
+        assert documented == str(spec.default)
+
+
+def test_an_unknown_log_level_names_the_variable_and_the_choices():
+    with pytest.raises(
+        SettingsError, match=r"DATASVC_LOG_LEVEL='verbose': must be debug, info, warning or error"
+    ):
+        Settings.from_env({"DATASVC_LOG_LEVEL": "verbose"})
 
 
 def test_redacted_config_hides_token_hashes():

@@ -4,7 +4,7 @@ import asyncio
 
 import asyncpg
 
-from datasvc.db import Database, check_statements
+from datasvc.db import Database, check_statements, execute
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 
@@ -38,7 +38,7 @@ async def test_statements_show_their_registry_name_in_pg_stat_activity(settings)
     db = await Database.connect(settings, Registry.load(PROJECT_ROOT / "sql"))
     try:
         async with db.connection() as conn:
-            await db.run(conn, "users.get_by_username", "nobody")
+            await execute(conn, db.registry["users.get_by_username"], ("nobody",))
             backend_pid = conn.get_server_pid()
             observer = await asyncpg.connect(settings.database_url)
             try:

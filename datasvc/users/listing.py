@@ -159,9 +159,9 @@ async def list_users(request: Request) -> Response:
     page_args = (params.limit + 1, offset, cursor_key, cursor_id)  # limit + 1: is there a page beyond?
     if pattern is not None and count == "exact" and len(params.search or "") >= TRIGRAM:
         # Count and page from one trigram index scan (see sql/users/list_search.sql).
-        rows = await db.fetch(f"users.list_search__{params.sort_by}_{sql_order}", *filters, *page_args)
+        rows = await db.run(f"users.list_search__{params.sort_by}_{sql_order}", *filters, *page_args)
     else:
-        rows = await db.fetch(f"users.list__{params.sort_by}_{sql_order}", *filters, count, *page_args)
+        rows = await db.run(f"users.list__{params.sort_by}_{sql_order}", *filters, count, *page_args)
     total: int | None = rows[0]["total"] if rows else None
     items = [{k: v for k, v in row.items() if k != "total"} for row in rows if row["id"] is not None]
     more = len(items) > params.limit

@@ -32,46 +32,43 @@ def _db(request: Request) -> Database:
 
 def _user_or_404(request: Request, row: Any, what: str) -> Response:
     """The user with its ``ETag``; 304 to a GET whose ``If-None-Match`` names the current version."""
-    if row is None:
+    if row is None or row["id"] is None:
         raise NotFound(f"no user with {what}")
-    tag = conditional.etag(row["updated_at"])
+    user = dict(row)
+    tag = conditional.etag(user.pop("version"))
+    user.pop("changed", None)
     if request.method in {"GET", "HEAD"} and conditional.not_modified(request, tag):
         return Response(status_code=304, headers={"ETag": tag})
-    return JSONResponse(dict(row), headers={"ETag": tag})
+    return JSONResponse(user, headers={"ETag": tag})
 
 
 def _changed() -> PreconditionFailed:
     return PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
 
 
-async def _refuse_if_still_there(db: Database, user_id: int) -> None:
-    """After a conditional write matched no row: 412 if the user exists (it changed), else the caller 404s."""
-    if await db.fetch("users.get_by_id", user_id) is not None:
-        raise _changed()
-
-
 async def create_user(request: Request) -> Response:
     body = await read_json(request, UserCreate)
-    row = await _db(request).fetch(
+    row = await _db(request).run(
         "users.create", body.email, body.username, body.hashed_password, body.full_name, body.bio
     )
-    headers = {"Location": f"{PREFIX}/{row['id']}", "ETag": conditional.etag(row["updated_at"])}
-    return JSONResponse(dict(row), status_code=201, headers=headers)
+    user = dict(row)
+    headers = {"Location": f"{PREFIX}/{row['id']}", "ETag": conditional.etag(user.pop("version"))}
+    return JSONResponse(user, status_code=201, headers=headers)
 
 
 async def get_user(request: Request) -> Response:
     user_id = path_id(request)
-    return _user_or_404(request, await _db(request).fetch("users.get_by_id", user_id), f"id {user_id}")
+    return _user_or_404(request, await _db(request).run("users.get_by_id", user_id), f"id {user_id}")
 
 
 async def get_user_by_username(request: Request) -> Response:
     username = path_text(request, "username", max_length=50)
-    return _user_or_404(request, await _db(request).fetch("users.get_by_username", username), "that username")
+    return _user_or_404(request, await _db(request).run("users.get_by_username", username), "that username")
 
 
 async def get_user_by_email(request: Request) -> Response:
     email = path_text(request, "email", max_length=254)
-    return _user_or_404(request, await _db(request).fetch("users.get_by_email", email), "that email")
+    return _user_or_404(request, await _db(request).run("users.get_by_email", email), "that email")
 
 
 async def patch_user(request: Request) -> Response:
@@ -82,37 +79,31 @@ async def patch_user(request: Request) -> Response:
     versions = conditional.if_match(request)
     db = _db(request)
     if not patch.model_fields_set:
-        # Nothing to change: answer with the row as it is rather than bumping updated_at.
-        row = await db.fetch("users.get_by_id", user_id)
-        if row is not None and versions is not None and row["updated_at"] not in versions:
+        # Nothing to change: answer with the row as it is rather than bumping its version.
+        row = await db.run("users.get_by_id", user_id)
+        if row is not None and versions is not None and row["version"] not in versions:
             raise _changed()
-    elif versions is None:
-        row = await db.fetch("users.update", user_id, patch.changes())
     else:
-        row = await db.fetch("users.update_if_match", user_id, patch.changes(), versions)
-        if row is None:
-            await _refuse_if_still_there(db, user_id)
+        # One statement whatever the outcome: updated, changed since If-Match's versions, or missing.
+        row = await db.run("users.update", user_id, patch.changes(), versions)
+        if row["changed"]:
+            raise _changed()
     return _user_or_404(request, row, f"id {user_id}")
 
 
 async def delete_user(request: Request) -> Response:
     user_id = path_id(request)
-    versions = conditional.if_match(request)
-    db = _db(request)
-    if versions is None:
-        deleted = await db.fetch("users.delete", user_id)
-    else:
-        deleted = await db.fetch("users.delete_if_match", user_id, versions)
-        if deleted is None:
-            await _refuse_if_still_there(db, user_id)
-    if deleted is None:
+    outcome = await _db(request).run("users.delete", user_id, conditional.if_match(request))
+    if outcome["changed"]:
+        raise _changed()
+    if outcome["id"] is None:
         raise NotFound(f"no user with id {user_id}")
     return Response(status_code=204)
 
 
 async def auth_lookup(request: Request) -> Response:
     body = await read_json(request, AuthLookup)
-    row = await _db(request).fetch("auth.lookup", body.login)
+    row = await _db(request).run("auth.lookup", body.login)
     if row is None:
         raise NotFound("no user with that login")
     return JSONResponse(dict(row))

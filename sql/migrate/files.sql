@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS datasvc_migration_file (
 -- name: file_hashes :many
 -- The content hash recorded for each applied migration.
 -- plan: Seq Scan on datasvc_migration_file (one row per migration)
+-- retry: safe
 SELECT migration_id, sha256
 FROM datasvc_migration_file
 ORDER BY migration_id;

@@ -3,4 +3,5 @@
 -- or restore the plain name; connections keep it across requests, so it runs only when the caller changes.
 -- params: name
 -- plan: Result (no table access)
+-- retry: safe
 SELECT set_config('application_name', $1, false)

@@ -6,4 +6,4 @@ INSERT INTO users (email, username, hashed_password, full_name, bio)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING
     id, email, username, full_name, bio, status,
-    is_verified, is_admin, created_at, updated_at
+    is_verified, is_admin, created_at, updated_at, version

@@ -2,8 +2,11 @@
 -- Fetch one user by exact username.
 -- params: username
 -- plan: Index Scan using users_username_key or users_username_id_idx on users (both lead with username)
+-- route: replica
+-- retry: safe
+-- plan-cache: generic
 SELECT
     id, email, username, full_name, bio, status,
-    is_verified, is_admin, created_at, updated_at
+    is_verified, is_admin, created_at, updated_at, version
 FROM users
 WHERE username = $1

@@ -4,9 +4,9 @@
 -- * Offset mode: cursor_key and cursor_id are NULL and `offset` rows are skipped. Keyset mode: offset is 0
 --   and only rows strictly past (cursor_key, cursor_id) in this order are read, so a deep page costs what
 --   the first does. A walk backwards runs the opposite direction's statement and reverses the rows.
--- * A NULL filter means "no filter". The pool runs with plan_cache_mode = force_custom_plan, so every call
---   is planned with its values and `$n IS NULL OR ...` folds away: a generic plan (PostgreSQL's choice
---   after five executions of a prepared statement) would have to serve every filter combination at once.
+-- * A NULL filter means "no filter". `plan-cache: custom`: the service sends it as the unnamed statement,
+--   planned with its values on every call, so `$n IS NULL OR ...` folds away: a generic plan (PostgreSQL's
+--   choice after five executions of a named statement) would serve every filter combination at once.
 -- * The total is a sub-select on a one-row outer side, evaluated only for the branch `count` picks, and
 --   present even when the page is empty (offset past the end). 'exact' counts the filtered rows;
 --   'estimated' is the planner's arithmetic: pg_class.reltuples scaled to the table's current size, times
@@ -27,6 +27,9 @@
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
 -- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_trgm_idx)
+-- route: replica
+-- retry: safe
+-- plan-cache: custom
 SELECT
     CASE $5::text
         WHEN 'exact' THEN (

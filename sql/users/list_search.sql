@@ -15,6 +15,9 @@
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, limit, offset, cursor_key, cursor_id
 -- plan: CTE hits: Bitmap Index Scan on users_search_trgm_idx; page: top-N sort of hits, Index Scan using users_pkey
+-- route: replica
+-- retry: safe
+-- plan-cache: custom
 WITH hits AS MATERIALIZED (
     SELECT {{key}} AS sort_key, id
     FROM users

@@ -6,6 +6,7 @@ when PostgreSQL would otherwise be free to switch to a generic plan.
 """
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,14 +14,15 @@ import orjson
 import psycopg
 import pytest
 
-from datasvc.db import server_settings
-from datasvc.registry import Registry
+from datasvc.db import execute, server_settings
+from datasvc.registry import PlanCache, Registry
 from datasvc.settings import Settings
 
 ROWS = 120_000
 DEEP = 108_000  # 90% of the way down
 SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
 HASH = "$2b$12$" + "a" * 53
+PLANS = Registry.load(Path(__file__).parents[1] / "sql" / "plans")
 
 
 @pytest.fixture(scope="module")
@@ -108,17 +110,12 @@ async def test_first_and_deep_keyset_pages_read_only_an_index_range(
     key, row_id = await _deep_key(conn, sort_by, direction)
     deep = await _explain(conn, stmt.sql, None, None, None, None, count, 21, 0, key, row_id)
     _assert_cheap(deep, "deep keyset page")
-    rows = await conn.fetch(stmt.text, None, None, None, None, count, 21, 0, key, row_id)
+    rows = await execute(conn, stmt, (None, None, None, None, count, 21, 0, key, row_id))
     assert len(rows) == 21
 
 
-@pytest.mark.parametrize("sort_by", ["created_at", "full_name"])
-@pytest.mark.parametrize("count", ["none", "exact"])
-async def test_the_sixth_execution_keeps_a_custom_plan(conn, registry, sort_by, count):
-    """Five first pages, then deep keyset pages: a generic plan would filter the cursor, not seek to it.
-
-    asyncpg prepares every statement once per connection; auto_explain shows the plan each execution ran.
-    """
+async def _auto_explain(conn: asyncpg.Connection) -> list[str]:
+    """Every plan the session runs from now on, as auto_explain's JSON notices."""
     notices: list[str] = []
     conn.add_log_listener(lambda _conn, message: notices.append(message.message))
     await conn.execute("LOAD 'auto_explain'")
@@ -126,12 +123,37 @@ async def test_the_sixth_execution_keeps_a_custom_plan(conn, registry, sort_by, 
         "SET auto_explain.log_min_duration = 0; SET auto_explain.log_level = notice; "
         "SET auto_explain.log_format = json; SET auto_explain.log_analyze = on"
     )
+    return notices
+
+
+@pytest.mark.parametrize("name", ["users.get_by_id", "users.get_by_username", "auth.lookup"])
+async def test_generic_lookups_are_planned_five_times_then_reuse_a_generic_plan(conn, registry, name):
+    """``plan-cache: generic``: asyncpg's named statement, on a session with PostgreSQL's default
+    ``plan_cache_mode = auto``; from the sixth execution on, a lookup costs no planning."""
+    stmt = registry[name]
+    assert stmt.plan_cache is PlanCache.GENERIC
+    for _ in range(7):
+        await execute(conn, stmt, ("plan_5",) if stmt.params != ("id",) else (5,))
+    counts = await execute(conn, PLANS["prepared.plan_counts"], (stmt.text,))
+    assert (counts["custom_plans"], counts["generic_plans"]) == (5, 2)
+
+
+@pytest.mark.parametrize("sort_by", ["created_at", "full_name"])
+@pytest.mark.parametrize("count", ["none", "exact"])
+async def test_the_sixth_execution_keeps_a_custom_plan(conn, registry, sort_by, count):
+    """Five first pages, then deep keyset pages: a generic plan would filter the cursor, not seek to it.
+
+    Sent as the service sends it (``plan-cache: custom``: PostgreSQL's unnamed statement), on a session
+    with PostgreSQL's default ``plan_cache_mode = auto``; auto_explain shows the plan each execution ran.
+    """
+    notices = await _auto_explain(conn)
     stmt = registry[f"users.list__{sort_by}_desc"]
     key, row_id = await _deep_key(conn, sort_by, "desc")
+    assert stmt.plan_cache is PlanCache.CUSTOM
     for _ in range(5):
-        await conn.fetch(stmt.text, None, None, None, None, count, 21, 0, None, None)
+        await execute(conn, stmt, (None, None, None, None, count, 21, 0, None, None))
     for _ in range(2):
-        await conn.fetch(stmt.text, None, None, None, None, count, 21, 0, key, row_id)
+        await execute(conn, stmt, (None, None, None, None, count, 21, 0, key, row_id))
     await conn.execute("SET auto_explain.log_min_duration = -1")
     plans = [orjson.loads(n[n.index("{") :])["Plan"] for n in notices if '"Plan"' in n]
     for plan in plans[-2:]:

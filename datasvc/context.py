@@ -1,0 +1,23 @@
+"""What the current request carries across layers: its database timing and its authenticated caller.
+
+The middleware sets `request_timing`, auth sets `request_caller`, and the database layer reads both. They
+live here, not in ``db.py``, so that neither the middleware nor auth has to import the database module.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Timing:
+    """Database time of one request, in seconds, and how many statements it ran."""
+
+    db_seconds: float = 0.0
+    statements: int = 0
+
+
+request_timing: ContextVar[Timing | None] = ContextVar("request_timing", default=None)
+# The authenticated caller of the current request (None when auth is off), named to the database on acquire.
+request_caller: ContextVar[str | None] = ContextVar("request_caller", default=None)
