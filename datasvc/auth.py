@@ -114,7 +114,7 @@ class Authenticator:
         if path is not None:
             entries += parse_entries(read_tokens_file(path), str(path))
         configured = bool(entries) or path is not None
-        if not settings.auth and configured:
+        if settings.auth == "off" and configured:
             raise AuthConfigError(
                 "DATASVC_AUTH=off, yet tokens are configured (DATASVC_AUTH_TOKENS or "
                 "DATASVC_AUTH_TOKENS_FILE): unset one or the other"

@@ -29,7 +29,9 @@ async def warn_if_privileged(db: Database) -> None:
             await asyncio.sleep(RETRY_SECONDS)
     held = (("a superuser", row["is_super"]), ("the schema owner", row["is_owner"]))
     rights = [what for what, has in held if has]
-    if rights:
+    if not rights:
+        log.info("database role has no more rights than needed", extra={"role": row["login_role"]})
+    else:
         log.warning(
             f"CONNECTED WITH MORE RIGHTS THAN NEEDED: role {row['login_role']} is {' and '.join(rights)}; "
             "serve as the runtime role datasvc_app (migration 0003) and keep the owner for migrations",

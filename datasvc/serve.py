@@ -109,7 +109,7 @@ def refuse_open_beyond_loopback(settings: Settings, authenticator: Authenticator
     On loopback only this machine's users can call, so a first run with no token stays easy; anywhere
     else, open mode would hand every user and password hash to whoever can reach the port.
     """
-    if authenticator.enabled or not settings.auth or is_loopback(settings.host):
+    if authenticator.enabled or settings.auth == "off" or is_loopback(settings.host):
         return
     raise SettingsError(
         f"refusing to serve on {settings.host!r} with no bearer token configured: anyone who can reach "

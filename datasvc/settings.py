@@ -72,6 +72,13 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _on_off(raw: str) -> str:
+    try:
+        return "on" if _bool(raw) else "off"
+    except ValueError:
+        raise ValueError("must be on or off") from None
+
+
 @dataclass(frozen=True)
 class Env:
     """How a `Settings` field is read: its environment variable, the parser of its text, and its doc."""
@@ -217,15 +224,15 @@ class Settings:
         ),
     ] = 0.05
     auth: Annotated[
-        bool,
+        str,
         Env(
             "DATASVC_AUTH",
-            _bool,
+            _on_off,
             "`off`: serve every caller without a token, on any address, with a warning at start-up (no "
             "token may be configured then). `on`: tokens as configured; with none, `datasvc serve` runs "
             "open on loopback only and refuses to start on any other address.",
         ),
-    ] = True
+    ] = "on"
     auth_tokens: Annotated[
         str,
         Env(

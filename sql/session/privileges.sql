@@ -3,6 +3,7 @@
 -- either can drop the schema or read and write any column, which the runtime role datasvc_app cannot.
 -- Checked once at start-up for a warning (docs/security.md).
 -- plan: Nested Loop Left Join (catalog lookups by name and oid)
+-- retry: safe
 SELECT
     r.rolname AS login_role,
     r.rolsuper AS is_super,
