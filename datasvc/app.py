@@ -114,15 +114,16 @@ def create_app(
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
         try:
-            yield {
-                "db": db,
-                "migration_ids": migration_ids,
-                "migration_hashes": migration_hashes,
-                "metrics": metrics,
-                "settings": settings,
-                "cursors": cursors,
-                "drain": drain,
-            }
+            async with metrics.running():
+                yield {
+                    "db": db,
+                    "migration_ids": migration_ids,
+                    "migration_hashes": migration_hashes,
+                    "metrics": metrics,
+                    "settings": settings,
+                    "cursors": cursors,
+                    "drain": drain,
+                }
         finally:
             for task in background:
                 task.cancel()
@@ -145,7 +146,7 @@ def create_app(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 access_log=access_log,
-                observe=metrics.request_observer({r.endpoint: r.path for r in routes}),
+                observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),

@@ -8,16 +8,35 @@ they cost the request path nothing.
 
 Labels are bounded: the route *template* (``/api/v1/users/{id}``, never the raw path; ``unmatched`` for
 404s and requests shed before routing), the method, the status code, the statement name (from the
-registry) and an error's SQLSTATE or exception class. With ``--workers N`` each worker process has its
-own metrics: a scrape reaches one worker, chosen by the kernel; see docs/operations.md.
+registry) and an error's SQLSTATE or exception class.
+
+With ``datasvc serve --workers N`` a scrape reaches one worker, chosen by the kernel, and must still report
+the whole process group: serve then sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory per run) before
+the workers start, prometheus-client keeps every value in files there, and the worker that answers a
+scrape reads them all (`_ProcessGroup`): counters and histograms summed over the workers, dead ones
+included; the pool gauges summed over the live ones, each worker copying its pool's numbers there every
+second and when it answers a scrape.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import asyncio
+import contextlib
+import glob
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -37,6 +56,28 @@ UNMATCHED = "unmatched"
 _QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ACQUIRE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_SAMPLE_EVERY = 1.0  # seconds between two copies of a worker's pool numbers into the shared files
+
+_HELP = {
+    "datasvc_db_pool_connections": "Open pool connections by state.",
+    "datasvc_db_pool_size": "Open pool connections.",
+    "datasvc_db_pool_max": "Most connections the pool opens.",
+    "datasvc_db_pool_waiting": "Requests waiting for a pooled connection now.",
+    "datasvc_access_log_dropped": (
+        "Access-log lines dropped because stdout did not keep up (requests are never held for it)."
+    ),
+}
+
+
+def multiprocess_dir() -> str | None:
+    """The shared directory when prometheus-client runs in multiprocess mode in this process, else None.
+
+    prometheus-client chooses its mode once, at import, from ``PROMETHEUS_MULTIPROC_DIR``: read it the same
+    way, and only when the library really made that choice.
+    """
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class PoolSource(Protocol):
@@ -85,11 +126,19 @@ class Metrics:
             registry=self.registry,
         )
         self._pool = _PoolCollector()
-        self.registry.register(self._pool)
-        self._auth = _AuthCollector()
-        self.registry.register(self._auth)
         self._access_log = _AccessLogCollector()
-        self.registry.register(self._access_log)
+        self._auth = _AuthCollector()
+        # This worker's own view, rendered after the group's: the tokens file it reloaded, the callers it
+        # refused (every worker reads the same file; a caller's share is per worker anyway).
+        self._worker = CollectorRegistry(auto_describe=True)
+        shared = multiprocess_dir()
+        self.group = _ProcessGroup(shared) if shared else None
+        if self.group is None:  # one process: read at scrape time
+            self.registry.register(self._pool)
+            self.registry.register(self._access_log)
+            self.registry.register(self._auth)
+        else:
+            self._worker.register(self._auth)
         # Children made up front for every known statement: the hot path then skips labels()' lock.
         self._query_children = {name: self.queries.labels(name) for name in statement_names}
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -137,7 +186,89 @@ class Metrics:
         self.acquire.observe(seconds)
 
     def render(self) -> bytes:
+        if self.group is not None:
+            self.group.sample(self._pool.source, self._access_log.source)
+            return self.group.render() + generate_latest(self._worker)
         return generate_latest(self.registry)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """While the app serves: with a process group, copy this worker's gauges there every second."""
+        if self.group is None:
+            yield
+            return
+        group = self.group
+
+        async def sample() -> None:
+            while True:
+                group.sample(self._pool.source, self._access_log.source)
+                await asyncio.sleep(_SAMPLE_EVERY)
+
+        task = asyncio.create_task(sample())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            group.leave()
+
+
+class _ProcessGroup:
+    """The metrics of every worker of one `datasvc serve`, in prometheus-client's shared files."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        # Not in any registry: in multiprocess mode the files are the registry.
+        live: dict[str, Any] = {"multiprocess_mode": "livesum", "registry": None}
+        self.pool_connections = Gauge(
+            "datasvc_db_pool_connections", _HELP["datasvc_db_pool_connections"], ["state"], **live
+        )
+        self.pool_size = Gauge("datasvc_db_pool_size", _HELP["datasvc_db_pool_size"], **live)
+        self.pool_max = Gauge("datasvc_db_pool_max", _HELP["datasvc_db_pool_max"], **live)
+        self.pool_waiting = Gauge("datasvc_db_pool_waiting", _HELP["datasvc_db_pool_waiting"], **live)
+        self.workers = Gauge("datasvc_workers", "Worker processes serving (with --workers N).", **live)
+        self.workers.set(1)
+        self.dropped = Counter(
+            "datasvc_access_log_dropped", _HELP["datasvc_access_log_dropped"], registry=None
+        )
+        self._dropped_copied = 0
+
+    def sample(self, pool_source: PoolSource | None, log_source: DropSource | None) -> None:
+        if pool_source is not None:
+            pool = pool_source.pool
+            size, idle = pool.get_size(), pool.get_idle_size()
+            self.pool_connections.labels("in_use").set(size - idle)
+            self.pool_connections.labels("idle").set(idle)
+            self.pool_size.set(size)
+            self.pool_max.set(pool.get_max_size())
+            self.pool_waiting.set(pool_source.waiting)
+        if log_source is not None:
+            dropped = log_source.dropped
+            if dropped > self._dropped_copied:
+                self.dropped.inc(dropped - self._dropped_copied)
+                self._dropped_copied = dropped
+
+    def render(self) -> bytes:
+        self._forget_dead_workers()
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.path)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def leave(self) -> None:
+        """This worker stops: its live gauges leave the sums (its counters stay in them)."""
+        multiprocess.mark_process_dead(os.getpid(), self.path)  # type: ignore[no-untyped-call]
+
+    def _forget_dead_workers(self) -> None:
+        # A worker killed (-9, OOM) never called leave(): drop the live gauges of pids that are gone.
+        pids = {os.path.basename(f).rpartition("_")[2][:-3] for f in glob.glob(f"{self.path}/gauge_live*.db")}
+        for pid in pids:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(int(pid), self.path)  # type: ignore[no-untyped-call]
+            except (PermissionError, ValueError):
+                pass
 
 
 class _PoolCollector(Collector):
@@ -152,19 +283,17 @@ class _PoolCollector(Collector):
         if source is None:
             return
         pool = source.pool
-        size, idle = pool.get_size(), pool.get_idle_size()
+        size, idle, max_size = pool.get_size(), pool.get_idle_size(), pool.get_max_size()
         connections = GaugeMetricFamily(
-            "datasvc_db_pool_connections", "Open pool connections by state.", labels=["state"]
+            "datasvc_db_pool_connections", _HELP["datasvc_db_pool_connections"], labels=["state"]
         )
         connections.add_metric(["in_use"], size - idle)
         connections.add_metric(["idle"], idle)
         yield connections
-        yield GaugeMetricFamily("datasvc_db_pool_size", "Open pool connections.", value=size)
+        yield GaugeMetricFamily("datasvc_db_pool_size", _HELP["datasvc_db_pool_size"], value=size)
+        yield GaugeMetricFamily("datasvc_db_pool_max", _HELP["datasvc_db_pool_max"], value=max_size)
         yield GaugeMetricFamily(
-            "datasvc_db_pool_max", "Most connections the pool opens.", value=pool.get_max_size()
-        )
-        yield GaugeMetricFamily(
-            "datasvc_db_pool_waiting", "Requests waiting for a pooled connection now.", value=source.waiting
+            "datasvc_db_pool_waiting", _HELP["datasvc_db_pool_waiting"], value=source.waiting
         )
 
 
@@ -226,14 +355,12 @@ class _AccessLogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         if self.source is not None:
             yield CounterMetricFamily(
-                "datasvc_access_log_dropped",
-                "Access-log lines dropped because stdout did not keep up (requests are never held for it).",
-                value=self.source.dropped,
+                "datasvc_access_log_dropped", _HELP["datasvc_access_log_dropped"], value=self.source.dropped
             )
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """``GET /metrics``: this process's metrics in the Prometheus text format."""
+    """``GET /metrics``: the metrics of every worker process, in the Prometheus text format."""
     metrics: Metrics = request.state.metrics
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -244,7 +371,7 @@ METRICS_OPERATIONS: tuple[Operation, ...] = (
         path="/metrics",
         endpoint=metrics_endpoint,
         operation_id="metrics",
-        summary="Prometheus metrics of the worker process that answers (text exposition format)",
+        summary="Prometheus metrics of the whole service process group (text exposition format)",
         tag="ops",
     ),
 )

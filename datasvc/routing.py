@@ -31,6 +31,9 @@ class Param:
     schema: dict[str, Any]
     description: str = ""
     required: bool = False
+    # A path parameter whose value may hold "/" (sent as %2F, which the server decodes before routing):
+    # the router gives it the rest of the path. Only for the last segment.
+    slashes: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,13 +59,21 @@ def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None)
     by_path: dict[str, dict[str, Operation]] = {}
     for op in operations:
         for path in (op.path, *op.aliases):
-            methods = by_path.setdefault(path, {})
+            methods = by_path.setdefault(_router_path(op, path), {})
             if op.method in methods:
                 raise ValueError(f"{op.method} {path} is defined twice")
             methods[op.method] = op
     return [
         Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in by_path.items()
     ]
+
+
+def _router_path(op: Operation, path: str) -> str:
+    """The path as Starlette routes it: a parameter that may hold "/" takes the rest of the path."""
+    for param in op.params:
+        if param.slashes:
+            path = path.replace(f"{{{param.name}}}", f"{{{param.name}:path}}")
+    return path
 
 
 def _dispatcher(methods: dict[str, Operation], guard: Guard | None) -> Endpoint:

@@ -8,6 +8,7 @@ worker calls (which freezes what start-up built out of the garbage collector's w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import ipaddress
@@ -15,9 +16,12 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -94,7 +98,8 @@ def serve(settings: Settings) -> int:
         else:
             log.info("using DATABASE_URL", extra={"database": redact_url(settings.database_url)})
         log.info("starting", extra={"config": settings.redacted()})
-        _run_uvicorn(settings)
+        with _metrics_directory(settings.workers):
+            _run_uvicorn(settings)
     finally:
         if owned is not None:
             log.info("stopping embedded PostgreSQL", extra={"pgdata": str(owned.pgdata)})
@@ -156,6 +161,23 @@ def _embedded_database(settings: Settings) -> tuple[EmbeddedPostgres, EmbeddedPo
     )
     pg.take_ownership()
     return pg, pg
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """With several workers: a fresh PROMETHEUS_MULTIPROC_DIR for this run, so /metrics reports them all."""
+    if workers <= 1:
+        yield
+        return
+    # Set before the workers start: prometheus-client reads it once, when a worker imports it. Left
+    # from another run, the files would add its counts to ours: always a new directory.
+    path = tempfile.mkdtemp(prefix="datasvc-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    log.info("metrics of every worker kept in PROMETHEUS_MULTIPROC_DIR", extra={"path": path})
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -118,7 +118,7 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
         assert abs(float(last.group(2)) - time.time()) < 60
     logged = [r for r in caplog.records if r.name == "datasvc.auth" and r.levelno == logging.ERROR]
     assert len(logged) == 1  # once, not at every check
-    assert error in logged[0].error  # type: ignore[attr-defined]
+    assert error in logged[0].error
     # Fixed, it is applied and the alarm clears.
     tokens.write_text(_line("beta"))
     _wait_for(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0, "the fix")

@@ -139,8 +139,9 @@ _EMAIL = Param(
     name="email",
     location="path",
     required=True,
-    description="Matched case-insensitively.",
+    description="Matched case-insensitively. Percent-encode it: a `/` in the address is sent as `%2F`.",
     schema={"type": "string", "minLength": 1, "maxLength": 254, "pattern": NO_NUL_PATTERN},
+    slashes=True,
 )
 
 OPERATIONS: tuple[Operation, ...] = (
