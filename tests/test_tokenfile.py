@@ -62,9 +62,12 @@ def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(set
         # 40 fresh connections: the chance that all reached one of two workers is 2**-39.
         after = [_status(server.base_url, "beta") for _ in range(40)]
         kept = [_status(server.base_url, "alpha") for _ in range(10)]
+        # With several workers /metrics is the group's, plus the answering worker's own reload count.
+        applied = _metric(server.base_url, "datasvc_auth_tokens_reloads_total", '{result="applied"}')
     assert first_refused is not None
     assert set(after) == {401}, after
     assert set(kept) == {404}, kept
+    assert applied == 1
     print(f"beta first refused {first_refused:.2f} s after its line was removed (reload {reload} s)")
 
 
