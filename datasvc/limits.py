@@ -67,6 +67,7 @@ class CallerLimit:
 
     async def refuse(self, scope: Scope, send: Send, caller: str) -> None:
         self.refused[caller] = self.refused.get(caller, 0) + 1
+        scope.setdefault("state", {})["caller"] = caller  # the access log names who was refused
         if self.paused < MAX_PAUSED:
             self.paused += 1
             try:
