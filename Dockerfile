@@ -1,5 +1,9 @@
 # datasvc: a slim, non-root image. Serve with the default command; migrate with `docker run IMAGE migrate`
 # (compose.yaml runs it once before the service starts). Build: docker build -t datasvc .
+# It binds 0.0.0.0, so `serve` refuses to start without bearer tokens: pass DATASVC_AUTH_TOKENS (hashes
+# from `datasvc token new`) or mount a file and set DATASVC_AUTH_TOKENS_FILE (re-read when it changes);
+# only DATASVC_AUTH=off runs it open, on purpose. Connect as the runtime role datasvc_app, not the owner:
+#   docker run -e DATABASE_URL=postgresql://datasvc_app:...@db/datasvc -e DATASVC_AUTH_TOKENS=... datasvc
 
 # Build stage: install datasvc and its dependencies into a virtualenv; every dependency ships a
 # manylinux wheel (asyncpg, orjson, uvloop, httptools, psycopg-binary), so no compiler is needed.

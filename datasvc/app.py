@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -18,19 +20,21 @@ from starlette.routing import Route
 
 from datasvc import health, openapi
 from datasvc.accesslog import AccessLog
-from datasvc.auth import Authenticator
+from datasvc.auth import Authenticator, env_entries
 from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
-from datasvc.limits import ConcurrencyLimitMiddleware
+from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
+from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings
+from datasvc.tokenfile import TokensFileWatcher
 from datasvc.users import listing
 from datasvc.users import routes as users
 
@@ -76,8 +80,18 @@ def create_app(
     migration_ids = list(migration_hashes)
     ops = operations()
     authenticator = Authenticator.from_settings(settings)
-    document = openapi.build(ops, secured=authenticator.enabled)
+    watcher = None
+    if settings.auth_tokens_file is not None:
+        watcher = TokensFileWatcher(
+            authenticator,
+            settings.auth_tokens_file,
+            fixed=env_entries(settings),
+            interval=settings.auth_reload_seconds,
+        )
+    callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0, authenticator.identify)
+    document = openapi.build(ops, secured=authenticator.enabled, caller_limit=bool(callers.per_caller))
     metrics = Metrics(registry)
+    metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
     access_log = None
     if settings.access_log and settings.log_level.lower() in ("debug", "info"):
@@ -96,6 +110,9 @@ def create_app(
         metrics.watch_pool(db)
         if take_sigterm:
             drain.take_sigterm()
+        background = [asyncio.create_task(warn_if_privileged(db))]
+        if watcher is not None:
+            background.append(asyncio.create_task(watcher.run()))
         try:
             async with metrics.running():
                 yield {
@@ -108,6 +125,10 @@ def create_app(
                     "drain": drain,
                 }
         finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             metrics.watch_pool(None)
             await db.close()
             if access_log is not None:
@@ -128,7 +149,7 @@ def create_app(
                 observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
-            Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight),
+            Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
         ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,

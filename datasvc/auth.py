@@ -32,6 +32,7 @@ from datasvc.settings import SettingsError
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.types import Scope
 
     from datasvc.routing import Operation
     from datasvc.settings import Settings
@@ -95,32 +96,35 @@ def parse_entries(text: str, source: str) -> list[tuple[str, Caller]]:
 
 
 class Authenticator:
-    """Checks the ``Authorization`` header of a request against the configured token hashes."""
+    """Checks the ``Authorization`` header of a request against the configured token hashes.
 
-    def __init__(self, entries: Iterable[tuple[str, Caller]] = ()) -> None:
-        self._entries: list[_Entry] = []
-        seen: set[str] = set()
-        for digest, caller in entries:
-            if digest in seen:
-                raise AuthConfigError(f"the token of caller {caller.name!r} is configured twice")
-            seen.add(digest)
-            self._entries.append(_Entry(bytes.fromhex(digest), caller))
+    Whether tokens are required is decided once, at start-up (`enabled`); the set of tokens may change
+    (`replace`, when the tokens file is re-read) but never turns a service that required tokens into an
+    open one: an empty set refuses every caller.
+    """
+
+    def __init__(self, entries: Iterable[tuple[str, Caller]] = (), *, required: bool | None = None) -> None:
+        self._entries = _index(entries)
+        self.enabled = bool(self._entries) if required is None else required
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
-        entries = parse_entries(settings.auth_tokens, "DATASVC_AUTH_TOKENS")
-        if settings.auth_tokens_file is not None:
-            path = Path(settings.auth_tokens_file)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise AuthConfigError(f"DATASVC_AUTH_TOKENS_FILE={path}: {exc.strerror}") from None
-            entries += parse_entries(text, str(path))
-        return cls(entries)
+        entries = env_entries(settings)
+        path = settings.auth_tokens_file
+        if path is not None:
+            entries += parse_entries(read_tokens_file(path), str(path))
+        configured = bool(entries) or path is not None
+        if settings.auth == "off" and configured:
+            raise AuthConfigError(
+                "DATASVC_AUTH=off, yet tokens are configured (DATASVC_AUTH_TOKENS or "
+                "DATASVC_AUTH_TOKENS_FILE): unset one or the other"
+            )
+        # A tokens file, even an empty one, means tokens are wanted: it may be filled while we run.
+        return cls(entries, required=configured)
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._entries)
+    def replace(self, entries: Iterable[tuple[str, Caller]]) -> None:
+        """Serve with these tokens from now on; a bad set (a token twice) raises and changes nothing."""
+        self._entries = _index(entries)
 
     def callers(self) -> list[str]:
         return sorted({e.caller.name for e in self._entries})
@@ -132,19 +136,35 @@ class Authenticator:
         match = _BEARER.match(authorization)
         if match is None:
             raise Unauthorized("the Authorization header is not a bearer token", invalid=True)
-        presented = hashlib.sha256(match.group(1).encode()).digest()
+        found = self._lookup(match.group(1))
+        if found is None:
+            raise Unauthorized("the bearer token is not valid", invalid=True)
+        return found
+
+    def identify(self, scope: Scope) -> str | None:
+        """The caller a request's bearer token names, or None: no, malformed or unknown token.
+
+        For the per-caller limit, which counts requests before routing; `authorize` still decides.
+        """
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                match = _BEARER.match(value.decode("latin-1"))
+                found = self._lookup(match.group(1)) if match else None
+                return found.name if found else None
+        return None
+
+    def _lookup(self, token: str) -> Caller | None:
+        presented = hashlib.sha256(token.encode()).digest()
         found: Caller | None = None
         # Every entry is compared, whatever matched before: the time taken says nothing about which.
         for entry in self._entries:
             if hmac.compare_digest(entry.digest, presented):
                 found = entry.caller
-        if found is None:
-            raise Unauthorized("the bearer token is not valid", invalid=True)
         return found
 
     def authorize(self, request: Request, operation: Operation) -> Caller | None:
         """The caller, checked for the operation's scope (401/403); `None` when open or not required."""
-        if not self._entries or operation.scope is None:
+        if not self.enabled or operation.scope is None:
             return None
         caller = self.authenticate(request.headers.get("authorization"))
         request.scope.setdefault("state", {})["caller"] = caller.name  # the access log's "caller"
@@ -159,5 +179,30 @@ class Authenticator:
         else:
             log.warning(
                 "AUTHENTICATION IS OFF: no token is configured, any caller may read and write every user "
-                "and read password hashes; set DATASVC_AUTH_TOKENS or DATASVC_AUTH_TOKENS_FILE"
+                "and read password hashes; set DATASVC_AUTH_TOKENS or DATASVC_AUTH_TOKENS_FILE (off "
+                "loopback `datasvc serve` starts so only with DATASVC_AUTH=off)"
             )
+
+
+def env_entries(settings: Settings) -> list[tuple[str, Caller]]:
+    """The tokens of ``DATASVC_AUTH_TOKENS``: fixed for the life of the process."""
+    return parse_entries(settings.auth_tokens, "DATASVC_AUTH_TOKENS")
+
+
+def read_tokens_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise AuthConfigError(f"DATASVC_AUTH_TOKENS_FILE={path}: {why}") from None
+
+
+def _index(entries: Iterable[tuple[str, Caller]]) -> list[_Entry]:
+    out: list[_Entry] = []
+    seen: set[str] = set()
+    for digest, caller in entries:
+        if digest in seen:
+            raise AuthConfigError(f"the token of caller {caller.name!r} is configured twice")
+        seen.add(digest)
+        out.append(_Entry(bytes.fromhex(digest), caller))
+    return out

@@ -14,6 +14,7 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
     │   ├── PayloadTooLarge       413
     │   ├── HeadersTooLarge       431     request line + headers over the bound (datasvc.protocol)
     │   ├── UnsupportedMediaType  415
+    │   ├── TooManyRequests       429     one caller over its in-flight share; carries ``Retry-After``
     │   └── ValidationFailed      422     lists each field and why
     └── ServerError                       5xx: retry or page someone
         ├── InternalError         500     no detail, ever
@@ -165,6 +166,16 @@ class UnsupportedMediaType(ClientError):
     status = 415
     slug = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class TooManyRequests(ClientError):
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+    retry_after = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ValidationFailed(ClientError):

@@ -1,42 +1,117 @@
-"""Load shedding: past ``max_in_flight`` concurrent requests, answer 503 at once instead of queueing.
+"""Load shedding and fair share: refuse what cannot be served soon, and what one caller overdraws.
 
-A request that cannot be served soon is better refused in microseconds, with ``Retry-After``, than left
-to wait for a pooled connection until the caller's own timeout fires: the caller can retry elsewhere,
-and the requests already admitted keep their latency. Liveness (``/health``) is never shed, so an
-orchestrator does not restart a process for being busy. Pure ASGI: one counter, no task per request.
+Two bounds, both answered with ``Retry-After`` instead of a queue:
+
+- ``max_in_flight`` for the whole worker (503 ``overloaded``, at once): a request that cannot be served
+  soon is better refused in microseconds than left to wait for a pooled connection until the caller's own
+  timeout fires; the requests already admitted keep their latency.
+- ``per_caller`` for one authenticated caller (429 ``too-many-requests``, `CallerLimit`): one caller in a
+  loop cannot take every slot, so the others are neither shed nor queued behind it. It is checked first,
+  so an over-eager caller is told it is the one over its share rather than that the service is full.
+
+Liveness (``/health``) is never shed, so an orchestrator does not restart a process for being busy. Pure
+ASGI: counters, no task of our own; one event loop per worker, so no lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datasvc.errors import Overloaded
+from datasvc.errors import Overloaded, TooManyRequests
 from datasvc.responses import send_problem
 
 NEVER_SHED = frozenset({"/health"})
+# A refused caller's answer waits this long. A caller in a loop resends the moment it is refused, and each
+# refusal still costs the worker a parse, a token hash and an answer: unpaced, 32 such connections kept
+# the one worker's event loop busy and every other caller's requests waited their turn behind them (its
+# p99 5-14x its p99 alone; docs/security.md). Paced, a looping connection costs ~1/PAUSE refusals a
+# second. A well-behaved caller loses nothing: it waits Retry-After (1 s) anyway.
+PAUSE = 0.25
+# At most this many refusals wait at once (each holds its connection's request task); past it, at once.
+MAX_PAUSED = 1024
+
+
+class CallerLimit:
+    """At most ``per_caller`` requests of one caller in flight per worker (0: no limit); the excess is 429.
+
+    ``identify`` names the caller from the request's token before routing (`Authenticator.identify`);
+    requests without a known token are not counted here (the worker's limit and the 401 deal with them).
+    """
+
+    def __init__(self, per_caller: int, identify: Callable[[Scope], str | None]) -> None:
+        self.per_caller = per_caller
+        self.identify = identify
+        self.in_flight: dict[str, int] = {}  # only callers with requests in flight
+        self.refused: dict[str, int] = {}  # 429s by caller: callers are configured, so the keys are bounded
+        self.paused = 0
+
+    def over_share(self, scope: Scope) -> tuple[str | None, bool]:
+        """The request's caller (None: not counted) and whether it already has its share in flight."""
+        if not self.per_caller:
+            return None, False
+        caller = self.identify(scope)
+        return caller, caller is not None and self.in_flight.get(caller, 0) >= self.per_caller
+
+    def take(self, caller: str) -> None:
+        self.in_flight[caller] = self.in_flight.get(caller, 0) + 1
+
+    def give_back(self, caller: str) -> None:
+        held = self.in_flight[caller] - 1
+        if held:
+            self.in_flight[caller] = held
+        else:
+            del self.in_flight[caller]
+
+    async def refuse(self, scope: Scope, send: Send, caller: str) -> None:
+        self.refused[caller] = self.refused.get(caller, 0) + 1
+        scope.setdefault("state", {})["caller"] = caller  # the access log names who was refused
+        if self.paused < MAX_PAUSED:
+            self.paused += 1
+            try:
+                await asyncio.sleep(PAUSE)
+            finally:
+                self.paused -= 1
+        error = TooManyRequests(f"caller {caller} has its share, {self.per_caller} requests, in flight")
+        await send_problem(scope, send, error)
 
 
 class ConcurrencyLimitMiddleware:
-    """Serve at most ``max_in_flight`` HTTP requests at once (0: no limit); shed the rest as 503."""
+    """Serve at most ``max_in_flight`` HTTP requests at once (0: no limit) and ``callers``' share each."""
 
-    def __init__(self, app: ASGIApp, *, max_in_flight: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_in_flight: int, callers: CallerLimit | None = None) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
+        self.callers = callers if callers is not None else CallerLimit(0, _nobody)
         self.in_flight = 0
         self.shed = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.max_in_flight or scope["path"] in NEVER_SHED:
+        if scope["type"] != "http" or scope["path"] in NEVER_SHED:
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.max_in_flight:
+        callers = self.callers
+        caller, over = callers.over_share(scope)
+        if over and caller is not None:
+            await callers.refuse(scope, send, caller)
+            return
+        if self.max_in_flight and self.in_flight >= self.max_in_flight:
             self.shed += 1
             error = Overloaded(f"more than {self.max_in_flight} requests in flight; retry shortly")
             await send_problem(scope, send, error)
             return
-        # One event loop per worker: a plain counter needs no lock.
         self.in_flight += 1
+        if caller is not None:
+            callers.take(caller)
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            if caller is not None:
+                callers.give_back(caller)
+
+
+def _nobody(scope: Scope) -> None:
+    return None

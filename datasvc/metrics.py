@@ -48,6 +48,9 @@ from datasvc.routing import Operation
 if TYPE_CHECKING:
     import asyncpg
 
+    from datasvc.limits import CallerLimit
+    from datasvc.tokenfile import ReloadState
+
 UNMATCHED = "unmatched"
 # Point lookups take ~0.2-2 ms in the database; the tail we care about is 10 ms to a few seconds.
 _QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -124,11 +127,18 @@ class Metrics:
         )
         self._pool = _PoolCollector()
         self._access_log = _AccessLogCollector()
+        self._auth = _AuthCollector()
+        # This worker's own view, rendered after the group's: the tokens file it reloaded, the callers it
+        # refused (every worker reads the same file; a caller's share is per worker anyway).
+        self._worker = CollectorRegistry(auto_describe=True)
         shared = multiprocess_dir()
         self.group = _ProcessGroup(shared) if shared else None
         if self.group is None:  # one process: read at scrape time
             self.registry.register(self._pool)
             self.registry.register(self._access_log)
+            self.registry.register(self._auth)
+        else:
+            self._worker.register(self._auth)
         # Children made up front for every known statement: the hot path then skips labels()' lock.
         self._query_children = {name: self.queries.labels(name) for name in statement_names}
         self._request_children: dict[tuple[str, str, int], Any] = {}
@@ -136,6 +146,11 @@ class Metrics:
     def watch_pool(self, source: PoolSource | None) -> None:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
         self._pool.source = source
+
+    def watch_auth(self, *, reloads: ReloadState | None = None, callers: CallerLimit | None = None) -> None:
+        """Report the tokens file's reloads and the per-caller limit (read when scraped)."""
+        self._auth.reloads = reloads
+        self._auth.callers = callers
 
     def watch_access_log(self, source: DropSource | None) -> None:
         """Report the access log's dropped lines (read when scraped)."""
@@ -173,7 +188,7 @@ class Metrics:
     def render(self) -> bytes:
         if self.group is not None:
             self.group.sample(self._pool.source, self._access_log.source)
-            return self.group.render()
+            return self.group.render() + generate_latest(self._worker)
         return generate_latest(self.registry)
 
     @contextlib.asynccontextmanager
@@ -280,6 +295,54 @@ class _PoolCollector(Collector):
         yield GaugeMetricFamily(
             "datasvc_db_pool_waiting", _HELP["datasvc_db_pool_waiting"], value=source.waiting
         )
+
+
+class _AuthCollector(Collector):
+    def __init__(self) -> None:
+        self.reloads: ReloadState | None = None
+        self.callers: CallerLimit | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if (state := self.reloads) is not None:
+            reloads = CounterMetricFamily(
+                "datasvc_auth_tokens_reloads",
+                "Changes of DATASVC_AUTH_TOKENS_FILE seen: applied, or refused (the last good set kept).",
+                labels=["result"],
+            )
+            reloads.add_metric(["applied"], state.applied)
+            reloads.add_metric(["refused"], state.failed)
+            yield reloads
+            yield GaugeMetricFamily(
+                "datasvc_auth_tokens_reload_failing",
+                "1 while the tokens file as it is now cannot be applied (alert on this).",
+                value=int(state.failing),
+            )
+            yield GaugeMetricFamily("datasvc_auth_tokens", "Tokens accepted now.", value=state.tokens)
+            if state.last_error is not None:
+                last = GaugeMetricFamily(
+                    "datasvc_auth_tokens_last_error_timestamp_seconds",
+                    "When the tokens file was last refused, labelled with why.",
+                    labels=["error"],
+                )
+                last.add_metric([state.last_error], state.last_error_at or 0.0)
+                yield last
+        if (callers := self.callers) is not None and callers.per_caller:
+            limited = CounterMetricFamily(
+                "datasvc_caller_limited",
+                "Requests refused 429 because their caller had DATASVC_CALLER_MAX_IN_FLIGHT in flight.",
+                labels=["caller"],
+            )
+            for name, count in sorted(callers.refused.items()):
+                limited.add_metric([name], count)
+            yield limited
+            yield GaugeMetricFamily(
+                "datasvc_caller_max_in_flight",
+                "Requests one caller may have in flight (per worker).",
+                value=callers.per_caller,
+            )
 
 
 class _AccessLogCollector(Collector):

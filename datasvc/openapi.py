@@ -49,8 +49,10 @@ def build(
     title: str = "datasvc",
     version: str = "0.1.0",
     secured: bool = False,
+    caller_limit: bool = False,
 ) -> dict[str, Any]:
-    """The document; ``secured`` (bearer tokens configured) adds each operation's security and 401/403."""
+    """The document; ``secured`` (bearer tokens configured) adds each operation's security and 401/403,
+    ``caller_limit`` (DATASVC_CALLER_MAX_IN_FLIGHT) the 429 of a caller past its share."""
     models: list[type[BaseModel]] = list(extra_models)
     for op in operations:
         models += [m for m in (op.request_model, op.response_model) if m is not None]
@@ -61,7 +63,9 @@ def build(
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         for path in (op.path, *op.aliases):
-            paths.setdefault(path, {})[op.method.lower()] = _operation(op, path != op.path, secured)
+            paths.setdefault(path, {})[op.method.lower()] = _operation(
+                op, path != op.path, secured, caller_limit
+            )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -77,13 +81,13 @@ def build(
     }
 
 
-def _operation(op: Operation, alias: bool, secured: bool) -> dict[str, Any]:
+def _operation(op: Operation, alias: bool, secured: bool, caller_limit: bool) -> dict[str, Any]:
     guarded = secured and op.scope is not None
     out: dict[str, Any] = {
         "operationId": op.operation_id + ("Slash" if alias else ""),
         "summary": op.summary,
         "tags": [op.tag],
-        "responses": _responses(op, (401, 403) if guarded else ()),
+        "responses": _responses(op, ((401, 403, 429) if caller_limit else (401, 403)) if guarded else ()),
     }
     if secured:
         # OpenAPI 3.1 lets a non-OAuth scheme list the roles it needs: here, the token's scope.

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import ipaddress
 import logging
 import multiprocessing
 import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -31,7 +33,7 @@ from datasvc.app import create_app
 from datasvc.auth import Authenticator
 from datasvc.embedded import EmbeddedPostgres, embedded
 from datasvc.registry import Registry
-from datasvc.settings import Settings, redact_url
+from datasvc.settings import Settings, SettingsError, redact_url
 
 log = logging.getLogger("datasvc.serve")
 
@@ -68,7 +70,8 @@ def serve(settings: Settings) -> int:
     """Check the configuration, find or start the database, then run uvicorn until a signal stops it."""
     logs.configure(settings.log_level)
     Registry.load(settings.sql_dir)  # refuse to start on a bad statement file, before anything else
-    Authenticator.from_settings(settings)  # ... or on a bad token entry
+    authenticator = Authenticator.from_settings(settings)  # ... or on a bad token entry
+    refuse_open_beyond_loopback(settings, authenticator)  # ... or open to the network, before binding
     if settings.cursor_secret is None:
         # One listing-cursor secret for every worker of this run, so any worker verifies any cursor.
         secret = secrets.token_urlsafe(32)
@@ -105,6 +108,36 @@ def serve(settings: Settings) -> int:
             owned.stop()
             owned.release_ownership()
     return 0
+
+
+def refuse_open_beyond_loopback(settings: Settings, authenticator: Authenticator) -> None:
+    """No open mode on a network address unless asked for by name (``DATASVC_AUTH=off``).
+
+    On loopback only this machine's users can call, so a first run with no token stays easy; anywhere
+    else, open mode would hand every user and password hash to whoever can reach the port.
+    """
+    if authenticator.enabled or settings.auth == "off" or is_loopback(settings.host):
+        return
+    raise SettingsError(
+        f"refusing to serve on {settings.host!r} with no bearer token configured: anyone who can reach "
+        "it could read and change every user and read password hashes. Either configure tokens "
+        "(DATASVC_AUTH_TOKENS or DATASVC_AUTH_TOKENS_FILE; `datasvc token new` makes one), or set "
+        "DATASVC_AUTH=off to serve without authentication on purpose."
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only ever listens on loopback (127.0.0.0/8, ::1, or a name only for those)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return False  # uvicorn could not bind it either; do not call it safe
+    addresses = {str(info[4][0]).partition("%")[0] for info in infos}  # "fe80::1%eth0": drop the zone
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 def _embedded_database(settings: Settings) -> tuple[EmbeddedPostgres, EmbeddedPostgres | None]:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
+CALLER_SHARE = 4
 
 
 class SettingsError(ValueError):
@@ -68,6 +70,13 @@ def _bool(raw: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError("must be true or false")
+
+
+def _on_off(raw: str) -> str:
+    try:
+        return "on" if _bool(raw) else "off"
+    except ValueError:
+        raise ValueError("must be on or off") from None
 
 
 @dataclass(frozen=True)
@@ -214,13 +223,23 @@ class Settings:
             "Seconds an access-log line may wait to be written with others (one write per batch).",
         ),
     ] = 0.05
+    auth: Annotated[
+        str,
+        Env(
+            "DATASVC_AUTH",
+            _on_off,
+            "`off`: serve every caller without a token, on any address, with a warning at start-up (no "
+            "token may be configured then). `on`: tokens as configured; with none, `datasvc serve` runs "
+            "open on loopback only and refuses to start on any other address.",
+        ),
+    ] = "on"
     auth_tokens: Annotated[
         str,
         Env(
             "DATASVC_AUTH_TOKENS",
             str,
             "Bearer tokens as `caller scopes sha256hex` entries separated by `;` (see Authentication). "
-            "Unset with no file: open mode.",
+            "Unset with no file: open mode, on loopback only unless `DATASVC_AUTH=off`.",
         ),
     ] = ""
     auth_tokens_file: Annotated[
@@ -228,7 +247,26 @@ class Settings:
         Env(
             "DATASVC_AUTH_TOKENS_FILE",
             Path,
-            "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`.",
+            "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
+            "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
+        ),
+    ] = None
+    auth_reload_seconds: Annotated[
+        float,
+        Env(
+            "DATASVC_AUTH_RELOAD_SECONDS",
+            _positive_float,
+            "How often each worker checks `DATASVC_AUTH_TOKENS_FILE` for a change: a token removed from it "
+            "is refused within this time.",
+        ),
+    ] = 5.0
+    caller_max_in_flight: Annotated[
+        int | None,
+        Env(
+            "DATASVC_CALLER_MAX_IN_FLIGHT",
+            _non_negative_int,
+            "Requests one authenticated caller may have in flight per worker; more are 429 with "
+            "`Retry-After`. Unset: a quarter of `DATASVC_MAX_IN_FLIGHT` (see Authentication). 0: no limit.",
         ),
     ] = None
     list_max_offset: Annotated[
@@ -266,6 +304,16 @@ class Settings:
         if settings.pool_min_size > settings.pool_max_size:
             raise SettingsError("DATASVC_POOL_MIN must not exceed DATASVC_POOL_MAX")
         return settings
+
+    @property
+    def caller_limit(self) -> int:
+        """Requests one authenticated caller may have in flight per worker (0: no per-caller bound)."""
+        if self.caller_max_in_flight is not None:
+            return self.caller_max_in_flight
+        # A quarter: four callers at full tilt fill the worker, one caller in a loop leaves three quarters
+        # to the others, and a caller alone still reaches full speed (25 by default, past the pool's 10
+        # connections, where a worker's throughput stops growing; measured in docs/security.md).
+        return max(1, self.max_in_flight // CALLER_SHARE) if self.max_in_flight else 0
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)

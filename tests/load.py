@@ -172,16 +172,26 @@ def summary(answers: Sequence[Answer]) -> str:
 
 
 async def hammer(
-    base_url: str, path: str, *, workers: int, seconds: float, honour_retry_after: bool = False
+    base_url: str,
+    path: str,
+    *,
+    workers: int,
+    seconds: float,
+    honour_retry_after: bool = False,
+    token: str | None = None,
+    interval: float = 0.0,
 ) -> list[Answer]:
     """Closed-loop GETs over raw keep-alive sockets: a client light enough to overload the server.
 
     httpx spends more CPU per request than the service does, so on a small machine it cannot push the
     service past its limit; this loop writes a fixed request and reads status, headers and body.
     ``honour_retry_after``: a caller that got ``Retry-After`` waits that long, as well-behaved ones do.
+    ``token``: sent as ``Authorization: Bearer <token>``. ``interval``: each worker starts a request at
+    most every ``interval`` seconds, a steady rate (0: the next as soon as the answer is in).
     """
     host, _, port = base_url.removeprefix("http://").partition(":")
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
     answers: list[Answer] = []
     deadline = time.monotonic() + seconds
 
@@ -210,6 +220,8 @@ async def hammer(
                 )
                 if honour_retry_after and "retry-after" in headers:
                     await asyncio.sleep(float(headers["retry-after"]))
+                elif interval:
+                    await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
         finally:
             writer.close()
 

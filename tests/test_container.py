@@ -4,6 +4,7 @@ the environment the Dockerfile sets."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shlex
@@ -15,12 +16,15 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import pytest
 import yaml
 
 from datasvc.cli import _parser
 from datasvc.settings import PROJECT_ROOT
+from tests import load
 
 BIN = Path(sys.executable).parent
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -129,3 +133,91 @@ def test_the_entry_commands_migrate_then_serve(empty_database_url, tmp_path):
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+# -- issue 14: least privilege and no open mode, out of the box ------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def test_no_password_in_compose_has_a_default():
+    """Every password variable is `${VAR:?message}`: compose stops with the message when it is unset."""
+    uses = re.findall(r"\$\{([A-Z_]*PASSWORD[A-Z_]*)([^}]*)\}", COMPOSE.read_text())
+    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "DATASVC_APP_PASSWORD"}
+    for name, rest in uses:
+        assert rest.startswith(":?set "), f"${{{name}{rest}}} must fail when unset, naming the variable"
+
+
+def test_compose_migrates_as_the_owner_and_serves_as_the_runtime_role():
+    services = _compose()["services"]
+    given = {"POSTGRES_PASSWORD": "ownerpw", "DATASVC_APP_PASSWORD": "apppw"}
+
+    def url(service: str) -> SplitResult:
+        # As compose interpolates: `${NAME...}` becomes the variable's value.
+        text = services[service]["environment"]["DATABASE_URL"]
+        return urlsplit(re.sub(r"\$\{([A-Z_]+)[^}]*\}", lambda m: given[m.group(1)], text))
+
+    assert (url("migrate").username, url("migrate").password) == ("postgres", "ownerpw")
+    assert (url("datasvc").username, url("datasvc").password) == ("datasvc_app", "apppw")
+    needs = services["datasvc"]["depends_on"]
+    assert needs["app-role"]["condition"] == "service_completed_successfully"  # the password is set first
+
+
+def test_compose_needs_tokens_or_the_explicit_opt_out():
+    env = _compose()["services"]["datasvc"]["environment"]
+    # `?` without `:`: unset stops compose; set empty is allowed, for DATASVC_AUTH=off.
+    assert env["DATASVC_AUTH_TOKENS"].startswith("${DATASVC_AUTH_TOKENS?set DATASVC_AUTH_TOKENS")
+    assert "DATASVC_AUTH=off" in env["DATASVC_AUTH_TOKENS"]
+    assert env["DATASVC_AUTH"] == "${DATASVC_AUTH:-on}"
+
+
+def test_the_compose_app_role_step_sets_a_scram_password(database_url):
+    """The step's own script, run by this machine's psql against a role of the test's own."""
+    step = _compose()["services"]["app-role"]
+    assert step["entrypoint"] == ["sh", "-ec"]
+    role = f"datasvc_test_app_{os.getpid()}"
+    script = step["command"][0].replace("datasvc_app", role)
+    parts = urlsplit(database_url)
+    env = {
+        **os.environ,
+        "PGHOST": parts.hostname or "127.0.0.1",
+        "PGPORT": str(parts.port or 5432),
+        "PGUSER": parts.username or "postgres",
+        "PGDATABASE": parts.path.lstrip("/"),
+        "DATASVC_APP_PASSWORD": "0123abcd" * 4,
+    }
+
+    async def roles(*statements: str) -> Any:
+        async with load.admin(database_url) as admin:
+            await admin.run("roles.name_role", role)
+            for statement in statements:
+                await admin.run(statement)
+            return await admin.run("roles.password_of", role)
+
+    asyncio.run(roles("roles.drop_login", "roles.create_login"))
+    try:
+        done = subprocess.run(["sh", "-ec", script], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        stored = asyncio.run(roles())
+    finally:
+        asyncio.run(roles("roles.drop_login"))
+    assert stored.startswith("SCRAM-SHA-256$")  # the server keeps a verifier, not the password
+    assert "0123abcd" not in done.stdout + done.stderr
+
+
+def test_the_image_refuses_to_serve_open_on_its_network_address(database_url):
+    """The image binds 0.0.0.0: with no token configured, `datasvc serve` exits naming both ways out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATASVC_")}
+    env.update({k: v for k, v in dockerfile_env().items() if k != "PATH"})
+    env.update({"DATABASE_URL": database_url, "DATASVC_PORT": str(_free_port())})
+    env["DATASVC_SQL_DIR"] = str(PROJECT_ROOT / "sql")
+    env["DATASVC_MIGRATIONS_DIR"] = str(PROJECT_ROOT / "migrations")
+    assert env["DATASVC_HOST"] == "0.0.0.0"
+    serve = [str(BIN / "datasvc"), "serve"]
+    done = subprocess.run(serve, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "DATASVC_AUTH_TOKENS" in done.stderr
+    assert "DATASVC_AUTH=off" in done.stderr

@@ -1,0 +1,146 @@
+"""Issue 14.3: revocation without a restart. DATASVC_AUTH_TOKENS_FILE is re-read when it changes."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from datasvc.auth import hash_token
+from datasvc.settings import Settings
+from tests.liveserver import LiveServer
+from tests.server import serve
+
+TOKENS = {"alpha": "alpha-token-0123456789", "beta": "beta-token-0123456789"}
+USER = "/api/v1/users/1"  # no such user: 404 means authenticated and authorized, 401 refused
+
+
+def _line(*callers: str) -> str:
+    return "".join(f"{name} users:read {hash_token(TOKENS[name])}\n" for name in callers)
+
+
+def _status(base_url: str, caller: str) -> int:
+    """One request on a fresh connection (with several workers, the kernel picks one each time)."""
+    headers = {"Authorization": f"Bearer {TOKENS[caller]}", "Connection": "close"}
+    return httpx2.get(base_url + USER, headers=headers, timeout=5).status_code
+
+
+def _metric(base_url: str, name: str, labels: str = "") -> float | None:
+    text = httpx2.get(base_url + "/metrics", timeout=5).text
+    found = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(settings, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(_line("alpha", "beta"))
+    reload = 1.0
+    settings = settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=reload, workers=2)
+    with LiveServer(settings, tmp_path / "serve.log") as server:
+        _wait_for(lambda: all(_status(server.base_url, "beta") == 404 for _ in range(10)), "both workers")
+        removed = time.monotonic()
+        tokens.write_text(_line("alpha"))
+        # A worker checks every `reload` seconds and reads the file in a thread; the margin covers that
+        # hop and a loaded CI machine, not a second check.
+        deadline = removed + reload + 1.0
+        first_refused = None
+        while time.monotonic() < deadline:
+            if _status(server.base_url, "beta") == 401 and first_refused is None:
+                first_refused = time.monotonic() - removed
+        # 40 fresh connections: the chance that all reached one of two workers is 2**-39.
+        after = [_status(server.base_url, "beta") for _ in range(40)]
+        kept = [_status(server.base_url, "alpha") for _ in range(10)]
+        # With several workers /metrics is the group's, plus the answering worker's own reload count.
+        applied = _metric(server.base_url, "datasvc_auth_tokens_reloads_total", '{result="applied"}')
+    assert first_refused is not None
+    assert set(after) == {401}, after
+    assert set(kept) == {404}, kept
+    assert applied == 1
+    print(f"beta first refused {first_refused:.2f} s after its line was removed (reload {reload} s)")
+
+
+@pytest.fixture
+def watched(settings: Settings, tmp_path: Path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(_line("alpha"))
+    with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
+        yield base_url, tokens
+
+
+def test_a_token_added_to_the_file_is_accepted_and_counted(watched):
+    base_url, tokens = watched
+    assert _status(base_url, "beta") == 401
+    tokens.write_text(_line("alpha", "beta"))
+    _wait_for(lambda: _status(base_url, "beta") == 404, "beta accepted")
+    assert _metric(base_url, "datasvc_auth_tokens_reloads_total", '{result="applied"}') == 1
+    assert _metric(base_url, "datasvc_auth_tokens") == 2
+    assert _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ("alpha users:read\n", "expected 'caller scopes sha256hex'"),
+        (_line("beta") + "gamma users:write " + hash_token(TOKENS["beta"]) + "\n", "configured twice"),
+        (b"\xff\xfe not utf-8", "DATASVC_AUTH_TOKENS_FILE="),
+        (None, "cannot stat it"),
+    ],
+    ids=["unparseable", "token-twice", "not-utf8", "deleted"],
+)
+def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, error):
+    base_url, tokens = watched
+    with caplog.at_level(logging.ERROR, logger="datasvc.auth"):
+        if bad is None:
+            tokens.unlink()
+        elif isinstance(bad, bytes):
+            tokens.write_bytes(bad)
+        else:
+            tokens.write_text(bad)
+        _wait_for(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 1, "the refusal")
+        assert _status(base_url, "alpha") == 404  # never falls open, never drops the good set
+        assert _status(base_url, "beta") == 401
+        text = httpx2.get(base_url + "/metrics").text
+        assert re.search(r'^datasvc_auth_tokens_reloads_total\{result="refused"\} 1\.0$', text, re.M)
+        last = re.search(
+            r'^datasvc_auth_tokens_last_error_timestamp_seconds\{error="(.*)"\} (\S+)$', text, re.M
+        )
+        assert last is not None
+        assert error in last.group(1)
+        assert abs(float(last.group(2)) - time.time()) < 60
+    logged = [r for r in caplog.records if r.name == "datasvc.auth" and r.levelno == logging.ERROR]
+    assert len(logged) == 1  # once, not at every check
+    assert error in logged[0].error
+    # Fixed, it is applied and the alarm clears.
+    tokens.write_text(_line("beta"))
+    _wait_for(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0, "the fix")
+    assert _status(base_url, "beta") == 404
+    assert _status(base_url, "alpha") == 401
+
+
+def test_an_emptied_file_refuses_everyone_and_never_opens(watched):
+    base_url, tokens = watched
+    tokens.write_text("# every token revoked\n")
+    _wait_for(lambda: _status(base_url, "alpha") == 401, "alpha refused")
+    assert httpx2.get(base_url + USER).status_code == 401  # not open mode
+    assert _metric(base_url, "datasvc_auth_tokens") == 0
+
+
+def test_an_empty_tokens_file_at_start_means_tokens_are_required(settings, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("")
+    with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
+        assert httpx2.get(base_url + USER).status_code == 401
+        tokens.write_text(_line("alpha"))
+        _wait_for(lambda: _status(base_url, "alpha") == 404, "alpha accepted")
