@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
+from datasvc.pagination import MIN_SECRET_BYTES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
 CALLER_SHARE = 4
@@ -52,8 +54,8 @@ def _non_negative_float(raw: str) -> float:
 
 
 def _cursor_secret(raw: str) -> str:
-    if len(raw.encode()) < 32:
-        raise ValueError("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 32`)")
     return raw
 
 
