@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.logs import JSONFormatter
+from tests.access import access_lines
 from tests.rawhttp import exchange, statuses
 from tests.server import serve
 
@@ -153,13 +154,17 @@ def test_rollback_takes_the_grants_back_and_keeps_the_roles(database_url):
 
 
 @pytest.fixture
-def logged(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], str]]:
-    """Every log line of the test, as the service would print it (JSON with the extra fields)."""
+def logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> Iterator[Callable[[], str]]:
+    """Every log line of the test, as the service would print it: the stdlib records formatted as JSON,
+    and the access log's lines, which bypass `logging` and reach stdout from their own writer thread."""
     formatter = JSONFormatter()
     with caplog.at_level(logging.DEBUG):
         # The test client's own loggers echo the URLs this test sends; only the service's lines count.
         yield lambda: "\n".join(
-            formatter.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+            [formatter.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+            + [orjson.dumps(line).decode() for line in access_lines(client.app, capfd)]
         )
 
 
@@ -230,7 +235,7 @@ def test_no_response_or_log_line_but_lookup_carries_the_hash(client, database_ur
     _no_canary(client.post("/api/v1/auth/lookup", json={"login": "nobody"}), "lookup 404")
     _no_canary(client.post("/api/v1/auth/lookup", json={"login": HASH + "\x00"}), "lookup 422")
     logs = logged()
-    assert "request" in logs  # the access log was captured
+    assert '"logger":"datasvc.access"' in logs  # the access log was captured
     assert CANARY not in logs, "the hash leaked into a log line"
 
 
