@@ -51,4 +51,3 @@ def test_a_431_echoes_the_callers_request_id(live):
     assert statuses(raw) == [431]
     assert headers[b"x-request-id"] == b"caller-7"
     assert problem["request_id"] == "caller-7"
-
