@@ -170,6 +170,10 @@ def _keyset_flatness(res: Results) -> float | None:
     return ratio(res.get(MAIN, "list_deep_keyset", "rps"), res.get(MAIN, "list_first_none", "rps"))
 
 
+def _estimated_vs_keyset(res: Results) -> float | None:
+    return ratio(res.get(MAIN, "list_first_estimated", "rps"), res.get(MAIN, "list_first_none", "rps"))
+
+
 def _rss(res: Results) -> float | None:
     return ratio(res.rss.get("peer", {}).get("peak_kb"), res.rss.get(MAIN, {}).get("peak_kb"))
 
@@ -182,8 +186,10 @@ GOALS = (
     Goal("GET by username: p99 ≤ 1/5 peer's", _p99_ratio("by_username"), 5.0),
     Goal("GET by username: ≥ 80% of the ceiling", _vs_ceiling("by_username"), 0.8),
     Goal("POST create: ≥ 3x peer", _vs_peer("create"), 3.0),
-    Goal("list first page, exact total: ≥ 1x peer", _vs_peer("list_first_exact"), 1.0),
+    Goal("list first page, exact total: ≥ 5x peer", _vs_peer("list_first_exact"), 5.0),
+    Goal("list status=active, exact total: ≥ 5x peer", _vs_peer("list_active"), 5.0),
     Goal("list first page, estimated total: ≥ 20x peer", _vs_peer("list_first_estimated"), 20.0),
+    Goal("list first page, estimated total: ≥ 0.8x the keyset first page", _estimated_vs_keyset, 0.8),
     Goal("list first page, no count: ≥ 20x peer", _vs_peer("list_first_none"), 20.0),
     Goal("deep keyset page: within 1.5x of the first keyset page (ratio ≥ 0.67)", _keyset_flatness, 1 / 1.5),
     Goal("deep keyset page: ≥ 100x the peer's deep offset page", _vs_peer("list_deep_keyset"), 100.0),

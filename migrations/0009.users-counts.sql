@@ -149,7 +149,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION users_counts_deleted();
 CREATE TRIGGER users_counts_moved AFTER UPDATE OF status, is_verified, is_admin ON users
 FOR EACH ROW
 WHEN (
-    (OLD.status, OLD.is_verified, OLD.is_admin) IS DISTINCT FROM (NEW.status, NEW.is_verified, NEW.is_admin)
+    (old.status, old.is_verified, old.is_admin) IS DISTINCT FROM (new.status, new.is_verified, new.is_admin)
 )
 EXECUTE FUNCTION users_counts_moved();
 
@@ -158,7 +158,9 @@ FOR EACH STATEMENT EXECUTE FUNCTION users_counts_truncated();
 
 -- The rows that exist now (the lock above keeps every writer out until commit).
 INSERT INTO users_counts (status, is_verified, is_admin, n)
-SELECT status, is_verified, is_admin, count(*) FROM users GROUP BY status, is_verified, is_admin;
+SELECT status, is_verified, is_admin, count(*) AS n
+FROM users
+GROUP BY status, is_verified, is_admin;
 
 -- The planner's estimate of how many users a listing filter matches, search term included: what
 -- `count=estimated` answers when the filtered set is too large to count (sql/users/list.sql). EXPLAIN
@@ -193,8 +195,12 @@ ALTER FUNCTION users_counts_truncated() OWNER TO datasvc_owner;
 ALTER FUNCTION users_counts_compact() OWNER TO datasvc_owner;
 ALTER FUNCTION users_counts_fold_now_and_then() OWNER TO datasvc_owner;
 -- Triggers call their functions whatever EXECUTE says; nobody else needs to.
-REVOKE ALL ON FUNCTION users_counts_inserted(), users_counts_deleted(), users_counts_moved(),
-    users_counts_truncated(), users_counts_compact(), users_counts_fold_now_and_then() FROM PUBLIC;
+REVOKE ALL ON FUNCTION users_counts_inserted() FROM public;
+REVOKE ALL ON FUNCTION users_counts_deleted() FROM public;
+REVOKE ALL ON FUNCTION users_counts_moved() FROM public;
+REVOKE ALL ON FUNCTION users_counts_truncated() FROM public;
+REVOKE ALL ON FUNCTION users_counts_compact() FROM public;
+REVOKE ALL ON FUNCTION users_counts_fold_now_and_then() FROM public;
 GRANT SELECT ON users_counts TO datasvc_app;
 
 COMMENT ON TABLE users_counts IS 'How many users have each (status, is_verified, is_admin): sum(n) per combination, exact in every snapshot. Delta rows written by the users_counts_* triggers, folded by users_counts_compact() now and then. Migration 0009 explains why.';

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from tests.test_security import APP_ROLE, as_role
+from tests.values import HASH
 
-HASH = "$2b$12$" + "a" * 53
 # One counted column at a time (each must move the counts on its own), and one that is not counted.
 MOVES = (
     ("status", ("active", "inactive", "suspended")),
@@ -40,6 +40,12 @@ FROM_COUNTS = """
 
 def _totals(conn: psycopg.Connection[Any], sql: str) -> dict[tuple[Any, ...], int]:
     return {tuple(row[:3]): row[3] for row in conn.execute(sql)}
+
+
+def _value(conn: psycopg.Connection[Any], sql: str) -> Any:
+    row = conn.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _seed(url: str, n: int) -> None:
@@ -146,20 +152,20 @@ def test_the_writes_fold_the_deltas_now_and_then(database_url):
                 "INSERT INTO users (email, username, hashed_password) VALUES (%s, %s, %s)",
                 (f"f{i}@example.com", f"fold_{i}", HASH),
             )
-            rows = conn.execute("SELECT count(*) FROM users_counts").fetchone()[0]
+            rows = _value(conn, "SELECT count(*) FROM users_counts")
             if rows < peak:
                 break
             peak = rows
         else:
             pytest.fail("5,000 write transactions and no fold")
-        assert conn.execute("SELECT sum(n) FROM users_counts").fetchone()[0] == i + 1
+        assert _value(conn, "SELECT sum(n) FROM users_counts") == i + 1
 
 
 def test_truncate_empties_the_counts(database_url):
     _seed(database_url, 10)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("TRUNCATE users")
-        assert conn.execute("SELECT count(*) FROM users_counts").fetchone()[0] == 0
+        assert _value(conn, "SELECT count(*) FROM users_counts") == 0
 
 
 @pytest.mark.parametrize(

@@ -32,15 +32,8 @@
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
-SELECT
-    counted.total,
-    CASE
-        WHEN $5::text = 'none' THEN NULL
-        WHEN $5::text = 'estimated' AND $4::text IS NOT NULL AND counted.total > 1000 THEN 'estimated'
-        ELSE 'exact'
-    END AS total_kind,
-    page.*
-FROM (
+-- MATERIALIZED: the outer CASE reads total twice, and must not run its sub-select twice.
+WITH counted AS MATERIALIZED (
     -- CASE, not UNION ALL or WHERE: the custom plan folds the branches `count` and `search` do not take
     -- away entirely, sub-selects included (so the plan never shows, let alone runs, their scans).
     SELECT
@@ -67,7 +60,10 @@ FROM (
             -- estimate (never below what was counted).
             ELSE (
                 SELECT
-                    CASE WHEN count(*) <= 1000 THEN count(*) ELSE greatest(users_estimate($1, $2, $3, $4), 1001) END
+                    CASE
+                        WHEN count(*) <= 1000 THEN count(*)
+                        ELSE greatest(users_estimate($1, $2, $3, $4), 1001)
+                    END AS bounded
                 FROM (
                     SELECT
                     FROM users
@@ -75,12 +71,22 @@ FROM (
                         AND ($2::boolean IS NULL OR is_verified = $2)
                         AND ($3::boolean IS NULL OR is_admin = $3)
                         AND (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
-                    LIMIT 1001
+                    -- Which 1,001 rows does not matter: they are only counted.
+                    LIMIT 1001  -- noqa: AM09
                 ) AS matches
             )
         END AS total
-    OFFSET 0  -- a fence: the outer CASE reads total, and must not evaluate it a second time
-) AS counted
+)
+
+SELECT
+    counted.total,
+    CASE
+        WHEN $5::text = 'none' THEN NULL
+        WHEN $5::text = 'estimated' AND $4::text IS NOT NULL AND counted.total > 1000 THEN 'estimated'
+        ELSE 'exact'
+    END AS total_kind,
+    page.*
+FROM counted
 LEFT JOIN LATERAL (
     SELECT
         id, email, username, full_name, bio, status,
