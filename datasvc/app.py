@@ -160,6 +160,10 @@ def create_app(
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    # No redirects: Starlette would answer `/api/v1/users/3/` with a 307 to a URL built from the Host
+    # header (an open redirect through a cache or proxy). The documented trailing-slash forms are routes
+    # of their own (`Operation.aliases`); any other path is a 404 problem.
+    app.router.redirect_slashes = False
     app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
     return app
 
