@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from tests.liveserver import free_port
+from tests.pgserver import address
 
 CACHE = Path(os.environ.get("DATASVC_PGBOUNCER_CACHE", Path.home() / ".cache" / "datasvc"))
 BINARIES = {"1.24": CACHE / "pgbouncer-1.24" / "pgbouncer", "1.18": Path("/usr/sbin/pgbouncer")}
@@ -52,21 +53,20 @@ logfile = {directory}/pgbouncer.log
 
 
 class PgBouncer:
-    """``pgbouncer`` ``version`` in the foreground, transaction pooling to ``server_host:server_port``."""
+    """``pgbouncer`` ``version`` in the foreground, transaction pooling to the test server."""
 
     def __init__(
         self,
         version: str,
         *,
-        server_host: str = "127.0.0.1",
-        server_port: int = 5432,
         users: tuple[str, ...] = ("postgres", "datasvc_app"),
         pool_size: int = 10,
         prepared_statements: bool = True,
     ) -> None:
+        server_host, server_port = address()  # DATASVC_TEST_DATABASE_URL's
         binary = BINARIES[version]
         if not binary.exists():
-            raise RuntimeError(f"PgBouncer {version} is not installed at {binary}: run {INSTALLED_BY[version]}")
+            raise RuntimeError(f"no PgBouncer {version} at {binary}: run {INSTALLED_BY[version]}")
         self.version = version
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix=f"datasvc-pgbouncer-{version}-"))

@@ -28,6 +28,7 @@ from datasvc.settings import PROJECT_ROOT, Settings
 from tests.load import HASH
 from tests.pgbouncer import PgBouncer
 from tests.pooler.conftest import APP_ROLE, dbname, through
+from tests.test_privileges import as_role
 
 WORKER = (sys.executable, "-m", "tests.pooler.statement_worker")
 STATEMENTS_EACH = 300  # per process: ~1 s through PgBouncer; the 1.18 control shows hundreds of mix-ups
@@ -129,7 +130,7 @@ def test_a_pooler_passing_statement_names_through_is_refused_with_the_cache_on(
 def test_a_direct_connection_in_transaction_mode_keeps_the_cache(plain_settings: Settings, database_url: str):
     """No pooler in between (the announced process id is the backend's): nothing to refuse."""
     direct = plain_settings.with_overrides(
-        database_url=database_url.replace("postgres@", f"{APP_ROLE}@"), pool_mode="transaction"
+        database_url=as_role(database_url, APP_ROLE), pool_mode="transaction"
     )
     with TestClient(create_app(direct)) as client:
         assert client.get("/api/v1/users/1").status_code == 404
