@@ -11,9 +11,9 @@ from datasvc.cli import main
 from datasvc.explain import convert
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from tests.values import HASH
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
-HASH = "$2b$12$" + "x" * 53
 
 
 @pytest.fixture
