@@ -1,7 +1,7 @@
 -- Exact totals for the listing's filters (status, is_verified, is_admin) without counting users: a
 -- counts table kept by triggers in the same transaction as every write, and the planner's row estimate
 -- for a filter with a search term.
--- depends: 0005.users-version
+-- depends: 0008.runtime-role-settings
 --
 -- Why: `GET /api/v1/users?count=exact` counted every matching row per request (~85 ms of CPU on 1M rows;
 -- 32 such requests saturate two cores). The filters have 3 x 2 x 2 = 12 combinations, so the totals fit
