@@ -2,7 +2,9 @@
 
 Every successful write (an `Operation` declared ``consistency="write"``) answers with a token: the primary's
 WAL insert position read right after the write committed (``sql/replica/insert_lsn.sql``, one more round
-trip on the primary), which is past the write's commit record. A read (``consistency="read"``) that sends
+trip on the primary, only when replicas are configured), which is past the write's commit record. A
+position read inside the write statement (in its ``RETURNING``) would come before the commit record, and
+a replica that replayed up to it might not show the write yet. A read (``consistency="read"``) that sends
 it back is served by a replica only if that replica has replayed up to it (`datasvc.replicas`), otherwise
 by the primary. The token is PostgreSQL's own LSN text (``0/16B3748``): opaque to callers, comparable by a
 DBA with ``pg_last_wal_replay_lsn()``.
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 HEADER = "X-Consistency-Token"
 UNREACHABLE = 1 << 64  # past any WAL position: the read goes to the primary
+PRIMARY_ONLY = "primary"  # the token of an instance without replicas
 PATTERN = r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$"
 _LSN = re.compile(PATTERN)
 
@@ -61,6 +64,11 @@ async def stamp(request: Request, response: Response) -> None:
     if not 200 <= response.status_code < 300:
         return
     db: Database = request.state.db
+    if not db.replicas:
+        # Every read runs on the primary here: no round trip for a position nobody compares with. The
+        # token still pins reads to the primary on an instance that has replicas.
+        response.headers[HEADER] = PRIMARY_ONLY
+        return
     try:
         lsn = await db.run("replica.insert_lsn")
     except Exception as exc:

