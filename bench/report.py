@@ -14,12 +14,15 @@ ORDER = (
     "datasvc-1w",
     "pgbouncer-1.24",
     "pgbouncer-1.18",
+    "replica",
+    "replica-direct",
     "datasvc-1w-nolog",
     "datasvc-2w",
     "ceiling",
     "pgbench",
 )
 POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
+REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
 
@@ -162,6 +165,22 @@ def pooled(res: Results) -> str:
     )
 
 
+def replicated(res: Results) -> str:
+    """With a replica against without, on the same primary; and that primary against the direct target."""
+    rows = []
+    for s in res.scenarios:
+        with_replica, without = (res.get(t, s.key, "rps") for t in REPLICATED)
+        if with_replica is not None or without is not None:
+            rows.append(
+                [
+                    s.key,
+                    fmt(ratio(with_replica, without), 2),
+                    fmt(ratio(without, res.get(MAIN, s.key, "rps")), 2),
+                ]
+            )
+    return table(["scenario", "replica ÷ replica-direct", "replica-direct ÷ datasvc-1w"], rows)
+
+
 def memory(res: Results) -> str:
     rows = [
         [t, v.get("idle_kb", 0) / 1024, v.get("peak_kb", 0) / 1024, v.get("hwm_kb", 0) / 1024]
@@ -248,6 +267,8 @@ def render(data: dict[str, Any]) -> str:
     parts = [head, "### Measured", measured(res), "### Pair by pair", pairs(res)]
     if any(t in res.targets for t in POOLED):
         parts += ["### Through PgBouncer (transaction mode)", pooled(res)]
+    if any(t in res.targets for t in REPLICATED):
+        parts += ["### With a read replica", replicated(res)]
     if res.rss:
         parts += ["### Memory", memory(res)]
     parts += ["### Targets", goals(res)]

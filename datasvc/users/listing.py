@@ -274,6 +274,7 @@ OPERATIONS: tuple[Operation, ...] = (
         aliases=(PREFIX + "/",),
         endpoint=list_users,
         operation_id="listUsers",
+        consistency="read",
         summary="List users: filters, sorts, offset pages with a total, keyset cursors",
         tag="users",
         response_model=UserPage,
