@@ -44,20 +44,24 @@ class Pair:
 
 
 def _pair() -> Pair:
-    primary, standby = Cluster("datasvc-replica-"), Cluster("datasvc-replica-")
-    pair = Pair(primary, standby)
+    primary = Cluster("datasvc-replica-")
+    standby: Cluster | None = None
     try:
-        primary.options = standby.options = STATS
+        primary.options = STATS
         primary.init()
         primary.start()
         migrations.apply(primary.url, PROJECT_ROOT / "migrations")
         asyncio.run(_create_statement_stats(primary.url))
+        standby = Cluster("datasvc-replica-")  # its free port picked right before it binds it
+        standby.options = STATS
         standby.basebackup(primary)
         standby.start()
     except BaseException:
-        pair.remove()
+        if standby is not None:
+            standby.remove()
+        primary.remove()
         raise
-    return pair
+    return Pair(primary, standby)
 
 
 async def _create_statement_stats(url: str) -> None:
