@@ -48,6 +48,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         operation_id="health",
         summary="Liveness: the process answers (no database call)",
         tag="health",
+        response_model=health.Live,
     ),
     Operation(
         method="GET",
@@ -56,6 +57,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         operation_id="ready",
         summary="Readiness: not shutting down, the database answers and every migration is applied",
         tag="health",
+        response_model=health.Ready,
         errors=(503,),
     ),
 )
@@ -89,7 +91,7 @@ def create_app(
             interval=settings.auth_reload_seconds,
         )
     callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0, authenticator.identify)
-    document = openapi.build(ops, secured=authenticator.enabled, caller_limit=bool(callers.per_caller))
+    document = openapi.build(ops)
     metrics = Metrics(registry)
     metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
