@@ -21,6 +21,7 @@ from starlette.routing import Route
 from datasvc import health, openapi
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
+from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
@@ -150,6 +151,8 @@ def create_app(
                 access_log=access_log,
                 observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
             ),
+            # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
+            Middleware(GZipMiddleware),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
         ],
