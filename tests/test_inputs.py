@@ -66,7 +66,9 @@ def test_body_reasons_say_what_the_field_must_be_without_its_pattern(client):
 
 
 def test_patch_reasons_are_the_same_words(client):
-    created = client.post("/api/v1/users", json={"email": "a@b.io", "username": "alice", "hashed_password": HASH})
+    created = client.post(
+        "/api/v1/users", json={"email": "a@b.io", "username": "alice", "hashed_password": HASH}
+    )
     errors = _errors(client.patch(created.headers["location"], json={"email": "nope", "is_admin": "yes"}))
     assert errors["body.email"].startswith("must be an email address")
     assert errors["body.is_admin"] == "must be true or false"
