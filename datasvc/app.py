@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import health, openapi
+from datasvc import health, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.compression import GZipMiddleware
@@ -110,6 +110,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         authenticator.log_mode()
         db = await Database.connect(settings, registry, metrics)
+        if settings.pool_mode == "transaction":
+            try:
+                await pooler.check(db)  # before serving: no session state means the role must be right
+            except BaseException:
+                await db.close()
+                raise
         metrics.watch_pool(db)
         if take_sigterm:
             drain.take_sigterm()

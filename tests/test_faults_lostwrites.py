@@ -27,6 +27,7 @@ from datasvc.embedded import machine_bindirs, wheel_bindir
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
 from tests.liveserver import LiveServer, free_port
+from tests.values import HASH
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +47,7 @@ def _body(key: str) -> dict[str, str]:
     return {
         "email": f"{key}@example.io",
         "username": key,
-        "hashed_password": load.HASH,
+        "hashed_password": HASH,
         "full_name": key,
         "bio": key * 8,
     }

@@ -7,9 +7,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from datasvc.middleware import RequestContextMiddleware
+from tests.values import HASH
 
 PROBLEM = "application/problem+json"
-HASH = "$2b$12$" + "a" * 53
 
 
 def test_malformed_json_is_400(client):

@@ -17,11 +17,11 @@ import pytest
 from datasvc.db import execute, server_settings
 from datasvc.registry import PlanCache, Registry
 from datasvc.settings import Settings
+from tests.values import HASH
 
 ROWS = 120_000
 DEEP = 108_000  # 90% of the way down
 SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
-HASH = "$2b$12$" + "a" * 53
 PLANS = Registry.load(Path(__file__).parents[1] / "sql" / "plans")
 
 
