@@ -25,10 +25,10 @@ from datasvc.db import execute
 from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.load import HASH
 from tests.pgbouncer import PgBouncer
 from tests.pooler.conftest import APP_ROLE, dbname, through
 from tests.test_privileges import as_role
+from tests.values import HASH
 
 WORKER = (sys.executable, "-m", "tests.pooler.statement_worker")
 STATEMENTS_EACH = 300  # per process: ~1 s through PgBouncer; the 1.18 control shows hundreds of mix-ups
