@@ -53,31 +53,29 @@ class GZipMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        gzip = accepts_gzip(scope["headers"])
         start: Message | None = None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal start
-            if message["type"] == "http.response.start":
+            if start is None:
+                if message["type"] != "http.response.start" or not self._eligible(message):
+                    await send(message)  # a lookup (small, or with an ETag) passes here untouched
+                    return
                 start = message  # held until the body says whether to compress
-                return
-            if start is None or message["type"] != "http.response.body":
-                await send(message)
                 return
             head, start = start, None
             body: bytes = message.get("body", b"")
-            names = {name.lower() for name, _ in head.get("headers", ())}
             if (
-                message.get("more_body", False)
+                message["type"] != "http.response.body"
+                or message.get("more_body", False)  # streamed
                 or len(body) < self.minimum_size
-                or names & {b"etag", b"content-encoding"}
             ):
                 await send(head)
                 await send(message)
                 return
             headers = [(k, v) for k, v in head.get("headers", ()) if k.lower() != b"content-length"]
             headers.append((b"vary", b"Accept-Encoding"))
-            if gzip:
+            if accepts_gzip(scope["headers"]):
                 compressor = zlib.compressobj(self.level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
                 body = compressor.compress(body) + compressor.flush()
                 headers.append((b"content-encoding", b"gzip"))
@@ -86,3 +84,13 @@ class GZipMiddleware:
             await send({**message, "body": body})
 
         await self.app(scope, receive, send_wrapper)
+
+    def _eligible(self, start: Message) -> bool:
+        """Whether the answer may be compressed, from its head: no ETag, no encoding, not known small."""
+        for name, value in start.get("headers", ()):
+            lower = name.lower()
+            if lower in (b"etag", b"content-encoding"):
+                return False
+            if lower == b"content-length" and int(value) < self.minimum_size:
+                return False
+        return True

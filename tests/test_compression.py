@@ -44,6 +44,15 @@ def test_no_gzip_unless_accepted(seeded, accept):
     assert response.headers["vary"] == "Accept-Encoding"
 
 
+@pytest.mark.parametrize("accept", ["gzip", "identity"])
+def test_head_announces_what_get_would_send(seeded, accept):
+    get = seeded.get(PAGE, headers={"accept-encoding": accept})
+    head = seeded.head(PAGE, headers={"accept-encoding": accept})
+    assert head.status_code == 200
+    for name in ("content-length", "content-encoding", "vary"):
+        assert head.headers.get(name) == get.headers.get(name), name
+
+
 def test_small_answers_stay_as_they_are(seeded):
     response = seeded.get("/api/v1/users?limit=1", headers={"accept-encoding": "gzip"})
     assert int(response.headers["content-length"]) < MINIMUM_SIZE

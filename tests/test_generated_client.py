@@ -8,6 +8,7 @@ generation and mypy (the slow part: ~5 s and ~10-25 s on 2 cores) run once.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def _import(name: str) -> Any:
 
 def test_a_generated_client_drives_every_users_operation(settings, tmp_path, monkeypatch):
     secured = settings.with_overrides(auth_tokens=f"client {SCOPES} {hash_token(TOKEN)}")
-    with LiveServer(secured, tmp_path / "serve.log") as server:
+    with LiveServer(secured, tmp_path / "serve.log") as server, contextlib.ExitStack() as clients:
         _generate(server.base_url, tmp_path)
         monkeypatch.syspath_prepend(str(tmp_path))
         client_mod = _import("client")
@@ -71,7 +72,7 @@ def test_a_generated_client_drives_every_users_operation(settings, tmp_path, mon
             for name in ("create_user", "get_user", "update_user", "list_users", "delete_user")
         }
         lookup = _import("api.auth.lookup_credentials")
-        client = client_mod.AuthenticatedClient(base_url=server.base_url, token=TOKEN)
+        client = clients.enter_context(client_mod.AuthenticatedClient(base_url=server.base_url, token=TOKEN))
 
         created = users["create_user"].sync_detailed(
             client=client,
@@ -133,7 +134,9 @@ def test_a_generated_client_drives_every_users_operation(settings, tmp_path, mon
         assert isinstance(credentials, models.Credentials)
         assert (credentials.id, credentials.hashed_password) == (grace.id, HASH)
 
-        anonymous = client_mod.AuthenticatedClient(base_url=server.base_url, token="not-a-token")
+        anonymous = clients.enter_context(
+            client_mod.AuthenticatedClient(base_url=server.base_url, token="not-a-token")
+        )
         refused = users["get_user"].sync_detailed(id=grace.id, client=anonymous)
         assert refused.status_code == 401
         assert isinstance(refused.parsed, models.Problem)
