@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import health, openapi, pooler
+from datasvc import docs, health, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.compression import GZipMiddleware
@@ -147,6 +147,7 @@ def create_app(
     routes = [
         *build_routes(ops, guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *docs.routes(),
     ]
     app = Starlette(
         routes=routes,
