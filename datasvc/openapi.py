@@ -17,8 +17,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from datasvc.consistency import HEADER as CONSISTENCY
 from datasvc.responses import PROBLEM_MEDIA_TYPE
-from datasvc.routing import Operation
+from datasvc.routing import Operation, Param
 
 REF = "#/components/schemas/{model}"
 
@@ -45,6 +46,21 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+CONSISTENCY_PARAM = Param(
+    name=CONSISTENCY,
+    location="header",
+    description=(
+        f"The {CONSISTENCY} of your last write: the answer then includes that write (a replica serves it "
+        "only once it has replayed it; else the primary). A value that is not such a token sends the "
+        "read to the primary."
+    ),
+    schema={"type": "string"},
+)
+CONSISTENCY_RESPONSE = (
+    "Opaque token of this write; send it back on reads (same header) to be sure to see it, whichever "
+    "replica answers."
+)
 
 # Every operation can meet these, whatever its own errors are: 400 and 431 from the HTTP protocol (a head
 # it cannot parse, or too large), 413 from the body cap (any method may send a body), 500, 503 (shedding,
@@ -126,7 +142,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "security": [{"bearer": [op.scope]}] if op.scope is not None else [],
         "responses": _responses(op),
     }
-    if op.params:
+    params = [*op.params, CONSISTENCY_PARAM] if op.consistency == "read" else list(op.params)
+    if params:
         out["parameters"] = [
             {
                 "name": p.name,
@@ -135,7 +152,7 @@ def _operation(op: Operation) -> dict[str, Any]:
                 "description": p.description,
                 "schema": p.schema,
             }
-            for p in op.params
+            for p in params
         ]
     if op.request_model is not None:
         out["requestBody"] = {
@@ -158,9 +175,12 @@ def _headers(status: int, own: dict[str, str]) -> dict[str, Any]:
 
 
 def _responses(op: Operation) -> dict[str, Any]:
+    own = dict(op.response_headers)
+    if op.consistency == "write":
+        own[CONSISTENCY] = CONSISTENCY_RESPONSE
     ok: dict[str, Any] = {
         "description": http.HTTPStatus(op.status).phrase,
-        "headers": _headers(op.status, dict(op.response_headers)),
+        "headers": _headers(op.status, own),
     }
     if op.response_model is not None:
         ok["content"] = {op.media_type: {"schema": {"$ref": REF.format(model=op.response_model.__name__)}}}
