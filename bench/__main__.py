@@ -68,6 +68,7 @@ PORTS = {
             "datasvc-1w-nolog",
             "pgbouncer-1.24",
             "pgbouncer-1.18",
+            "direct-app",
         ),
         1,
     )
