@@ -15,6 +15,8 @@ ORDER = (
     "direct-app",
     "pgbouncer-1.24",
     "pgbouncer-1.18",
+    "replica",
+    "replica-direct",
     "datasvc-1w-nolog",
     "datasvc-2w",
     "ceiling",
@@ -22,6 +24,7 @@ ORDER = (
 )
 POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
 BASELINE = "direct-app"  # the same service, mode and role without PgBouncer; else datasvc-1w
+REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
 
@@ -164,6 +167,22 @@ def pooled(res: Results) -> str:
     )
 
 
+def replicated(res: Results) -> str:
+    """With a replica against without, on the same primary; and that primary against the direct target."""
+    rows = []
+    for s in res.scenarios:
+        with_replica, without = (res.get(t, s.key, "rps") for t in REPLICATED)
+        if with_replica is not None or without is not None:
+            rows.append(
+                [
+                    s.key,
+                    fmt(ratio(with_replica, without), 2),
+                    fmt(ratio(without, res.get(MAIN, s.key, "rps")), 2),
+                ]
+            )
+    return table(["scenario", "replica ÷ replica-direct", "replica-direct ÷ datasvc-1w"], rows)
+
+
 def memory(res: Results) -> str:
     rows = [
         [t, v.get("idle_kb", 0) / 1024, v.get("peak_kb", 0) / 1024, v.get("hwm_kb", 0) / 1024]
@@ -195,6 +214,10 @@ def _keyset_flatness(res: Results) -> float | None:
     return ratio(res.get(MAIN, "list_deep_keyset", "rps"), res.get(MAIN, "list_first_none", "rps"))
 
 
+def _estimated_vs_keyset(res: Results) -> float | None:
+    return ratio(res.get(MAIN, "list_first_estimated", "rps"), res.get(MAIN, "list_first_none", "rps"))
+
+
 def _pooled(key: str) -> Callable[[Results], float | None]:
     return lambda res: ratio(
         res.get("pgbouncer-1.24", key, "rps"), res.get(BASELINE, key, "rps") or res.get(MAIN, key, "rps")
@@ -213,8 +236,10 @@ GOALS = (
     Goal("GET by username: p99 ≤ 1/5 peer's", _p99_ratio("by_username"), 5.0),
     Goal("GET by username: ≥ 80% of the ceiling", _vs_ceiling("by_username"), 0.8),
     Goal("POST create: ≥ 3x peer", _vs_peer("create"), 3.0),
-    Goal("list first page, exact total: ≥ 1x peer", _vs_peer("list_first_exact"), 1.0),
+    Goal("list first page, exact total: ≥ 5x peer", _vs_peer("list_first_exact"), 5.0),
+    Goal("list status=active, exact total: ≥ 5x peer", _vs_peer("list_active"), 5.0),
     Goal("list first page, estimated total: ≥ 20x peer", _vs_peer("list_first_estimated"), 20.0),
+    Goal("list first page, estimated total: ≥ 0.8x the keyset first page", _estimated_vs_keyset, 0.8),
     Goal("list first page, no count: ≥ 20x peer", _vs_peer("list_first_none"), 20.0),
     Goal("deep keyset page: within 1.5x of the first keyset page (ratio ≥ 0.67)", _keyset_flatness, 1 / 1.5),
     Goal("deep keyset page: ≥ 100x the peer's deep offset page", _vs_peer("list_deep_keyset"), 100.0),
@@ -246,6 +271,8 @@ def render(data: dict[str, Any]) -> str:
     parts = [head, "### Measured", measured(res), "### Pair by pair", pairs(res)]
     if any(t in res.targets for t in POOLED):
         parts += ["### Through PgBouncer (transaction mode)", pooled(res)]
+    if any(t in res.targets for t in REPLICATED):
+        parts += ["### With a read replica", replicated(res)]
     if res.rss:
         parts += ["### Memory", memory(res)]
     parts += ["### Targets", goals(res)]

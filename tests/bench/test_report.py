@@ -45,6 +45,8 @@ def test_defaults_select_every_target_and_scenario(monkeypatch: pytest.MonkeyPat
         "direct-app",
         "pgbouncer-1.24",
         "pgbouncer-1.18",
+        "replica",
+        "replica-direct",
         "ceiling",
         "peer",
         "datasvc-2w",
