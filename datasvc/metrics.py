@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import glob
 import os
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -139,9 +140,20 @@ class Metrics:
             self.registry.register(self._auth)
         else:
             self._worker.register(self._auth)
-        # Children made up front for every known statement: the hot path then skips labels()' lock.
-        self._query_children = {name: self.queries.labels(name) for name in statement_names}
-        self._request_children: dict[tuple[str, str, int], Any] = {}
+        # One worker: observations are tallied in plain lists and handed to prometheus-client when scraped
+        # (`_Tally`). A process group: other workers' scrapes read the shared files, so observe at once.
+        self._tallies: list[_Tally] = []
+        self._acquire_observe = self._observer(self.acquire)
+        # Made up front for every known statement: the hot path is then one dict lookup.
+        self._query_observers = {name: self._observer(self.queries.labels(name)) for name in statement_names}
+        self._request_observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+
+    def _observer(self, child: Histogram) -> Callable[[float], None]:
+        if self.group is not None:
+            return child.observe
+        tally = _Tally(child)
+        self._tallies.append(tally)
+        return tally.observe
 
     def watch_pool(self, source: PoolSource | None) -> None:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
@@ -168,27 +180,31 @@ class Metrics:
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(route, method, str(status))
-        child.observe(seconds)
+        observe = self._request_observers.get(key)
+        if observe is None:
+            observe = self._request_observers[key] = self._observer(
+                self.requests.labels(route, method, str(status))
+            )
+        observe(seconds)
 
     def observe_query(self, name: str, seconds: float) -> None:
-        child = self._query_children.get(name)
-        if child is None:
-            child = self._query_children[name] = self.queries.labels(name)
-        child.observe(seconds)
+        observe = self._query_observers.get(name)
+        if observe is None:
+            observe = self._query_observers[name] = self._observer(self.queries.labels(name))
+        observe(seconds)
 
     def query_failed(self, name: str, exc: BaseException) -> None:
         self.query_errors.labels(name, getattr(exc, "sqlstate", None) or type(exc).__name__).inc()
 
     def observe_acquire(self, seconds: float) -> None:
-        self.acquire.observe(seconds)
+        self._acquire_observe(seconds)
 
     def render(self) -> bytes:
         if self.group is not None:
             self.group.sample(self._pool.source, self._access_log.source)
             return self.group.render() + generate_latest(self._worker)
+        for tally in self._tallies:
+            tally.flush()
         return generate_latest(self.registry)
 
     @contextlib.asynccontextmanager
@@ -212,6 +228,40 @@ class Metrics:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             group.leave()
+
+
+class _Tally:
+    """A histogram child's observations since the last scrape, counted in plain Python.
+
+    prometheus-client's ``observe`` walks the buckets in a Python loop and takes a lock for the bucket and
+    one for the sum: ~2 µs, three times per request (request, statement, acquire). Here an observation is
+    one C ``bisect`` and two additions on the event loop's thread; `flush` (at scrape time, on the same
+    thread, so nothing is ever counted twice or lost) adds what accumulated to the child, so a scrape
+    shows exactly what ``observe`` would have. The bucket rule is prometheus-client's: the first upper
+    bound ``>=`` the value (``le``), +Inf last.
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        total, self._sum = self._sum, 0.0
+        buckets = self._child._buckets
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+        if total:
+            self._child._sum.inc(total)
 
 
 class _ProcessGroup:
