@@ -53,8 +53,12 @@ def if_match(request: Request) -> list[int] | None:
 
 def not_modified(request: Request, current: str) -> bool:
     """``If-None-Match`` names the current tag (weak comparison), or is ``*``: answer 304."""
-    header = request.headers.get("if-none-match")
-    if header is None:
+    # The raw headers, scanned once: Starlette's `Headers` object is built for one lookup otherwise.
+    for name, value in request.scope["headers"]:
+        if name == b"if-none-match":
+            header = value.decode("latin-1")
+            break
+    else:
         return False
     if header.strip() == "*":
         return True

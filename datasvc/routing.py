@@ -64,8 +64,11 @@ def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None)
             if op.method in methods:
                 raise ValueError(f"{op.method} {path} is defined twice")
             methods[op.method] = op
+    # Starlette tries routes in order and no two of our paths overlap, so the order is free: the lookups
+    # (a path with a parameter) first, where a request has the fewest patterns to try before its own.
+    lookups_first = sorted(by_path.items(), key=lambda item: "{" not in item[0])
     return [
-        Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in by_path.items()
+        Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in lookups_first
     ]
 
 
