@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from datasvc import inputs
+
 if TYPE_CHECKING:
     from starlette.requests import Request
 
@@ -53,12 +55,8 @@ def if_match(request: Request) -> list[int] | None:
 
 def not_modified(request: Request, current: str) -> bool:
     """``If-None-Match`` names the current tag (weak comparison), or is ``*``: answer 304."""
-    # The raw headers, scanned once: Starlette's `Headers` object is built for one lookup otherwise.
-    for name, value in request.scope["headers"]:
-        if name == b"if-none-match":
-            header = value.decode("latin-1")
-            break
-    else:
+    header = inputs.header(request, b"if-none-match")
+    if header is None:
         return False
     if header.strip() == "*":
         return True
