@@ -1,5 +1,5 @@
 """Liveness (``/health``, no database) and readiness (``/health/ready``: not draining, database answers,
-schema current)."""
+schema current; each replica's state: in rotation or not, lag, why out)."""
 
 from __future__ import annotations
 
@@ -55,4 +55,8 @@ async def ready(request: Request) -> Response:
         recorded = None
     state = compare(request.state.migration_hashes, [r["migration_id"] for r in rows], recorded)
     drift = {"changed": state.changed, "unknown": state.unknown, "unrecorded": state.unrecorded}
-    return JSONResponse({"status": "ready", "migrations": len(expected), "drift": drift})
+    body: dict[str, object] = {"status": "ready", "migrations": len(expected), "drift": drift}
+    if db.replicas:
+        # Reported, never failed on: reads go to the primary while no replica is fit for them.
+        body["replicas"] = [replica.status() for replica in db.replicas.replicas]
+    return JSONResponse(body)

@@ -49,7 +49,7 @@ class RequestContextMiddleware:
             return
         started = time.perf_counter()
         request_id, declared = _read_headers(scope["headers"])
-        request_id = request_id or _new_id()
+        request_id = request_id or new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         timing = Timing()
@@ -123,8 +123,15 @@ class _RequestIds:
         return self._hex[pos : pos + 32]
 
 
-_new_id = _RequestIds()
-os.register_at_fork(after_in_child=_new_id.reset)
+# 32 random hex digits, like uuid4().hex but a fraction of its cost (measured: docs/benchmarks.md).
+new_request_id = _RequestIds()
+os.register_at_fork(after_in_child=new_request_id.reset)
+
+
+def safe_request_id(value: bytes) -> str | None:
+    """A caller's ``X-Request-ID`` if it is safe to echo into headers and logs, else None."""
+    text = value.decode("latin-1")
+    return text if _REQUEST_ID.match(text) else None
 
 
 def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
@@ -133,8 +140,7 @@ def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int |
     length: int | None = None
     for name, value in headers:
         if name == b"x-request-id":
-            text = value.decode("latin-1")
-            request_id = text if _REQUEST_ID.match(text) else None
+            request_id = safe_request_id(value)
         elif name == b"content-length":
             try:
                 length = int(value)

@@ -9,8 +9,9 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from datasvc.consistency import HEADER as CONSISTENCY
 from datasvc.responses import PROBLEM_MEDIA_TYPE
-from datasvc.routing import Operation
+from datasvc.routing import Operation, Param
 
 REF = "#/components/schemas/{model}"
 
@@ -37,6 +38,21 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+CONSISTENCY_PARAM = Param(
+    name=CONSISTENCY,
+    location="header",
+    description=(
+        f"The {CONSISTENCY} of your last write: the answer then includes that write (a replica serves it "
+        "only once it has replayed it; else the primary). A value that is not such a token sends the "
+        "read to the primary."
+    ),
+    schema={"type": "string"},
+)
+CONSISTENCY_RESPONSE = (
+    "Opaque token of this write; send it back on reads (same header) to be sure to see it, whichever "
+    "replica answers."
+)
 
 # Every operation can meet these, whatever its own errors are (431: the request head bound, below the app).
 COMMON_ERRORS = (431, 500, 503, 504)
@@ -92,7 +108,8 @@ def _operation(op: Operation, alias: bool, secured: bool, caller_limit: bool) ->
     if secured:
         # OpenAPI 3.1 lets a non-OAuth scheme list the roles it needs: here, the token's scope.
         out["security"] = [{"bearer": [op.scope]}] if op.scope is not None else []
-    if op.params:
+    params = [*op.params, CONSISTENCY_PARAM] if op.consistency == "read" else list(op.params)
+    if params:
         out["parameters"] = [
             {
                 "name": p.name,
@@ -101,7 +118,7 @@ def _operation(op: Operation, alias: bool, secured: bool, caller_limit: bool) ->
                 "description": p.description,
                 "schema": p.schema,
             }
-            for p in op.params
+            for p in params
         ]
     if op.request_model is not None:
         out["requestBody"] = {
@@ -119,10 +136,11 @@ def _responses(op: Operation, auth_errors: Sequence[int]) -> dict[str, Any]:
         ok["content"] = {
             "application/json": {"schema": {"$ref": REF.format(model=op.response_model.__name__)}}
         }
-    if op.response_headers:
-        ok["headers"] = {
-            k: {"description": v, "schema": {"type": "string"}} for k, v in op.response_headers.items()
-        }
+    headers = dict(op.response_headers)
+    if op.consistency == "write":
+        headers[CONSISTENCY] = CONSISTENCY_RESPONSE
+    if headers:
+        ok["headers"] = {k: {"description": v, "schema": {"type": "string"}} for k, v in headers.items()}
     responses: dict[str, Any] = {str(op.status): ok}
     problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for status in sorted({*op.errors, *auth_errors, *COMMON_ERRORS}):

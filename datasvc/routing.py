@@ -16,6 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from datasvc import consistency
+from datasvc.context import request_min_lsn
 from datasvc.errors import MethodNotAllowed
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -53,6 +55,8 @@ class Operation:
     errors: Sequence[int] = ()
     aliases: Sequence[str] = ()  # extra paths served by the same handler, e.g. the trailing-slash form
     scope: str | None = None  # the caller scope the operation requires when auth is on
+    # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
+    consistency: str | None = None
 
 
 def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:
@@ -111,5 +115,14 @@ class _Dispatch:
         scope["operation"] = operation
         if self.guard is not None:
             self.guard(request, operation)
-        response = await endpoint(request)
+        if operation.consistency == "write":
+            response = await endpoint(request)
+            await consistency.stamp(request, response)
+        else:
+            pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
+            try:
+                response = await endpoint(request)
+            finally:
+                if pinned is not None:
+                    request_min_lsn.reset(pinned)
         await response(scope, receive, send)

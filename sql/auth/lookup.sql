@@ -5,7 +5,7 @@
 -- probe per lookup, where `username = $1 OR lower(email) = lower($1)` probed both indexes (BitmapOr)
 -- and cost the backend ~5 µs more per call (docs/benchmarks.md).
 -- params: login
--- plan: Index Scan using users_username_key or users_username_id_idx or users_email_lower_key
+-- plan: Index Scan using users_username_key or users_email_lower_key
 -- retry: safe
 -- plan-cache: generic
 SELECT id, username, email, hashed_password, status, is_verified
