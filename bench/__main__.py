@@ -61,7 +61,7 @@ TARGETS = (
 # Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
 # send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one.
 EXTRA_TARGETS = ("datasvc-1w-nolog", "datasvc-1w-tokens", "pgbench-session")
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 7.
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 10.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -76,6 +76,7 @@ PORTS = {
             "pgbouncer-1.18",
             "replica",
             "replica-direct",
+            "datasvc-1w-tokens",
         ),
         1,
     )
@@ -277,6 +278,7 @@ def pgbench_target(
     ).strip()
     registry = Registry.load(PROJECT_ROOT / "sql")
     scripts = write_pgbench_scripts(scenarios, registry, raw / "pgbench", n=args.rows, deep_key=key)
+    (raw / name).mkdir(exist_ok=True)
     rows = []
     for s in scenarios:
         if s.key not in scripts:
