@@ -6,8 +6,9 @@
 
 Targets, all in one run on this machine and over loopback: ``datasvc-1w`` and ``datasvc-2w`` (`datasvc
 serve --workers 1|2`, access log on), ``pgbouncer-1.24`` and ``pgbouncer-1.18`` (one worker behind
-PgBouncer in transaction mode, bench/pooler.py), ``replica`` and ``replica-direct`` (one worker on a
-primary the run starts, with and without its hot standby in DATASVC_REPLICA_URLS, bench/replica.py),
+PgBouncer in transaction mode, bench/pooler.py) and ``direct-app`` (their baseline without PgBouncer),
+``replica`` and ``replica-direct`` (one worker on a primary the run starts, with and without its hot
+standby in DATASVC_REPLICA_URLS, bench/replica.py),
 ``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI + SQLAlchemy service from ../shared/bench, on its
 own schema and an identical seed), ``pgbench`` (our statements, bare).
 Every load is bounded: WARMUP + DURATION seconds per scenario and target. See docs/benchmarks.md.
@@ -49,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TARGETS = (
     "datasvc-1w",
+    "direct-app",
     "pgbouncer-1.24",
     "pgbouncer-1.18",
     "replica",
@@ -61,7 +63,7 @@ TARGETS = (
 # Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
 # send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one.
 EXTRA_TARGETS = ("datasvc-1w-nolog", "datasvc-1w-tokens", "pgbench-session")
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 10.
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 11.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -74,6 +76,7 @@ PORTS = {
             "datasvc-1w-nolog",
             "pgbouncer-1.24",
             "pgbouncer-1.18",
+            "direct-app",
             "replica",
             "replica-direct",
             "datasvc-1w-tokens",

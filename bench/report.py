@@ -12,6 +12,7 @@ Row = dict[str, Any]
 ORDER = (
     "peer",
     "datasvc-1w",
+    "direct-app",
     "pgbouncer-1.24",
     "pgbouncer-1.18",
     "replica",
@@ -24,6 +25,7 @@ ORDER = (
     "pgbench-session",
 )
 POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
+BASELINE = "direct-app"  # the same service, mode and role without PgBouncer; else datasvc-1w
 REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
@@ -158,13 +160,13 @@ def pairs(res: Results) -> str:
 def pooled(res: Results) -> str:
     """Each pooler target against the direct one, per scenario it ran."""
     rows = []
+    base = BASELINE if BASELINE in res.targets else MAIN
     for s in res.scenarios:
-        direct = res.get(MAIN, s.key, "rps")
-        through = [ratio(res.get(t, s.key, "rps"), direct) for t in POOLED]
+        through = [ratio(res.get(t, s.key, "rps"), res.get(base, s.key, "rps")) for t in POOLED]
         if any(r is not None for r in through):
             rows.append([s.key, *(fmt(r, 2) for r in through)])
     return table(
-        ["scenario", "PgBouncer 1.24 (cache on) ÷ direct", "PgBouncer 1.18 (cache 0) ÷ direct"], rows
+        ["scenario", f"PgBouncer 1.24 (cache on) ÷ {base}", f"PgBouncer 1.18 (cache 0) ÷ {base}"], rows
     )
 
 
@@ -228,7 +230,9 @@ def _estimated_vs_keyset(res: Results) -> float | None:
 
 
 def _pooled(key: str) -> Callable[[Results], float | None]:
-    return lambda res: ratio(res.get("pgbouncer-1.24", key, "rps"), res.get(MAIN, key, "rps"))
+    return lambda res: ratio(
+        res.get("pgbouncer-1.24", key, "rps"), res.get(BASELINE, key, "rps") or res.get(MAIN, key, "rps")
+    )
 
 
 def _rss(res: Results) -> float | None:

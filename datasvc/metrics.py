@@ -439,5 +439,6 @@ METRICS_OPERATIONS: tuple[Operation, ...] = (
         operation_id="metrics",
         summary="Prometheus metrics of the whole service process group (text exposition format)",
         tag="ops",
+        media_type="text/plain",
     ),
 )

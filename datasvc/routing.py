@@ -51,9 +51,11 @@ class Operation:
     request_model: type[BaseModel] | None = None
     response_model: type[BaseModel] | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"  # of the success answer, as documented
     params: Sequence[Param] = ()
     errors: Sequence[int] = ()
-    aliases: Sequence[str] = ()  # extra paths served by the same handler, e.g. the trailing-slash form
+    # Extra paths served by the same handler (the trailing-slash form): routed, not listed in OpenAPI.
+    aliases: Sequence[str] = ()
     scope: str | None = None  # the caller scope the operation requires when auth is on
     # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
     consistency: str | None = None
