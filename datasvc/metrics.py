@@ -184,21 +184,27 @@ class Metrics:
     def request_observer(self, templates: Mapping[Any, str]) -> Callable[[Scope, int, float], None]:
         """What the request middleware calls once per request; ``templates`` maps endpoints to paths."""
 
+        # By (endpoint, method, status): the observer of the histogram child those labels name.
+        observers: dict[tuple[Any, str, int], Callable[[float], None]] = {}
+
         def observe(scope: Scope, status: int, seconds: float) -> None:
             # The router wrote the matched route's endpoint into this same scope dict.
-            route = templates.get(scope.get("endpoint"), UNMATCHED)
-            self.observe_request(route, scope["method"], status, seconds)
+            key = (scope.get("endpoint"), scope["method"], status)
+            observer = observers.get(key)
+            if observer is None:
+                observer = observers[key] = self._request_observer(templates.get(key[0], UNMATCHED), *key[1:])
+            observer(seconds)
 
         return observe
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+    def _request_observer(self, route: str, method: str, status: int) -> Callable[[float], None]:
         key = (route, method, status)
         observe = self._request_observers.get(key)
         if observe is None:
             observe = self._request_observers[key] = self._observer(
                 self.requests.labels(route, method, str(status))
             )
-        observe(seconds)
+        return observe
 
     def observe_query(self, name: str, seconds: float, target: str = "primary") -> None:
         observe = self._query_observers.get((name, target))

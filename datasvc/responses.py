@@ -33,9 +33,10 @@ class JSONResponse(Response):
             if headers
             else []
         )
-        if any(name in (b"content-length", b"content-type") for name, _ in raw):
-            super().init_headers(headers)
-            return
+        for name, _ in raw:
+            if name in (b"content-length", b"content-type"):
+                super().init_headers(headers)
+                return
         raw.append((b"content-length", b"%d" % len(self.body)))
         raw.append((b"content-type", b"application/json"))
         self.raw_headers = raw
