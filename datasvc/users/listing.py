@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.inputs import SafeStr, field_errors
+from datasvc.inputs import QueryBool, QueryInt, SafeStr, field_errors
 from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, binding_digest
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
@@ -53,13 +53,13 @@ class ListParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    offset: int | None = Field(None, ge=0)
+    limit: QueryInt = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    offset: QueryInt | None = Field(None, ge=0)
     sort_by: SortKey = "created_at"
     sort_order: SortOrder = "desc"
     status: UserStatus | None = None
-    is_verified: bool | None = None
-    is_admin: bool | None = None
+    is_verified: QueryBool | None = None
+    is_admin: QueryBool | None = None
     search: SearchTerm | None = None
     count: CountMode | None = None
     cursor: Annotated[str, Field(min_length=1)] | None = None
