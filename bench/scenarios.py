@@ -157,6 +157,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="GET by email",
         lua="by_email.lua",
         peer_same=True,
+        ceiling=True,
         sql=(Sql(name="users.get_by_email", args=(EMAIL_SQL,)),),
     ),
     Scenario(
@@ -235,6 +236,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         path=LIST + f"&search={SEARCH}&count=exact",
         peer_path=PEER_LIST + f"0&search={SEARCH}",
         sql=_list_sql("exact", search=f"'%{SEARCH.replace('_', chr(92) + '_')}%'"),
+        pgbench_setup="",
+    ),
+    Scenario(
+        key="list_search_estimated",
+        title=f"list search={SEARCH}, first page, estimated total",
+        lua="static.lua",
+        path=LIST + f"&search={SEARCH}&count=estimated",
+        peer_pair="list_search",
+        sql=_list_sql("estimated", search=f"'%{SEARCH.replace('_', chr(92) + '_')}%'"),
         pgbench_setup="",
     ),
     Scenario(

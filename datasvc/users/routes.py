@@ -26,7 +26,8 @@ PREFIX = "/api/v1/users"
 
 
 def _db(request: Request) -> Database:
-    db: Database = request.state.db
+    # The lifespan state's dict itself: `request.state` would wrap it in a `State` for one attribute.
+    db: Database = request.scope["state"]["db"]
     return db
 
 
@@ -151,6 +152,7 @@ OPERATIONS: tuple[Operation, ...] = (
         aliases=(PREFIX + "/",),
         endpoint=create_user,
         operation_id="createUser",
+        consistency="write",
         summary="Create a user",
         tag="users",
         status=201,
@@ -165,6 +167,7 @@ OPERATIONS: tuple[Operation, ...] = (
         path=PREFIX + "/{id}",
         endpoint=get_user,
         operation_id="getUser",
+        consistency="read",
         summary="Get a user by id",
         tag="users",
         response_model=User,
@@ -178,6 +181,7 @@ OPERATIONS: tuple[Operation, ...] = (
         path=PREFIX + "/by_username/{username}",
         endpoint=get_user_by_username,
         operation_id="getUserByUsername",
+        consistency="read",
         summary="Get a user by username",
         tag="users",
         response_model=User,
@@ -191,6 +195,7 @@ OPERATIONS: tuple[Operation, ...] = (
         path=PREFIX + "/by_email/{email}",
         endpoint=get_user_by_email,
         operation_id="getUserByEmail",
+        consistency="read",
         summary="Get a user by email (case-insensitive)",
         tag="users",
         response_model=User,
@@ -204,6 +209,7 @@ OPERATIONS: tuple[Operation, ...] = (
         path=PREFIX + "/{id}",
         endpoint=patch_user,
         operation_id="updateUser",
+        consistency="write",
         summary="Change some fields of a user",
         tag="users",
         request_model=UserPatch,
@@ -218,6 +224,7 @@ OPERATIONS: tuple[Operation, ...] = (
         path=PREFIX + "/{id}",
         endpoint=delete_user,
         operation_id="deleteUser",
+        consistency="write",
         summary="Delete a user",
         tag="users",
         status=204,
