@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.inputs import SafeStr, field_errors
+from datasvc.inputs import NFC, SafeStr, field_errors
 from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, Page
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
@@ -44,7 +44,7 @@ def _no_control(value: str) -> str:
     return value
 
 
-SearchTerm = Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
+SearchTerm = Annotated[SafeStr, NFC, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
 
 
 class ListParams(BaseModel):

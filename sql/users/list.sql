@@ -11,8 +11,10 @@
 --   present even when the page is empty (offset past the end). 'exact' counts the filtered rows;
 --   'estimated' is the planner's arithmetic: pg_class.reltuples scaled to the table's current size, times
 --   the pg_stats frequency of each filter value (NULL with a search term, which it cannot estimate).
--- * search is an ILIKE pattern, '%' || term || '%' with \ % _ escaped by the caller, over username, email
---   and full_name joined by chr(31): the expression of users_search_trgm_idx (migration 0004). The term
+-- * search is a LIKE pattern, '%' || term || '%' with \ % _ escaped by the caller, matched ignoring case
+--   and Unicode form: caseless() of the pattern against caseless() of username, email and full_name joined
+--   by chr(31), the expression of users_search_caseless_trgm_idx (migrations 0004, 0007). caseless() folds
+--   the same on any cluster, where ILIKE folds by lc_ctype (not at all beyond ASCII under C). The term
 --   holds no control character, so it cannot match across two fields. Trigrams serve terms of 3+ chars.
 -- * full_name is nullable, so its key is ARRAY[full_name]: never NULL, equal to itself when the name is
 --   NULL, and arrays order a NULL element after every value, so NULL names come last ascending (first
@@ -26,7 +28,7 @@
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
--- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_trgm_idx)
+-- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx)
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -40,7 +42,8 @@ SELECT
                 AND ($3::boolean IS NULL OR is_admin = $3)
                 AND (
                     $4::text IS NULL
-                    OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+                    OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+                    LIKE caseless($4)
                 )
         )
         WHEN 'estimated' THEN (
@@ -90,7 +93,8 @@ LEFT JOIN LATERAL (
         AND ($3::boolean IS NULL OR is_admin = $3)
         AND (
             $4::text IS NULL
-            OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+            OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+            LIKE caseless($4)
         )
         AND ($9::bigint IS NULL OR ({{key}}, id) {{op}} ($8::{{type}}, $9))
     ORDER BY {{key}} {{dir}}, id {{dir}}
