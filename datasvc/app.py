@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import health, openapi
+from datasvc import docs, health, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.db import Database
@@ -107,6 +107,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         authenticator.log_mode()
         db = await Database.connect(settings, registry, metrics)
+        if settings.pool_mode == "transaction":
+            try:
+                await pooler.check(db)  # before serving: no session state means the role must be right
+            except BaseException:
+                await db.close()
+                raise
         metrics.watch_pool(db)
         if take_sigterm:
             drain.take_sigterm()
@@ -138,6 +144,7 @@ def create_app(
     routes = [
         *build_routes(ops, guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        *docs.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -154,6 +161,10 @@ def create_app(
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
     )
+    # No redirects: Starlette would answer `/api/v1/users/3/` with a 307 to a URL built from the Host
+    # header (an open redirect through a cache or proxy). The documented trailing-slash forms are routes
+    # of their own (`Operation.aliases`); any other path is a 404 problem.
+    app.router.redirect_slashes = False
     app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
     return app
 

@@ -14,7 +14,7 @@ from datasvc import migrations
 from datasvc.auth import hash_token
 from datasvc.db import check_statements, server_settings
 from datasvc.embedded import DATABASE, EmbeddedError, embedded
-from datasvc.explain import ExplainError, explain
+from datasvc.explain import ExplainError, Report, report
 from datasvc.registry import Registry, RegistryError
 from datasvc.serve import serve
 from datasvc.settings import Settings, SettingsError, redact_url
@@ -243,7 +243,8 @@ def _sql_check(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sql_explain(args: argparse.Namespace, settings: Settings) -> int:
     url = _require_url(settings)
-    stmt = Registry.load(settings.sql_dir).get(args.name)
+    registry = Registry.load(settings.sql_dir)
+    stmt = registry.get(args.name)
     if stmt is None:
         print(f"datasvc: no statement named {args.name!r} (see `datasvc sql list`)", file=sys.stderr)
         return 1
@@ -253,17 +254,17 @@ def _sql_explain(args: argparse.Namespace, settings: Settings) -> int:
         print("datasvc: --param takes NAME=VALUE", file=sys.stderr)
         return 2
 
-    async def run() -> list[str]:
+    async def run() -> Report:
         conn = await asyncpg.connect(
             url, timeout=settings.connect_timeout, server_settings=server_settings(settings)
         )
         try:
-            return await explain(conn, stmt, params, analyze=not args.no_analyze)
+            return await report(conn, registry, stmt, params, analyze=not args.no_analyze)
         finally:
             await conn.close()
 
     try:
-        lines = asyncio.run(run())
+        found = asyncio.run(run())
     except ExplainError as exc:
         print(f"datasvc: {exc}", file=sys.stderr)
         return 2
@@ -273,7 +274,22 @@ def _sql_explain(args: argparse.Namespace, settings: Settings) -> int:
     print(f"-- {stmt.name} ({stmt.location})")
     if stmt.plan:
         print(f"-- expected plan: {stmt.plan}")
-    print("\n".join(lines))
+    for table, rows in found.rows.items():
+        print(f"-- {table}: {rows} rows (the planner's estimate)")
+    print("\n".join(found.plan))
+    if found.scanned:
+        one = len(found.scanned) == 1
+        sizes = ", ".join(f"{'' if one else t + ': '}{found.rows.get(t, '?')} rows" for t in found.scanned)
+        if found.tiny:
+            what = "table is" if one else "tables are"
+            why = f"the planner prefers a scan because the {what} tiny ({sizes})"
+        else:
+            why = (
+                f"the planner prefers a scan to the expected plan ({sizes}): are the statistics current "
+                "(ANALYZE), and the index there?"
+            )
+        print(f"-- {why}; with scans discouraged it uses:")
+        print("\n".join(found.without_scans))
     return 0
 
 

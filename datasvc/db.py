@@ -81,9 +81,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def server_settings(settings: Settings) -> dict[str, str]:
-    """Session settings sent at connect time; the server enforces the timeouts even if we hang."""
+    """Session settings sent at connect time; the server enforces the timeouts even if we hang.
+
+    Behind a transaction pooler (``DATASVC_POOL_MODE=transaction``) only ``application_name``: PgBouncer
+    refuses other startup parameters (or, with ``ignore_startup_parameters``, drops them silently), and
+    the server connection they would set is shared with other clients. The timeouts then come from the
+    role (migration 0008), which `datasvc.pooler.check` verifies at start-up.
+    """
+    if settings.pool_mode == "transaction":
+        return {"application_name": settings.application_name}
+    return {"application_name": settings.application_name, **role_settings(settings)}
+
+
+def role_settings(settings: Settings) -> dict[str, str]:
+    """The timeouts the service runs under, in milliseconds: sent at connect, or expected of the role."""
     return {
-        "application_name": settings.application_name,
         "statement_timeout": str(int(settings.statement_timeout * 1000)),
         "lock_timeout": str(int(settings.lock_timeout * 1000)),
         "idle_in_transaction_session_timeout": str(int((settings.statement_timeout + 5) * 1000)),
@@ -361,6 +373,7 @@ async def _create_pool(settings: Settings, *, min_size: int) -> asyncpg.Pool:
         # Client-side bound a little above the server's statement_timeout: catches a stalled network.
         command_timeout=settings.statement_timeout + 1.0,
         server_settings=server_settings(settings),
+        statement_cache_size=settings.statement_cache_size,
         init=_init_connection,
         reset=_keep_session,
         max_inactive_connection_lifetime=300.0,

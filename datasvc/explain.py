@@ -5,6 +5,11 @@ in front of a registered statement's own text. Parameter values never enter the 
 parameters, converted to the types PostgreSQL inferred when preparing the statement. ``ANALYZE`` executes
 the statement, so it always runs inside a transaction that is rolled back: explaining a write changes
 nothing.
+
+`report` adds what a reader needs to judge the plan: the planner's row estimate of each table it reads,
+and, when the plan scans a table sequentially where the statement's ``-- plan:`` header expects no such
+scan, the plan again with sequential scans discouraged (``explain.discourage_seqscan``, local to the
+rolled-back transaction): on a tiny table a scan is cheaper than any index, which is not a defect.
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import orjson
 
-from datasvc.registry import Statement
+from datasvc.db import execute
+from datasvc.registry import Registry, Statement
+
+# Below this many rows a table fits in a few pages, and reading them all costs the planner less than an
+# index descent plus a heap fetch: a sequential scan there is the planner being right, not a missing index.
+TINY_ROWS = 1000
 
 
 class ExplainError(ValueError):
@@ -91,18 +102,6 @@ async def bind(conn: asyncpg.Connection, stmt: Statement, raw: Mapping[str, str 
     return values
 
 
-async def explain(
-    conn: asyncpg.Connection,
-    stmt: Statement,
-    params: Mapping[str, str | None],
-    *,
-    analyze: bool = True,
-) -> list[str]:
-    """The text plan of ``stmt`` with ``params``: ``EXPLAIN (ANALYZE, BUFFERS)``, or plain ``EXPLAIN``."""
-    rows = await _run(conn, stmt, params, analyze=analyze, json=False)
-    return [row[0] for row in rows]
-
-
 async def explain_json(
     conn: asyncpg.Connection,
     stmt: Statement,
@@ -112,7 +111,11 @@ async def explain_json(
 ) -> dict[str, Any]:
     """The plan as PostgreSQL's JSON document (the top ``Plan`` node and its timings)."""
     rows = await _run(conn, stmt, params, analyze=analyze, json=True)
-    value = rows[0][0]  # text from a bare connection, already decoded from a pool with our json codec
+    return _document(rows[0][0])
+
+
+def _document(value: Any) -> dict[str, Any]:
+    """EXPLAIN's JSON: text from a bare connection, already decoded from a pool with our json codec."""
     document: list[dict[str, Any]] = orjson.loads(value) if isinstance(value, str) else value
     return document[0]
 
@@ -128,6 +131,60 @@ async def _run(
     finally:
         await transaction.rollback()  # ANALYZE ran the statement: undo whatever it wrote
     return rows
+
+
+@dataclass(frozen=True)
+class Report:
+    """A statement's plan with what explains it."""
+
+    plan: list[str]  # EXPLAIN's text, as PostgreSQL prints it
+    rows: dict[str, int]  # each table the plan reads -> the planner's row estimate
+    scanned: list[str]  # tables read by a Seq Scan that the statement's `-- plan:` does not expect
+    without_scans: list[str]  # the plan with sequential scans discouraged, when `scanned`
+
+    @property
+    def tiny(self) -> bool:
+        """Every unexpected scan is of a table small enough that scanning it is the cheaper plan."""
+        return bool(self.scanned) and all(self.rows.get(t, TINY_ROWS) < TINY_ROWS for t in self.scanned)
+
+
+async def report(
+    conn: asyncpg.Connection,
+    registry: Registry,
+    stmt: Statement,
+    params: Mapping[str, str | None],
+    *,
+    analyze: bool = True,
+) -> Report:
+    """The plan of ``stmt``, its tables' row estimates, and the plan without scans where one surprises."""
+    values = await bind(conn, stmt, params)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        plan = [row[0] for row in await conn.fetch(_prefix(analyze=analyze, json=False) + stmt.text, *values)]
+        # The plan's shape from a plain EXPLAIN: ANALYZE must not run the statement (a write) twice.
+        shape = (await conn.fetch(_prefix(analyze=False, json=True) + stmt.text, *values))[0][0]
+        nodes = list(_nodes(_document(shape)["Plan"]))
+        tables = sorted({n["Relation Name"] for n in nodes if "Relation Name" in n})
+        found = await execute(conn, registry["explain.table_rows"], (tables,))
+        rows = {r["table_name"]: r["row_estimate"] for r in found if r["row_estimate"] is not None}
+        scanned: list[str] = []
+        if stmt.plan and "Seq Scan" not in stmt.plan:
+            scanned = sorted({n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"})
+        without_scans: list[str] = []
+        if scanned:
+            await execute(conn, registry["explain.discourage_seqscan"], ())
+            rows_again = await conn.fetch(_prefix(analyze=False, json=False) + stmt.text, *values)
+            without_scans = [row[0] for row in rows_again]
+    finally:
+        await transaction.rollback()  # ANALYZE ran the statement, and the setting is local to this
+    return Report(plan=plan, rows=rows, scanned=scanned, without_scans=without_scans)
+
+
+def _nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
 
 
 def node_types(plan: Mapping[str, Any]) -> list[str]:

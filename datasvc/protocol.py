@@ -11,6 +11,10 @@ bound (``h11_max_incomplete_event_size``) but is several times slower; this keep
 Past ``DATASVC_MAX_HEADER_BYTES`` the connection gets a 431 problem and is closed: after a refused head
 the rest of the stream cannot be parsed.
 
+A request the parser cannot read at all (a malformed request line, an unknown method, a broken header) is
+answered 400 problem+json too, instead of uvicorn's ``text/plain``: every answer, even one the app never
+saw, is problem+json and carries an ``X-Request-ID`` (the caller's, if it had sent a safe one already).
+
 It also serves the drain window (`datasvc.drain`): once the process drains, each request is answered
 with ``Connection: close`` and its connection closed after the answer, never before.
 """
@@ -25,7 +29,8 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from datasvc.drain import Drain
-from datasvc.errors import HeadersTooLarge
+from datasvc.errors import BadRequest, DatasvcError, HeadersTooLarge
+from datasvc.middleware import new_request_id, safe_request_id
 from datasvc.responses import PROBLEM_MEDIA_TYPE
 from datasvc.settings import Settings
 
@@ -89,7 +94,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # a refusal aborts the parser, which uvicorn reports as a parse error
-            super().send_400_response(msg)
+            self._refused = True
+            self._answer(BadRequest("the request line or headers cannot be parsed as HTTP/1.1"))
 
     def _count(self, size: int) -> None:
         self._parsed_bytes += size
@@ -99,16 +105,34 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         self._refused = True
-        error = HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes")
+        self._answer(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
+
+    def _answer(self, error: DatasvcError) -> None:
+        """Write ``error`` as problem+json and close: after a head it cannot read, the stream is lost."""
+        request_id = self._caller_request_id() or new_request_id()
         body = orjson.dumps(
-            {"type": error.type, "title": error.title, "status": error.status, "detail": error.detail}
+            {
+                "type": error.type,
+                "title": error.title,
+                "status": error.status,
+                "detail": error.detail,
+                "request_id": request_id,
+            }
         )
         head = (
             f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
-            f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
+            f"x-request-id: {request_id}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)
         self.transport.close()
+
+    def _caller_request_id(self) -> str | None:
+        # uvicorn collects the headers parsed so far in `self.headers` (before the scope exists).
+        for name, value in getattr(self, "headers", ()):
+            if name.lower() == b"x-request-id":
+                return safe_request_id(value)
+        return None
 
 
 def limited(max_head_bytes: int) -> type[HeadLimitedHttpToolsProtocol]:

@@ -72,6 +72,12 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _pool_mode(raw: str) -> str:
+    if raw.strip().lower() not in {"session", "transaction"}:
+        raise ValueError("must be session or transaction")
+    return raw.strip().lower()
+
+
 def _on_off(raw: str) -> str:
     try:
         return "on" if _bool(raw) else "off"
@@ -106,6 +112,25 @@ class Settings:
     pool_max_size: Annotated[
         int, Env("DATASVC_POOL_MAX", _positive_int, "Most connections the pool opens.")
     ] = 10
+    pool_mode: Annotated[
+        str,
+        Env(
+            "DATASVC_POOL_MODE",
+            _pool_mode,
+            "`session`: the timeouts are sent at connect. `transaction` (behind a transaction pooler such "
+            "as PgBouncer): no session state; only `application_name` at connect, the timeouts and "
+            "`plan_cache_mode` from the database role, checked at start-up.",
+        ),
+    ] = "session"
+    statement_cache_size: Annotated[
+        int,
+        Env(
+            "DATASVC_STATEMENT_CACHE_SIZE",
+            _non_negative_int,
+            "Prepared statements asyncpg keeps per connection. 0 behind a pooler without prepared-statement "
+            "support (PgBouncer < 1.21).",
+        ),
+    ] = 100
     acquire_timeout: Annotated[
         float,
         Env(

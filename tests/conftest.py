@@ -1,7 +1,8 @@
 """A real PostgreSQL for every test: migrations run once into a template, each test gets a fresh clone.
 
 The server is the one at ``DATASVC_TEST_DATABASE_URL`` (default: the machine's PostgreSQL on
-127.0.0.1:5432 as ``postgres``, trust auth). `.ci/run` starts it if it is down.
+127.0.0.1:5432 as ``postgres``, trust auth; see tests/pgserver.py). `scripts/test` starts the machine's
+cluster if it is down, or a private one when the machine has none.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -20,26 +20,11 @@ from starlette.testclient import TestClient
 from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
+from tests.pgserver import server as _server
+from tests.pgserver import url_for
 
-SERVER_URL = os.environ.get("DATASVC_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MIGRATIONS = PROJECT_ROOT / "migrations"
 _counter = itertools.count()
-
-
-def _server() -> dict[str, object]:
-    parts = urlsplit(SERVER_URL)
-    return {
-        "user": parts.username or "postgres",
-        "password": parts.password,
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 5432,
-    }
-
-
-def url_for(dbname: str) -> str:
-    s = _server()
-    auth = f"{s['user']}:{s['password']}" if s["password"] else str(s["user"])
-    return f"postgresql://{auth}@{s['host']}:{s['port']}/{dbname}"
 
 
 def _apply_migrations(*, dbname: str, **_: object) -> None:

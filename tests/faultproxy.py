@@ -2,7 +2,7 @@
 
 Usage::
 
-    with FaultProxy() as proxy:                      # 127.0.0.1:<free port> -> 127.0.0.1:5432
+    with FaultProxy() as proxy:                      # 127.0.0.1:<free port> -> the test server
         url = proxy.url_for(database_url)            # same database, through the proxy
         proxy.set_mode("close")                      # refuse new connections, drop open ones
         proxy.set_mode("pass")                       # listen again on the same port
@@ -29,6 +29,8 @@ from collections.abc import Coroutine
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from tests.pgserver import address
+
 Mode = Literal["pass", "close", "reset", "stall"]
 
 
@@ -44,8 +46,10 @@ def _rst(writer: asyncio.StreamWriter) -> None:
 class FaultProxy:
     """127.0.0.1:<port> -> upstream, with `set_mode` to inject faults; use as a context manager."""
 
-    def __init__(self, upstream_host: str = "127.0.0.1", upstream_port: int = 5432) -> None:
-        self.upstream = (upstream_host, upstream_port)
+    def __init__(self, upstream: tuple[str, int] | None = None) -> None:
+        # The test server (DATASVC_TEST_DATABASE_URL) unless told otherwise: `url_for` keeps only the
+        # database name and credentials of the URL it rewrites, so the proxy must lead where it pointed.
+        self.upstream = upstream or address()
         self.mode: Mode = "pass"
         self.port = 0
         self.accepted = 0

@@ -22,9 +22,9 @@ import orjson
 
 from datasvc.db import execute
 from datasvc.registry import Registry
+from tests.values import HASH
 
 TEST_SQL = Registry.load(Path(__file__).parent / "sql")
-HASH = "$2b$12$" + "a" * 53
 PROBLEM = "application/problem+json"
 ADMIN_NAME = "faulttest-admin"
 _keys = itertools.count()

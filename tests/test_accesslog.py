@@ -20,6 +20,7 @@ from datasvc.settings import Settings
 from tests import load
 from tests.access import access_lines
 from tests.liveserver import LiveServer
+from tests.values import HASH
 
 FIELDS = {
     "ts",
@@ -39,7 +40,7 @@ FIELDS = {
 
 def test_one_line_per_request_with_every_field(client: TestClient, capfd: pytest.CaptureFixture[str]) -> None:
     access_lines(client.app, capfd)  # whatever start-up wrote
-    body = {"email": "alice@example.org", "username": "alice", "hashed_password": load.HASH}
+    body = {"email": "alice@example.org", "username": "alice", "hashed_password": HASH}
     created = client.post("/api/v1/users", json=body)
     missing = client.get("/api/v1/users/999999", headers={"X-Request-ID": "caller-id.1"})
     lines = access_lines(client.app, capfd)

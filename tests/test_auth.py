@@ -20,8 +20,8 @@ from datasvc.auth import AuthConfigError, Authenticator, hash_token, parse_entri
 from datasvc.settings import Settings
 from tests.access import access_lines
 from tests.server import serve
+from tests.values import HASH
 
-HASH = "$2b$12$" + "a" * 53
 TOKENS = {
     "reader": ("reader-token-0123456789", "users:read"),
     "writer": ("writer-token-0123456789", "users:read,users:write"),

@@ -11,9 +11,9 @@ from datasvc.cli import main
 from datasvc.explain import convert
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from tests.values import HASH
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
-HASH = "$2b$12$" + "x" * 53
 
 
 @pytest.fixture
@@ -64,6 +64,42 @@ def test_explain_analyze_of_a_write_is_rolled_back(db_env, capsys):
     assert main(argv) == 0
     assert "Insert on users" in capsys.readouterr().out
     assert _user_by_username(db_env, "dba_probe") is None
+
+
+def _small_analyzed_users_table(url: str, count: int) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            create = REGISTRY["users.create"]
+            for i in range(count):
+                await conn.execute(create.text, f"tiny{i}@example.com", f"tiny_{i}", HASH, None, None)
+            await conn.execute("ANALYZE users")  # what autovacuum does to a table soon after it is loaded
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_explain_says_a_tiny_table_is_scanned_and_shows_the_plan_without_scans(db_env, capsys):
+    _small_analyzed_users_table(db_env, 5)
+    assert main(["sql", "explain", "users.get_by_id", "--param", "id=1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "-- expected plan: Index Scan using users_pkey on users" in lines
+    assert "-- users: 5 rows (the planner's estimate)" in lines
+    why = "-- the planner prefers a scan because the table is tiny (5 rows); with scans discouraged it uses:"
+    assert why in lines, out
+    before, after = lines[: lines.index(why)], lines[lines.index(why) + 1 :]
+    assert any(line.startswith("Seq Scan on users") for line in before), out
+    assert after[0].startswith("Index Scan using users_pkey on users"), out
+
+
+def test_explain_of_the_expected_plan_adds_only_the_row_estimate(db_env, capsys):
+    assert main(["sql", "explain", "users.get_by_id", "--param", "id=1", "--no-analyze"]) == 0
+    out = capsys.readouterr().out
+    assert "-- users: 0 rows (the planner's estimate)" in out
+    assert "Index Scan using users_pkey on users" in out
+    assert "prefers a scan" not in out
 
 
 def test_explain_names_missing_and_unknown_parameters(db_env, capsys):

@@ -12,8 +12,8 @@ import httpx2
 import pytest
 
 from tests.server import serve
+from tests.values import HASH
 
-HASH = "$2b$12$" + "a" * 53
 T = TypeVar("T")
 
 

@@ -20,8 +20,8 @@ import pytest
 from datasvc.embedded import EmbeddedPostgres, embedded, wheel_bindir
 from datasvc.settings import PROJECT_ROOT
 from tests.liveserver import free_port
+from tests.values import HASH
 
-HASH = "$2b$12$" + "a" * 53
 STARTUP = 90  # seconds: initdb, start and four migrations on a loaded 2-core machine take ~6 s
 
 

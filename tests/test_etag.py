@@ -12,8 +12,7 @@ from datasvc.db import execute
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 from tests import load
-
-HASH = "$2b$12$" + "a" * 53
+from tests.values import HASH
 
 
 @pytest.fixture

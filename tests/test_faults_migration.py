@@ -17,6 +17,7 @@ from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
 from tests.server import serve
+from tests.values import HASH
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 # `SELECT *`, `RETURNING *`, `users.*`: a column added later would change what the statement returns.
@@ -113,7 +114,7 @@ async def load_user(database_url: str) -> int:
     db_settings = Settings(database_url=database_url, pool_min_size=1, pool_max_size=1)
     db = await Database.connect(db_settings, Registry.load(PROJECT_ROOT / "sql"))
     try:
-        row = await db.run("users.create", "s@example.io", "starry", load.HASH, None, None)
+        row = await db.run("users.create", "s@example.io", "starry", HASH, None, None)
     finally:
         await db.close()
     uid: int = row["id"]

@@ -12,6 +12,7 @@ from datasvc.db import Database, Transaction, execute
 from datasvc.errors import ServiceUnavailable, translate
 from datasvc.registry import Registry
 from tests import load
+from tests.values import HASH
 
 TOUCH = load.TEST_SQL["faults.touch_user"]
 READ_ALL = load.TEST_SQL["faults.bio_sum"]
@@ -27,8 +28,8 @@ async def db(settings):
 
 
 async def _two_users(db: Database) -> tuple[int, int]:
-    a = await db.run("users.create", "a@example.io", "user_a", load.HASH, None, None)
-    b = await db.run("users.create", "b@example.io", "user_b", load.HASH, None, None)
+    a = await db.run("users.create", "a@example.io", "user_a", HASH, None, None)
+    b = await db.run("users.create", "b@example.io", "user_b", HASH, None, None)
     return a["id"], b["id"]
 
 

@@ -11,15 +11,9 @@ import pytest
 from datasvc.settings import Settings
 from tests import load
 from tests.liveserver import LiveServer
+from tests.waits import until
 
 pytestmark = pytest.mark.slow
-
-
-async def _until(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings, database_url, tmp_path):
@@ -43,7 +37,7 @@ async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings
                 await hold.start()
                 await locker.run("faults.lock_users_for_writes")
                 writes = [asyncio.create_task(load.create_user(c)) for _ in range(50)]
-                await _until(lambda: _count(admin.run("faults.waiting", load.ADMIN_NAME), 4))
+                await until(lambda: _count(admin.run("faults.waiting", load.ADMIN_NAME), 4))
                 reads = [asyncio.create_task(load.read_user(c, uid)) for _ in range(50)]
                 await asyncio.sleep(0.5)
                 in_flight = sum(not t.done() for t in writes + reads)

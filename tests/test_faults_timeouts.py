@@ -11,6 +11,7 @@ from datasvc.settings import Settings
 from tests import load
 from tests.faultproxy import FaultProxy
 from tests.server import serve
+from tests.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -20,13 +21,6 @@ async def _seed(c) -> int:
     assert r.status_code == 201, r.text
     uid: int = r.json()["id"]
     return uid
-
-
-async def _until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def _patch(c, uid: int):
@@ -48,7 +42,7 @@ async def test_exhausted_pool_answers_503_within_acquire_timeout_and_heals(setti
                 await locker_conn.run("faults.lock_user", uid)
                 # Two PATCHes wait on the row lock, holding both pooled connections.
                 holders = [asyncio.create_task(_patch(c, uid)) for _ in range(2)]
-                await _until(lambda: _eq(admin.run("faults.waiting", load.ADMIN_NAME), 2))
+                await until(lambda: _eq(admin.run("faults.waiting", load.ADMIN_NAME), 2), timeout=5.0)
                 extra = await asyncio.gather(*(load.read_user(c, uid) for _ in range(5)))
                 await locker.commit()
                 held = await asyncio.gather(*holders)

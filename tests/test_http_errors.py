@@ -7,9 +7,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from datasvc.middleware import RequestContextMiddleware
+from tests.values import HASH
 
 PROBLEM = "application/problem+json"
-HASH = "$2b$12$" + "a" * 53
 
 
 def test_malformed_json_is_400(client):
@@ -136,3 +136,24 @@ def test_schema_missing_is_503_not_500(client, database_url):
     assert response.json()["type"] == "urn:datasvc:problem:schema-missing"
     assert "users_gone" not in response.text
     assert "relation" not in response.text
+
+
+@pytest.mark.parametrize("path", ["/api/v1/users/3/", "/health/", "/api/v1/auth/lookup/"])
+def test_a_trailing_slash_is_a_404_problem_never_a_redirect(client, path):
+    response = client.get(path, headers={"host": "evil.example.com"}, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.headers["content-type"] == PROBLEM
+    assert "evil.example.com" not in response.text
+
+
+def test_the_documented_slash_aliases_are_served_directly(client):
+    created = client.post(
+        "/api/v1/users/",
+        json={"email": "a@b.io", "username": "alice", "hashed_password": HASH},
+        follow_redirects=False,
+    )
+    assert created.status_code == 201
+    listed = client.get("/api/v1/users/", follow_redirects=False)
+    assert listed.status_code == 200
+    assert [u["username"] for u in listed.json()["items"]] == ["alice"]

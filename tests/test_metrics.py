@@ -11,8 +11,8 @@ from datasvc.db import Database
 from datasvc.metrics import Metrics
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from tests.values import HASH
 
-HASH = "$2b$12$" + "x" * 53
 USER = {"email": "metrics@example.com", "username": "metrics_user", "hashed_password": HASH}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx2
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from datasvc.settings import Settings
 from tests.liveserver import LiveServer
+from tests.waits import until_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +52,6 @@ def _misses(base_url: str, n: int) -> None:
         assert r.status_code == 404
 
 
-def _until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 MISS = (
     "datasvc_http_request_duration_seconds_count",
     (("method", "GET"), ("route", "/api/v1/users/{id}"), ("status", "404")),
@@ -69,9 +62,10 @@ def test_metrics_of_two_workers_sum_whichever_answers(settings: Settings, tmp_pa
     settings = settings.with_overrides(workers=2, drain_seconds=0.0, pool_min_size=1, pool_max_size=3)
     with LiveServer(settings, tmp_path / "serve.log") as server:
         assert server.process is not None
-        _until(lambda: len(_workers(server.process.pid)) == 2)
-        _until(lambda: _scrape(server.base_url).get(("datasvc_workers", ())) == 2)
-        first, second = _workers(server.process.pid)
+        pid = server.process.pid
+        until_blocking(lambda: len(_workers(pid)) == 2, timeout=20.0)
+        until_blocking(lambda: _scrape(server.base_url).get(("datasvc_workers", ())) == 2, timeout=20.0)
+        first, second = _workers(pid)
         for stopped, running_serves in ((first, 7), (second, 5)):
             # Each scrape above may have been answered by either worker; these by one known worker only.
             os.kill(stopped, signal.SIGSTOP)

@@ -18,6 +18,7 @@ from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from tests.waits import until_blocking
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
@@ -43,13 +44,6 @@ def _migrate(url: str, migrations_dir: Path, *args: str) -> subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -115,7 +109,7 @@ def test_concurrent_migrators_serialize_and_exactly_one_applies(empty_database_u
             "SELECT count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND application_name = 'datasvc-migrate'"
         )
-        _wait_for(lambda: _scalar(url, waiting) == 4, timeout=30)
+        until_blocking(lambda: _scalar(url, waiting) == 4, timeout=30.0)
         assert not _table_exists(url, "users")
     outputs = [p.communicate(timeout=60) for p in procs]
 
@@ -134,7 +128,7 @@ def test_a_migrator_killed_mid_run_does_not_block_the_next(empty_database_url, m
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE datname = current_database() AND query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()"
     )
-    _wait_for(lambda: _scalar(url, sleeping) == 1, timeout=30)
+    until_blocking(lambda: _scalar(url, sleeping) == 1, timeout=30.0)
     assert _scalar(url, "SELECT count(*) FROM yoyo_lock") == 1  # yoyo's row, which never expires
 
     proc.send_signal(signal.SIGKILL)

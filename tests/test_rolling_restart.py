@@ -22,6 +22,7 @@ from datasvc.settings import Settings
 from tests import load
 from tests.haproxy import HAProxy
 from tests.liveserver import LiveServer
+from tests.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +59,6 @@ class _Traffic:
             self.answers.append((time.monotonic(), kind, r.status_code, r.headers.get("x-served-by", "")))
 
 
-async def _until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_rolling_restart_behind_haproxy_fails_no_request(settings: Settings, tmp_path):
     # The window only has to outlast the balancer's detection (FALL checks 100 ms apart) with a margin.
     shared = settings.with_overrides(
@@ -81,7 +75,7 @@ async def test_rolling_restart_behind_haproxy_fails_no_request(settings: Setting
             traffic = _Traffic()
             callers = [asyncio.create_task(traffic.caller(c, uid, n)) for n in range(CALLERS)]
             began = time.monotonic()
-            await _until(lambda: min(traffic.served_by(s, began) for s in instances) > 20)
+            await until(lambda: min(traffic.served_by(s, began) for s in instances) > 20, timeout=20.0)
             for name, server in instances.items():
                 sigterm = time.monotonic()
                 server.signal(signal.SIGTERM)
@@ -91,7 +85,7 @@ async def test_rolling_restart_behind_haproxy_fails_no_request(settings: Setting
                 await asyncio.to_thread(server.start)
                 up = await asyncio.to_thread(lb.wait_for, name, "UP")
                 back = time.monotonic()
-                await _until(lambda: traffic.served_by(name, back) > 20)  # noqa: B023 (awaited here)
+                await until(lambda: traffic.served_by(name, back) > 20, timeout=20.0)  # noqa: B023 (awaited here)
                 restarts.append(
                     f"{name}: out of rotation {down:.2f} s after SIGTERM, exit code {code} after "
                     f"{exited:.2f} s, back in rotation {up:.2f} s after its restart"

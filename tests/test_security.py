@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import socket
 import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +19,8 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.logs import JSONFormatter
+from tests.access import access_lines
+from tests.rawhttp import exchange, statuses
 from tests.server import serve
 
 APP_ROLE = "datasvc_app"
@@ -153,13 +153,17 @@ def test_rollback_takes_the_grants_back_and_keeps_the_roles(database_url):
 
 
 @pytest.fixture
-def logged(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], str]]:
-    """Every log line of the test, as the service would print it (JSON with the extra fields)."""
+def logged(
+    client: TestClient, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> Iterator[Callable[[], str]]:
+    """Every log line of the test, as the service would print it: the stdlib records formatted as JSON,
+    and the access log's lines, which bypass `logging` and reach stdout from their own writer thread."""
     formatter = JSONFormatter()
     with caplog.at_level(logging.DEBUG):
         # The test client's own loggers echo the URLs this test sends; only the service's lines count.
         yield lambda: "\n".join(
-            formatter.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+            [formatter.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
+            + [orjson.dumps(line).decode() for line in access_lines(client.app, capfd)]
         )
 
 
@@ -230,7 +234,7 @@ def test_no_response_or_log_line_but_lookup_carries_the_hash(client, database_ur
     _no_canary(client.post("/api/v1/auth/lookup", json={"login": "nobody"}), "lookup 404")
     _no_canary(client.post("/api/v1/auth/lookup", json={"login": HASH + "\x00"}), "lookup 422")
     logs = logged()
-    assert "request" in logs  # the access log was captured
+    assert '"logger":"datasvc.access"' in logs  # the access log was captured
     assert CANARY not in logs, "the hash leaked into a log line"
 
 
@@ -302,33 +306,10 @@ def test_patch_cannot_set_server_owned_fields(client, change):
 # -- request limits (a real server: the bound lives in the HTTP protocol, below the app) -----------
 
 
-def _exchange(base_url: str, payload: bytes, *, chunk: int = 65536) -> bytes:
-    """Send raw bytes (in chunks, stopping if the server hangs up) and read until the server closes."""
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        try:
-            for start in range(0, len(payload), chunk):
-                sock.sendall(payload[start : start + chunk])
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused before it was all sent: what a bound is for
-        received = b""
-        try:
-            while data := sock.recv(65536):
-                received += data
-        except ConnectionResetError:
-            pass
-        return received
-
-
 @pytest.fixture
 def live(settings):
     with serve(settings) as base_url:
         yield base_url
-
-
-def _statuses(raw: bytes) -> list[int]:
-    # Pipelined responses follow each other's bodies directly: no line break before a status line.
-    return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
 
 
 @pytest.mark.parametrize(
@@ -341,16 +322,18 @@ def _statuses(raw: bytes) -> list[int]:
     ids=["one-20k-header", "400-headers", "4MB-streamed"],
 )
 def test_a_request_head_over_the_bound_is_431_problem(live, headers):
-    raw = _exchange(live, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
-    assert _statuses(raw) == [431]
+    raw = exchange(live, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert statuses(raw) == [431]
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"content-type: application/problem+json" in head
-    assert orjson.loads(body)["type"] == "urn:datasvc:problem:headers-too-large"
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:datasvc:problem:headers-too-large"
+    assert b"x-request-id: " + problem["request_id"].encode() + b"\r\n" in head + b"\r\n"
 
 
 def test_a_long_url_counts_toward_the_bound(live):
-    raw = _exchange(live, b"GET /health?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert _statuses(raw) == [431]
+    raw = exchange(live, b"GET /health?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert statuses(raw) == [431]
 
 
 def test_heads_under_the_bound_and_big_bodies_pass_pipelined(live):
@@ -366,8 +349,8 @@ def test_heads_under_the_bound_and_big_bodies_pass_pipelined(live):
         + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
         + body,
     ]
-    raw = _exchange(live, b"".join(requests), chunk=1 << 20)
-    assert _statuses(raw) == [200, 422, 201]
+    raw = exchange(live, b"".join(requests), chunk=1 << 20)
+    assert statuses(raw) == [200, 422, 201]
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from datasvc.auth import hash_token
 from datasvc.settings import Settings
 from tests.liveserver import LiveServer
 from tests.server import serve
+from tests.waits import until_blocking
 
 TOKENS = {"alpha": "alpha-token-0123456789", "beta": "beta-token-0123456789"}
 USER = "/api/v1/users/1"  # no such user: 404 means authenticated and authorized, 401 refused
@@ -35,13 +36,6 @@ def _metric(base_url: str, name: str, labels: str = "") -> float | None:
     return float(found.group(1)) if found else None
 
 
-def _wait_for(condition, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(settings, tmp_path):
     tokens = tmp_path / "tokens"
@@ -49,7 +43,9 @@ def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(set
     reload = 1.0
     settings = settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=reload, workers=2)
     with LiveServer(settings, tmp_path / "serve.log") as server:
-        _wait_for(lambda: all(_status(server.base_url, "beta") == 404 for _ in range(10)), "both workers")
+        until_blocking(
+            lambda: all(_status(server.base_url, "beta") == 404 for _ in range(10)), what="both workers"
+        )
         removed = time.monotonic()
         tokens.write_text(_line("alpha"))
         # A worker checks every `reload` seconds and reads the file in a thread; the margin covers that
@@ -83,7 +79,7 @@ def test_a_token_added_to_the_file_is_accepted_and_counted(watched):
     base_url, tokens = watched
     assert _status(base_url, "beta") == 401
     tokens.write_text(_line("alpha", "beta"))
-    _wait_for(lambda: _status(base_url, "beta") == 404, "beta accepted")
+    until_blocking(lambda: _status(base_url, "beta") == 404, what="beta accepted")
     assert _metric(base_url, "datasvc_auth_tokens_reloads_total", '{result="applied"}') == 1
     assert _metric(base_url, "datasvc_auth_tokens") == 2
     assert _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0
@@ -108,7 +104,9 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
             tokens.write_bytes(bad)
         else:
             tokens.write_text(bad)
-        _wait_for(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 1, "the refusal")
+        until_blocking(
+            lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 1, what="the refusal"
+        )
         assert _status(base_url, "alpha") == 404  # never falls open, never drops the good set
         assert _status(base_url, "beta") == 401
         text = httpx2.get(base_url + "/metrics").text
@@ -124,7 +122,7 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
     assert error in logged[0].error
     # Fixed, it is applied and the alarm clears.
     tokens.write_text(_line("beta"))
-    _wait_for(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0, "the fix")
+    until_blocking(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0, what="the fix")
     assert _status(base_url, "beta") == 404
     assert _status(base_url, "alpha") == 401
 
@@ -132,7 +130,7 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
 def test_an_emptied_file_refuses_everyone_and_never_opens(watched):
     base_url, tokens = watched
     tokens.write_text("# every token revoked\n")
-    _wait_for(lambda: _status(base_url, "alpha") == 401, "alpha refused")
+    until_blocking(lambda: _status(base_url, "alpha") == 401, what="alpha refused")
     assert httpx2.get(base_url + USER).status_code == 401  # not open mode
     assert _metric(base_url, "datasvc_auth_tokens") == 0
 
@@ -143,4 +141,4 @@ def test_an_empty_tokens_file_at_start_means_tokens_are_required(settings, tmp_p
     with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
         assert httpx2.get(base_url + USER).status_code == 401
         tokens.write_text(_line("alpha"))
-        _wait_for(lambda: _status(base_url, "alpha") == 404, "alpha accepted")
+        until_blocking(lambda: _status(base_url, "alpha") == 404, what="alpha accepted")

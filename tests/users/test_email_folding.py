@@ -23,11 +23,12 @@ from starlette.testclient import TestClient
 from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.conftest import SERVER_URL, _counter, clone_of, url_for
+from tests.conftest import _counter, clone_of
+from tests.pgserver import SERVER_URL, url_for
+from tests.values import HASH
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 CASELESS = "0007.email-caseless"
-HASH = "$2b$12$" + "a" * 53
 
 NFC_EMILE = "\u00e9mile@example.com"  # émile, é precomposed
 NFD_EMILE = "e\u0301mile@example.com"  # émile, e + COMBINING ACUTE ACCENT

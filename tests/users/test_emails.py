@@ -6,8 +6,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.server import serve
-
-HASH = "$2b$12$" + "a" * 53
+from tests.values import HASH
 
 
 def _create(client, email, username="slashy"):

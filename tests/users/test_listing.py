@@ -9,9 +9,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from datasvc.users.listing import like_pattern
+from tests.values import HASH
 
 URL = "/api/v1/users"
-HASH = "$2b$12$" + "a" * 53
 SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
 
 

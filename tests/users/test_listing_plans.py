@@ -17,11 +17,11 @@ import pytest
 from datasvc.db import execute, server_settings
 from datasvc.registry import PlanCache, Registry
 from datasvc.settings import Settings
+from tests.values import HASH
 
 ROWS = 120_000
 DEEP = 108_000  # 90% of the way down
 SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
-HASH = "$2b$12$" + "a" * 53
 PLANS = Registry.load(Path(__file__).parents[1] / "sql" / "plans")
 
 
@@ -30,7 +30,8 @@ def big_database_url(template_db: str) -> Iterator[str]:
     """One migrated database with ROWS users (about 1 in 10 without a full_name), shared by this module."""
     from pytest_postgresql.janitor import DatabaseJanitor
 
-    from tests.conftest import _server, url_for
+    from tests.pgserver import server as _server
+    from tests.pgserver import url_for
 
     name = f"datasvc_plans_{template_db}"
     with DatabaseJanitor(dbname=name, template_dbname=template_db, **_server()):  # type: ignore[arg-type]

@@ -2,8 +2,8 @@
 
 import pytest
 
-HASH = "$2b$12$" + "a" * 53
-OTHER_HASH = "$2b$12$" + "b" * 53
+from tests.values import HASH, OTHER_HASH
+
 PROBLEM = "application/problem+json"
 USER_FIELDS = {
     "id",

@@ -1,0 +1,53 @@
+"""What the HTTP protocol answers itself, below the app: problem+json with a request id, like the app."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.rawhttp import exchange, statuses
+from tests.server import serve
+
+
+@pytest.fixture
+def live(settings):
+    with serve(settings) as base_url:
+        yield base_url
+
+
+def _problem(raw: bytes) -> tuple[dict[bytes, bytes], dict[str, object]]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    return headers, orjson.loads(body)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"FROB /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /he alth HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",  # a TLS ClientHello on the plain port
+        b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+    ],
+    ids=["unknown-method", "bad-version", "space-in-target", "tls-hello", "bad-header-name"],
+)
+def test_an_unparsable_request_is_a_400_problem_with_a_request_id(live, request_bytes):
+    raw = exchange(live, request_bytes)
+    assert statuses(raw) == [400]
+    headers, problem = _problem(raw)
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert problem["type"] == "urn:datasvc:problem:bad-request"
+    assert problem["status"] == 400
+    assert len(headers[b"x-request-id"]) == 32
+    assert problem["request_id"] == headers[b"x-request-id"].decode()
+    assert headers[b"connection"] == b"close"
+
+
+def test_a_431_echoes_the_callers_request_id(live):
+    many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 50) for i in range(400))
+    raw = exchange(live, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: caller-7\r\n" + many + b"\r\n")
+    headers, problem = _problem(raw)
+    assert statuses(raw) == [431]
+    assert headers[b"x-request-id"] == b"caller-7"
+    assert problem["request_id"] == "caller-7"
