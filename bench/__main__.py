@@ -5,8 +5,10 @@
     .venv/bin/python -m bench report bench/results/<run>.json
 
 Targets, all in one run on this machine and over loopback: ``datasvc-1w`` and ``datasvc-2w`` (`datasvc
-serve --workers 1|2`, access log on), ``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI + SQLAlchemy
-service from ../shared/bench, on its own schema and an identical seed), ``pgbench`` (our statements, bare).
+serve --workers 1|2`, access log on), ``pgbouncer-1.24`` and ``pgbouncer-1.18`` (one worker behind
+PgBouncer in transaction mode, bench/pooler.py), ``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI +
+SQLAlchemy service from ../shared/bench, on its own schema and an identical seed), ``pgbench`` (our
+statements, bare).
 Every load is bounded: WARMUP + DURATION seconds per scenario and target. See docs/benchmarks.md.
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load as L
-from bench import report, services
+from bench import pooler, report, services
 from bench.probe import CpuWindow, RssSampler, tree_rss_kb
 from bench.scenarios import (
     LIST,
@@ -42,13 +44,24 @@ from datasvc.settings import PROJECT_ROOT
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-TARGETS = ("datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench")
+TARGETS = ("datasvc-1w", "pgbouncer-1.24", "pgbouncer-1.18", "ceiling", "peer", "datasvc-2w", "pgbench")
 EXTRA_TARGETS = ("datasvc-1w-nolog",)  # only when asked for: one worker with DATASVC_ACCESS_LOG=off
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 5.
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 7.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
-    for i, name in enumerate(("datasvc-1w", "datasvc-2w", "ceiling", "peer", "datasvc-1w-nolog"), 1)
+    for i, name in enumerate(
+        (
+            "datasvc-1w",
+            "datasvc-2w",
+            "ceiling",
+            "peer",
+            "datasvc-1w-nolog",
+            "pgbouncer-1.24",
+            "pgbouncer-1.18",
+        ),
+        1,
+    )
 }
 
 
@@ -329,10 +342,19 @@ def run(args: argparse.Namespace) -> Path:
             if target == "pgbench":
                 results += pgbench_target([s], args, ours, raw)
                 continue
-            svc, db, takes_part = plan_target(target, args, ours, peer_url)
-            if s not in takes_part:
-                continue
-            rows, used = http_target(svc, [s], args, db, raw)
+            if target in pooler.TARGETS:
+                if s.key not in pooler.SCENARIOS:
+                    continue
+                with pooler.started(target, args.server, args.database) as (url, env):
+                    svc = services.datasvc(
+                        target, port=PORTS[target], workers=1, database_url=url, n=args.rows, pooler_env=env
+                    )
+                    rows, used = http_target(svc, [s], args, ours, raw)
+            else:
+                svc, db, takes_part = plan_target(target, args, ours, peer_url)
+                if s not in takes_part:
+                    continue
+                rows, used = http_target(svc, [s], args, db, raw)
             results += rows
             seen = rss.setdefault(target, used)
             seen["idle_kb"] = min(seen["idle_kb"], used["idle_kb"])

@@ -9,7 +9,17 @@ from typing import Any
 from bench.scenarios import SCENARIOS
 
 Row = dict[str, Any]
-ORDER = ("peer", "datasvc-1w", "datasvc-1w-nolog", "datasvc-2w", "ceiling", "pgbench")
+ORDER = (
+    "peer",
+    "datasvc-1w",
+    "pgbouncer-1.24",
+    "pgbouncer-1.18",
+    "datasvc-1w-nolog",
+    "datasvc-2w",
+    "ceiling",
+    "pgbench",
+)
+POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
 
@@ -139,6 +149,19 @@ def pairs(res: Results) -> str:
     return table(hdr, rows)
 
 
+def pooled(res: Results) -> str:
+    """Each pooler target against the direct one, per scenario it ran."""
+    rows = []
+    for s in res.scenarios:
+        direct = res.get(MAIN, s.key, "rps")
+        through = [ratio(res.get(t, s.key, "rps"), direct) for t in POOLED]
+        if any(r is not None for r in through):
+            rows.append([s.key, *(fmt(r, 2) for r in through)])
+    return table(
+        ["scenario", "PgBouncer 1.24 (cache on) ÷ direct", "PgBouncer 1.18 (cache 0) ÷ direct"], rows
+    )
+
+
 def memory(res: Results) -> str:
     rows = [
         [t, v.get("idle_kb", 0) / 1024, v.get("peak_kb", 0) / 1024, v.get("hwm_kb", 0) / 1024]
@@ -170,6 +193,10 @@ def _keyset_flatness(res: Results) -> float | None:
     return ratio(res.get(MAIN, "list_deep_keyset", "rps"), res.get(MAIN, "list_first_none", "rps"))
 
 
+def _pooled(key: str) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get("pgbouncer-1.24", key, "rps"), res.get(MAIN, key, "rps"))
+
+
 def _rss(res: Results) -> float | None:
     return ratio(res.rss.get("peer", {}).get("peak_kb"), res.rss.get(MAIN, {}).get("peak_kb"))
 
@@ -188,6 +215,8 @@ GOALS = (
     Goal("deep keyset page: within 1.5x of the first keyset page (ratio ≥ 0.67)", _keyset_flatness, 1 / 1.5),
     Goal("deep keyset page: ≥ 100x the peer's deep offset page", _vs_peer("list_deep_keyset"), 100.0),
     Goal("peak RSS ≤ peer's (peer ÷ ours ≥ 1)", _rss, 1.0),
+    Goal("GET by id through PgBouncer 1.24: ≥ 0.95x direct", _pooled("by_id"), 0.95),
+    Goal("POST create through PgBouncer 1.24: ≥ 0.95x direct", _pooled("create"), 0.95),
 )
 
 
@@ -211,6 +240,8 @@ def render(data: dict[str, Any]) -> str:
         dirty = m.get("uncommitted_files", 0)
         head += f"\n\ncode: commit {m['commit']}" + (f" plus {dirty} uncommitted file(s)" if dirty else "")
     parts = [head, "### Measured", measured(res), "### Pair by pair", pairs(res)]
+    if any(t in res.targets for t in POOLED):
+        parts += ["### Through PgBouncer (transaction mode)", pooled(res)]
     if res.rss:
         parts += ["### Memory", memory(res)]
     parts += ["### Targets", goals(res)]

@@ -38,12 +38,20 @@ class Service:
 
 
 def datasvc(
-    name: str, *, port: int, workers: int, database_url: str, n: int, access_log: bool = True
+    name: str,
+    *,
+    port: int,
+    workers: int,
+    database_url: str,
+    n: int,
+    access_log: bool = True,
+    pooler_env: dict[str, str] | None = None,
 ) -> Service:
     """`datasvc serve` as deployed, every production feature (access log included) on.
 
     One change: offsets up to N are allowed, so the deep offset page is the same request the peer gets and
     the deep cursor can be fetched (the default bound is 100,000; deeper pages are meant for cursors).
+    ``pooler_env``: the settings of a service behind a transaction pooler (bench/pooler.py).
     """
     return Service(
         name=name,
@@ -54,6 +62,7 @@ def datasvc(
             "DATABASE_URL": database_url,
             "DATASVC_LIST_MAX_OFFSET": str(n),
             "DATASVC_ACCESS_LOG": "on" if access_log else "off",
+            **(pooler_env or {}),
         },
     )
 

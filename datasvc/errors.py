@@ -284,7 +284,6 @@ class GatewayTimeout(ServerError):
 CONSTRAINT_FIELDS: Mapping[str, str] = {
     "users_username_key": "username",
     "users_email_caseless_key": "email",
-    "users_email_lower_key": "email",  # 0001's rule, kept by 0007 until the previous release is gone
     "users_email_check": "email",
     "users_username_check": "username",
     "users_hashed_password_check": "hashed_password",

@@ -73,7 +73,7 @@ async def _role_problems(db: Database) -> list[str]:
     if not wrong:
         return []
     role = row["role_name"]
-    found = ", ".join(f"{name}={row[name]}" for name in wrong)
+    found = ", ".join(f"{name}={_with_unit(name, row[name])}" for name in wrong)
     fix = "; ".join(f"ALTER ROLE {role} SET {name} = '{_with_unit(name, v)}'" for name, v in wrong.items())
     return [
         f"the service sends no session SET in this mode, so the timeouts and plan_cache_mode must come "

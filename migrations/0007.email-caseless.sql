@@ -1,5 +1,5 @@
 -- Email is unique and found whatever its case and Unicode form, on any cluster: a C-locale one included.
--- depends: 0005.users-version
+-- depends: 0006.users-index-review
 -- transactional: false
 --
 -- Until now uniqueness and lookups used lower(email), and lower() folds what the database's lc_ctype
@@ -238,13 +238,17 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS users_search_caseless_trgm_idx ON users 
     caseless(username || chr(31) || email || chr(31) || coalesce(full_name, '')) gin_trgm_ops
 );
 
--- users_email_lower_key and users_search_trgm_idx stay: the previous release, still serving while this
--- one rolls out, looks up lower(email) and searches 0004's text (docs/operations.md: remove after the
--- code stops using it). A later migration drops them once no instance runs that code.
+-- The indexes of the old rule go: no statement uses them any more, and each costs every write (0006).
+-- While the previous release still serves during the roll-out its by_email, auth lookup and search find
+-- no index (correct answers, slower; docs/operations.md says how to roll this one out).
+DROP INDEX CONCURRENTLY IF EXISTS users_email_lower_key;
+DROP INDEX CONCURRENTLY IF EXISTS users_search_trgm_idx;
 
-COMMENT ON FUNCTION caseless(text) IS 'NFC, Unicode full case folding, NFC: the same on every cluster (no locale, no ICU). Migration 0007.';
-COMMENT ON INDEX users_email_caseless_key IS 'Email is unique ignoring case and Unicode form; users.get_by_email and auth.lookup use the same expression.';
-COMMENT ON INDEX users_search_caseless_trgm_idx IS 'Trigram index for the listing''s search filter: caseless() of username, email, full_name joined by chr(31).';
-COMMENT ON INDEX users_email_lower_key IS 'Superseded by users_email_caseless_key (0007); kept for the previous release, dropped by a later migration.';
-COMMENT ON INDEX users_search_trgm_idx IS 'Superseded by users_search_caseless_trgm_idx (0007); kept for the previous release, dropped by a later migration.';
-COMMENT ON COLUMN users.email IS 'Contact address as entered, in NFC; unique ignoring case and Unicode form (users_email_caseless_key).';
+COMMENT ON FUNCTION caseless(text) IS
+'NFC, Unicode full case folding, NFC: the same on every cluster (no locale, no ICU). Migration 0007.';
+COMMENT ON INDEX users_email_caseless_key IS
+'Emails are unique ignoring case and Unicode form (409 conflict). get_by_email, auth.lookup by email: both use caseless(email).';
+COMMENT ON INDEX users_search_caseless_trgm_idx IS
+'Trigram index for the listing''s search filter: caseless() of username, email, full_name joined by chr(31) (LIKE %term%, terms of 3+ characters).';
+COMMENT ON COLUMN users.email IS
+'Contact address as entered, in NFC; unique ignoring case and Unicode form (users_email_caseless_key).';

@@ -12,8 +12,9 @@ Modes:
 - ``pass``  forward both ways;
 - ``close`` stop listening (connection refused) and close every open connection (FIN);
 - ``reset`` reset every open connection (RST) and reset new ones as soon as they arrive;
-- ``stall`` stop forwarding without closing anything: bytes wait in the kernel, new connections are
-  accepted and held. Back to ``pass``, everything flows again, as after a healed partition.
+- ``stall`` stop forwarding without closing anything: bytes are held, new connections are accepted and
+  held. Back to ``pass``, everything flows again, as after a healed partition. ``held`` counts the bytes
+  clients sent that a stall holds, so a test can wait until a request is stuck rather than sleep.
 
 The proxy runs its own event loop in a daemon thread, so sync and async tests drive it alike.
 """
@@ -53,6 +54,7 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self.port = 0
         self.accepted = 0
+        self.held = 0  # bytes from clients (the service) held by a stall, not yet forwarded
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="faultproxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -173,25 +175,36 @@ class FaultProxy:
         link = (writer, up_writer)
         self._links.add(link)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, from_client=True), self._pipe(up_reader, writer)
+            )
         finally:
             self._links.discard(link)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, from_client: bool = False
+    ) -> None:
         assert self._flowing is not None
+        held = 0
         try:
             while True:
-                # Waiting before the read (not only before the write) leaves bytes in the kernel
-                # buffers during a stall, exactly like a network that stopped delivering.
-                await self._flowing.wait()
+                # Bytes that arrive during a stall are read and held (asyncio's transport reads them off
+                # the socket anyway), then forwarded when it ends: a network that stopped delivering.
                 data = await src.read(65536)
                 if not data:
                     break
-                await self._flowing.wait()
+                if not self._flowing.is_set():
+                    if from_client:
+                        held = len(data)
+                        self.held += held
+                    await self._flowing.wait()
+                    self.held -= held
+                    held = 0
                 dst.write(data)
                 await dst.drain()
         except (OSError, RuntimeError):
             pass
         finally:
+            self.held -= held  # dropped while held (reset_now, close)
             if not dst.is_closing():
                 dst.close()

@@ -74,8 +74,10 @@ class LiveServer:
         )
         while True:
             if self.process.poll() is not None:
+                self._log.close()  # else the next test fails on this test's unclosed file (ResourceWarning)
                 raise RuntimeError(
-                    f"datasvc serve exited with {self.process.returncode}; see {self.log_path}"
+                    f"datasvc serve exited with {self.process.returncode}; see {self.log_path}:\n"
+                    + self.log_path.read_text(errors="replace")[-2000:]
                 )
             try:
                 if httpx2.get(self.base_url + "/health", timeout=1.0).status_code == 200:

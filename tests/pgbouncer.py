@@ -62,8 +62,9 @@ class PgBouncer:
         users: tuple[str, ...] = ("postgres", "datasvc_app"),
         pool_size: int = 10,
         prepared_statements: bool = True,
+        server: tuple[str, int] | None = None,
     ) -> None:
-        server_host, server_port = address()  # DATASVC_TEST_DATABASE_URL's
+        server_host, server_port = server or address()  # default: DATASVC_TEST_DATABASE_URL's
         binary = BINARIES[version]
         if not binary.exists():
             raise RuntimeError(f"no PgBouncer {version} at {binary}: run {INSTALLED_BY[version]}")

@@ -17,6 +17,7 @@ from tests import load
 from tests.faultproxy import FaultProxy
 from tests.server import serve
 from tests.values import HASH
+from tests.waits import until
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(
     user = await db.run("users.create", "r@example.io", "reader", HASH, None, None)
     await asyncio.to_thread(proxy.set_mode, "stall")
     read = asyncio.create_task(db.run("users.get_by_id", user["id"]))
-    await asyncio.sleep(0.2)
+    await until(lambda: proxy.held > 0, what="the read held by the stalled network")
     assert not read.done(), "the read should be stuck behind the stalled network"
     accepted = proxy.accepted
     await asyncio.to_thread(proxy.reset_now)
@@ -81,7 +82,7 @@ async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_
     await db.run("users.get_by_id", 1)  # the pool's connection is open and idle
     await asyncio.to_thread(proxy.set_mode, "stall")
     write = asyncio.create_task(db.run("users.create", "w@example.io", "writer", HASH, None, None))
-    await asyncio.sleep(0.2)
+    await until(lambda: proxy.held > 0, what="the insert held by the stalled network")
     await asyncio.to_thread(proxy.reset_now)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the class depends on where the reset lands
         await asyncio.wait_for(write, 5)
@@ -104,14 +105,16 @@ async def test_killed_backends_under_load_fail_only_in_flight_writes_and_pool_he
                 driver = asyncio.create_task(load.steady(c, log, stop, (read, load.create_user), workers=4))
                 started = time.monotonic()
                 while time.monotonic() - started < 3.0:
+                    # Pacing, not synchronisation: a kill every 0.2 s for 3 s, under the steady load.
                     await asyncio.sleep(0.2)
                     killed += len(await admin.run("faults.terminate", load.ADMIN_NAME))
                 stop.set()
                 await driver
                 after = [await read(c) for _ in range(20)]
                 open_after = await admin.service_backends()
-        # Leaving `serve` ran the lifespan shutdown: the pool must have closed every connection.
-        await asyncio.sleep(0.2)
+        # Leaving `serve` ran the lifespan shutdown: the pool closed every connection, and the server
+        # processes behind them end a moment later (asynchronously): wait for that, bounded.
+        await until(lambda: _none_left(admin), timeout=5.0, what="every service backend gone")
         leaked = await admin.service_backends()
 
     reads = [a for a in log.answers if a.kind == "read"]
@@ -129,3 +132,7 @@ async def test_killed_backends_under_load_fail_only_in_flight_writes_and_pool_he
     assert open_after <= settings.pool_max_size, figure
     assert leaked == 0, figure
     print(figure)
+
+
+async def _none_left(admin: load.Admin) -> bool:
+    return await admin.service_backends() == 0

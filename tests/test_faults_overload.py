@@ -50,13 +50,22 @@ async def test_four_times_the_load_is_shed_fast_and_latency_recovers(settings: S
     assert all(a.ok for a in before), figure
     assert shed, figure
     assert all(a.is_503_problem and a.slug == "overloaded" for a in shed), figure
-    # Shedding is an answer in milliseconds, not a wait for a connection.
-    assert load.p([a.seconds for a in shed], 0.99) < 100, figure
-    # The admitted requests do not queue behind the excess: they stay far from the pool wait bound.
-    assert load.p([a.seconds for a in served], 0.99) < settings.acquire_timeout * 1000 / 4, figure
+    # Shedding is an answer, not a wait for a connection: a wait would take up to acquire_timeout (2 s).
+    # A quarter of it leaves room for a loaded 2-core machine (measured quiet: p99 33 ms).
+    assert load.p([a.seconds for a in shed], 0.99) < settings.acquire_timeout * 1000 / 4, figure
+    # The admitted requests do not queue behind the excess: they stay far from the pool wait bound
+    # (half of it: measured quiet p99 137 ms, and the test process itself runs 32 callers on 2 cores).
+    assert load.p([a.seconds for a in served], 0.99) < settings.acquire_timeout * 1000 / 2, figure
     assert all(a.ok for a in after), figure
-    assert p50_after <= 2 * p50_before + 5, figure
-    # Callers that wait as told leave the service its full throughput (a storm of instant retries
-    # does not: every shed answer still costs the event loop a little).
-    assert _rate(polite, 2.0) >= 0.5 * _rate(before, 1.5), figure
+    # A ratio within the run: latency comes back to what it was before the overload (3x + 10 ms absorbs
+    # other suites' load changing between the two phases; measured quiet 7.0 ms after, 9.9 ms before).
+    assert p50_after <= 3 * p50_before + 10, figure
+    # Callers that wait as told are barely shed (each excess caller about once per Retry-After second),
+    # while a storm of instant retries is mostly shed: a count, whatever the machine's load.
+    assert sum(not a.ok for a in polite) <= 0.1 * len(polite), figure
+    assert sum(not a.ok for a in overload) >= 0.5 * len(overload), figure
+    # ... and they leave the service its throughput: measured quiet 770 against 703 ok/s before, but
+    # the phases run one after the other, and a neighbour's burst on a 2-core machine halved one
+    # phase's rate (522 against 1059 ok/s, with `python -m bench` beside it): a quarter is the bound.
+    assert _rate(polite, 2.0) >= 0.25 * _rate(before, 1.5), figure
     print(figure)

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 
+import httpx2
 import pytest
 
 from datasvc.settings import Settings
@@ -24,6 +25,7 @@ async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings
         lock_timeout=10.0,
         shutdown_timeout=5.0,
         drain_seconds=0.5,  # requests in flight keep being served through the drain window, then the grace
+        max_in_flight=0,  # all 100 inside, and the /metrics scrapes that watch them
     )
     server = LiveServer(settings, tmp_path / "serve.log")
     async with load.admin(database_url) as admin, load.admin(database_url) as locker:
@@ -39,11 +41,14 @@ async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings
                 writes = [asyncio.create_task(load.create_user(c)) for _ in range(50)]
                 await until(lambda: _count(admin.run("faults.waiting", load.ADMIN_NAME), 4))
                 reads = [asyncio.create_task(load.read_user(c, uid)) for _ in range(50)]
-                await asyncio.sleep(0.5)
+                # 4 writes hold the pool's connections; the other 96 requests wait for one.
+                await until(lambda: _pool_waiting(c, 96), what="96 requests waiting for the pool")
                 in_flight = sum(not t.done() for t in writes + reads)
                 server.signal(signal.SIGTERM)
                 sigterm = time.monotonic()
-                await asyncio.sleep(0.5)  # shutdown has begun with every request still waiting
+                # The drain window over, uvicorn closes its listener and gives in-flight requests the
+                # grace period: release them only then, so they are served during the shutdown itself.
+                await until(lambda: _refused(server.base_url), what="the listener closed after the drain")
                 await hold.commit()
                 answers = await asyncio.gather(*writes, *reads)
                 code = await asyncio.to_thread(server.wait, settings.shutdown_timeout + 5)
@@ -66,3 +71,22 @@ async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings
 
 async def _count(awaitable, expected: int) -> bool:
     return bool(await awaitable >= expected)
+
+
+async def _pool_waiting(c: httpx2.AsyncClient, expected: int) -> bool:
+    """Whether ``expected`` requests wait for a pooled connection (``datasvc_db_pool_waiting``)."""
+    text = (await c.get("/metrics")).text
+    lines = [line for line in text.splitlines() if line.startswith("datasvc_db_pool_waiting")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines) == expected
+
+
+async def _refused(base_url: str) -> bool:
+    """Whether the server no longer accepts connections."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    try:
+        _, writer = await asyncio.open_connection(host, int(port))
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False

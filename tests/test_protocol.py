@@ -7,6 +7,7 @@ import pytest
 
 from tests.rawhttp import exchange, statuses
 from tests.server import serve
+from tests.values import HASH
 
 
 @pytest.fixture
@@ -51,3 +52,47 @@ def test_a_431_echoes_the_callers_request_id(live):
     assert statuses(raw) == [431]
     assert headers[b"x-request-id"] == b"caller-7"
     assert problem["request_id"] == "caller-7"
+
+
+# -- the bound on a request's head (DATASVC_MAX_HEADER_BYTES) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"X-Big: " + b"a" * 20_000 + b"\r\n",
+        b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 50) for i in range(400)),
+        b"X-Huge: " + b"a" * 4_000_000 + b"\r\n",
+    ],
+    ids=["one-20k-header", "400-headers", "4MB-streamed"],
+)
+def test_a_request_head_over_the_bound_is_431_problem(live, headers):
+    raw = exchange(live, b"GET /health HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert statuses(raw) == [431]
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head
+    problem = orjson.loads(body)
+    assert problem["type"] == "urn:datasvc:problem:headers-too-large"
+    assert b"x-request-id: " + problem["request_id"].encode() + b"\r\n" in head + b"\r\n"
+
+
+def test_a_long_url_counts_toward_the_bound(live):
+    raw = exchange(live, b"GET /health?" + b"q" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert statuses(raw) == [431]
+
+
+def test_heads_under_the_bound_and_big_bodies_pass_pipelined(live):
+    """No false 431: a 15 kB head, then a 60 kB body arriving in the same reads, then a third request."""
+    body = orjson.dumps({"email": "a@example.org", "username": "alice", "hashed_password": HASH, "bio": "b"})
+    big = orjson.dumps({"login": "x" * 200, "pad": "p" * 60_000})
+    requests = [
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 15_000 + b"\r\n\r\n",
+        b"POST /api/v1/auth/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(big)
+        + big,
+        b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body,
+    ]
+    raw = exchange(live, b"".join(requests), chunk=1 << 20)
+    assert statuses(raw) == [200, 422, 201]

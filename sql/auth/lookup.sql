@@ -3,7 +3,7 @@
 -- users.get_by_email); the caller verifies the hash.
 -- At most one row matches: usernames cannot contain '@' and emails must.
 -- params: login
--- plan: BitmapOr of (users_username_key or users_username_id_idx) and users_email_caseless_key
+-- plan: BitmapOr of users_username_key and users_email_caseless_key
 -- retry: safe
 -- plan-cache: generic
 SELECT id, username, email, hashed_password, status, is_verified

@@ -1,7 +1,7 @@
 -- name: get_by_username :one
 -- Fetch one user by exact username.
 -- params: username
--- plan: Index Scan using users_username_key or users_username_id_idx on users (both lead with username)
+-- plan: Index Scan using users_username_key on users
 -- route: replica
 -- retry: safe
 -- plan-cache: generic

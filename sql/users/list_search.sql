@@ -9,7 +9,7 @@
 -- name: list_search :many
 -- A page of users matching a search term ordered by {{sort}} {{dir}} then id, with their exact total.
 -- expand: sort, key, type, index in (created_at, created_at, timestamptz, users_created_at_id_idx),
---   (updated_at, updated_at, timestamptz, users_updated_at_id_idx), (username, username, text, users_username_id_idx),
+--   (updated_at, updated_at, timestamptz, users_updated_at_id_idx), (username, username, text, users_username_key),
 --   (email, email, text, users_email_id_idx), (full_name, array[full_name], text[], users_full_name_id_idx),
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)

@@ -40,7 +40,15 @@ def test_defaults_select_every_target_and_scenario(monkeypatch: pytest.MonkeyPat
     for name in ("TARGETS", "SCENARIOS"):
         monkeypatch.delenv(name, raising=False)
     args = parse_args([])
-    assert args.targets == ["datasvc-1w", "ceiling", "peer", "datasvc-2w", "pgbench"]
+    assert args.targets == [
+        "datasvc-1w",
+        "pgbouncer-1.24",
+        "pgbouncer-1.18",
+        "ceiling",
+        "peer",
+        "datasvc-2w",
+        "pgbench",
+    ]
     assert [s.key for s in args.selected] == [s.key for s in SCENARIOS]
 
 

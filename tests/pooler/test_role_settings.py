@@ -83,7 +83,7 @@ def test_a_role_without_the_timeouts_is_refused_at_start_up(
     asyncio.run(_without_timeouts(database_url))
     cache = 100 if version == "1.24" else 0
     app = create_app(through(plain_settings, bouncers[version], database_url, cache))
-    message = r"statement_timeout=0 .*ALTER ROLE datasvc_app SET statement_timeout = '5000ms'"
+    message = r"statement_timeout=0ms .*ALTER ROLE datasvc_app SET statement_timeout = '5000ms'"
     with pytest.raises(PoolerRefused, match=message), TestClient(app):
         pass
 
@@ -97,6 +97,6 @@ def test_settings_that_differ_from_the_roles_are_refused(
     plain_settings: Settings, database_url: str, bouncers: dict[str, PgBouncer]
 ) -> None:
     settings = through(plain_settings, bouncers["1.24"], database_url, 100).with_overrides(lock_timeout=1.0)
-    refused = pytest.raises(PoolerRefused, match=r"lock_timeout=2000 .*DATASVC_LOCK_TIMEOUT=1.0")
+    refused = pytest.raises(PoolerRefused, match=r"lock_timeout=2000ms .*DATASVC_LOCK_TIMEOUT=1.0")
     with refused, TestClient(create_app(settings)):
         pass

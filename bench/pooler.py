@@ -1,0 +1,36 @@
+"""The targets behind PgBouncer: ``pgbouncer-1.24`` (statement cache on) and ``pgbouncer-1.18`` (cache off).
+
+Each is ``datasvc serve --workers 1`` in ``DATASVC_POOL_MODE=transaction``, connected as the runtime role
+``datasvc_app`` (whose role settings transaction mode requires; the direct targets connect as the
+server URL's user) through a PgBouncer in ``pool_mode=transaction`` started for the run (the same
+PgBouncer the tests start: tests/pgbouncer.py; 1.24 from ``scripts/pgbouncer-build``). They take part
+in the lookup by id and the create only: what a pooler adds is a hop per statement, which shows on the
+cheapest requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+from tests.pgbouncer import PgBouncer
+
+# target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE): 1.18 passes statement names through, so
+# asyncpg's cache must be off there (the service refuses to start otherwise).
+TARGETS = {"pgbouncer-1.24": ("1.24", 100), "pgbouncer-1.18": ("1.18", 0)}
+SCENARIOS = ("by_id", "create")
+ROLE = "datasvc_app"
+
+
+@contextmanager
+def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A PgBouncer for ``target`` in front of ``server``: the service's DATABASE_URL and its settings."""
+    version, cache_size = TARGETS[target]
+    parts = urlsplit(server)
+    # Pool as large as the service's (DATASVC_POOL_MAX, 10): no request waits in PgBouncer's queue.
+    with PgBouncer(
+        version, pool_size=10, server=(parts.hostname or "127.0.0.1", parts.port or 5432)
+    ) as bouncer:
+        env = {"DATASVC_POOL_MODE": "transaction", "DATASVC_STATEMENT_CACHE_SIZE": str(cache_size)}
+        yield bouncer.url(database, ROLE), env
