@@ -17,23 +17,29 @@
 SET lock_timeout = '5s';
 
 -- ASCII (most addresses) is folded by lower() under the "C" collation, which touches only A-Z whatever
--- the database's locale. Anything else is looked up, character by character, in the map that
--- scripts/caseless-map prints: every code point above U+007F whose full case folding (Python's
--- str.casefold, CaseFolding.txt statuses C and F) differs from itself. Unicode 14.0.0: 1504 code points.
+-- the database's locale. Otherwise the text is made NFC (when it is not already: the check is cheaper
+-- than normalize()), its ASCII lowered, and each non-ASCII character replaced by its folding from the map
+-- that scripts/caseless-map prints: every code point above U+007F whose full case folding (Python's
+-- str.casefold, CaseFolding.txt statuses C and F) differs from itself; folding is idempotent, so
+-- replacing one character never creates another to fold. Then NFC again: a folding may leave a base
+-- letter next to a combining mark it composes with ('ǰ' folds to 'j' + U+030C).
+-- The map: Unicode 14.0.0: 1504 code points.
 -- Its cost per call is measured in docs/sql.md (a few microseconds for ASCII, tens otherwise).
 -- normalize() needs a UTF8 database.
 CREATE OR REPLACE FUNCTION caseless(t text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 DECLARE
-    folded text := '';
     c text;
 BEGIN
     IF octet_length(t) = char_length(t) THEN
         RETURN lower(t COLLATE "C");
     END IF;
-    FOREACH c IN ARRAY string_to_array(lower(normalize(t, NFC) COLLATE "C"), NULL) LOOP
-        IF octet_length(c) > 1 THEN
-            c := coalesce(
+    IF t IS NOT NFC NORMALIZED THEN
+        t := normalize(t, NFC);
+    END IF;
+    t := lower(t COLLATE "C");
+    FOREACH c IN ARRAY string_to_array(regexp_replace(t, '[\x01-\x7f]+', '', 'g'), NULL) LOOP
+        t := replace(t, c, coalesce(
 '{
 "µ": "μ", "À": "à", "Á": "á", "Â": "â", "Ã": "ã", "Ä": "ä", "Å": "å", "Æ": "æ", "Ç": "ç", "È": "è",
 "É": "é", "Ê": "ê", "Ë": "ë", "Ì": "ì", "Í": "í", "Î": "î", "Ï": "ï", "Ð": "ð", "Ñ": "ñ", "Ò": "ò",
@@ -187,12 +193,13 @@ BEGIN
 "𞤔": "𞤶", "𞤕": "𞤷", "𞤖": "𞤸", "𞤗": "𞤹", "𞤘": "𞤺", "𞤙": "𞤻", "𞤚": "𞤼", "𞤛": "𞤽", "𞤜": "𞤾", "𞤝": "𞤿",
 "𞤞": "𞥀", "𞤟": "𞥁", "𞤠": "𞥂", "𞤡": "𞥃"
 }'::jsonb ->> c,
-                c
-            );
-        END IF;
-        folded := folded || c;
+            c
+        ));
     END LOOP;
-    RETURN normalize(folded, NFC);
+    IF t IS NOT NFC NORMALIZED THEN
+        t := normalize(t, NFC);
+    END IF;
+    RETURN t;
 END
 $$;
 
