@@ -6,15 +6,18 @@
 
 Targets, all in one run on this machine and over loopback: ``datasvc-1w`` and ``datasvc-2w`` (`datasvc
 serve --workers 1|2`, access log on), ``pgbouncer-1.24`` and ``pgbouncer-1.18`` (one worker behind
-PgBouncer in transaction mode, bench/pooler.py), ``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI +
-SQLAlchemy service from ../shared/bench, on its own schema and an identical seed), ``pgbench`` (our
-statements, bare).
+PgBouncer in transaction mode, bench/pooler.py) and ``direct-app`` (their baseline without PgBouncer),
+``replica`` and ``replica-direct`` (one worker on a primary the run starts, with and without its hot
+standby in DATASVC_REPLICA_URLS, bench/replica.py),
+``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI + SQLAlchemy service from ../shared/bench, on its
+own schema and an identical seed), ``pgbench`` (our statements, bare).
 Every load is bounded: WARMUP + DURATION seconds per scenario and target. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load as L
-from bench import pooler, report, services
+from bench import pooler, replica, report, services
 from bench.probe import CpuWindow, RssSampler, tree_rss_kb
 from bench.scenarios import (
     LIST,
@@ -44,9 +47,20 @@ from datasvc.settings import PROJECT_ROOT
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-TARGETS = ("datasvc-1w", "pgbouncer-1.24", "pgbouncer-1.18", "ceiling", "peer", "datasvc-2w", "pgbench")
+TARGETS = (
+    "datasvc-1w",
+    "direct-app",
+    "pgbouncer-1.24",
+    "pgbouncer-1.18",
+    "replica",
+    "replica-direct",
+    "ceiling",
+    "peer",
+    "datasvc-2w",
+    "pgbench",
+)
 EXTRA_TARGETS = ("datasvc-1w-nolog",)  # only when asked for: one worker with DATASVC_ACCESS_LOG=off
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 7.
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 8.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -59,6 +73,9 @@ PORTS = {
             "datasvc-1w-nolog",
             "pgbouncer-1.24",
             "pgbouncer-1.18",
+            "direct-app",
+            "replica",
+            "replica-direct",
         ),
         1,
     )
@@ -337,6 +354,11 @@ def run(args: argparse.Namespace) -> Path:
     # Scenario by scenario, every target in turn, each started afresh: the figures compared with each other
     # are taken seconds apart, not minutes, on a machine whose other load comes and goes; and only one
     # service holds database connections at a time.
+    # The replica targets' primary and standby are made once (seeding N users takes a while).
+    pair_ctx = contextlib.ExitStack()
+    pair = None
+    if any(t in replica.TARGETS for t in args.targets):
+        pair = pair_ctx.enter_context(replica.started(args.rows))
     for s in args.selected:
         for target in args.targets:
             if target == "pgbench":
@@ -350,6 +372,19 @@ def run(args: argparse.Namespace) -> Path:
                         target, port=PORTS[target], workers=1, database_url=url, n=args.rows, pooler_env=env
                     )
                     rows, used = http_target(svc, [s], args, ours, raw)
+            elif target in replica.TARGETS:
+                if s.key not in replica.SCENARIOS:
+                    continue
+                assert pair is not None
+                svc = services.datasvc(
+                    target,
+                    port=PORTS[target],
+                    workers=1,
+                    database_url=pair.primary_url,
+                    n=args.rows,
+                    pooler_env=pair.env(target),
+                )
+                rows, used = http_target(svc, [s], args, pair.primary_url, raw)
             else:
                 svc, db, takes_part = plan_target(target, args, ours, peer_url)
                 if s not in takes_part:
@@ -360,6 +395,7 @@ def run(args: argparse.Namespace) -> Path:
             seen["idle_kb"] = min(seen["idle_kb"], used["idle_kb"])
             seen["peak_kb"] = max(seen["peak_kb"], used["peak_kb"])
             seen["hwm_kb"] = max(seen["hwm_kb"], used["hwm_kb"])
+    pair_ctx.close()
     meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out = RESULTS / f"{tag}.json"

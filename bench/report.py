@@ -12,14 +12,19 @@ Row = dict[str, Any]
 ORDER = (
     "peer",
     "datasvc-1w",
+    "direct-app",
     "pgbouncer-1.24",
     "pgbouncer-1.18",
+    "replica",
+    "replica-direct",
     "datasvc-1w-nolog",
     "datasvc-2w",
     "ceiling",
     "pgbench",
 )
 POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
+BASELINE = "direct-app"  # the same service, mode and role without PgBouncer; else datasvc-1w
+REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
 
@@ -152,14 +157,30 @@ def pairs(res: Results) -> str:
 def pooled(res: Results) -> str:
     """Each pooler target against the direct one, per scenario it ran."""
     rows = []
+    base = BASELINE if BASELINE in res.targets else MAIN
     for s in res.scenarios:
-        direct = res.get(MAIN, s.key, "rps")
-        through = [ratio(res.get(t, s.key, "rps"), direct) for t in POOLED]
+        through = [ratio(res.get(t, s.key, "rps"), res.get(base, s.key, "rps")) for t in POOLED]
         if any(r is not None for r in through):
             rows.append([s.key, *(fmt(r, 2) for r in through)])
     return table(
-        ["scenario", "PgBouncer 1.24 (cache on) ÷ direct", "PgBouncer 1.18 (cache 0) ÷ direct"], rows
+        ["scenario", f"PgBouncer 1.24 (cache on) ÷ {base}", f"PgBouncer 1.18 (cache 0) ÷ {base}"], rows
     )
+
+
+def replicated(res: Results) -> str:
+    """With a replica against without, on the same primary; and that primary against the direct target."""
+    rows = []
+    for s in res.scenarios:
+        with_replica, without = (res.get(t, s.key, "rps") for t in REPLICATED)
+        if with_replica is not None or without is not None:
+            rows.append(
+                [
+                    s.key,
+                    fmt(ratio(with_replica, without), 2),
+                    fmt(ratio(without, res.get(MAIN, s.key, "rps")), 2),
+                ]
+            )
+    return table(["scenario", "replica ÷ replica-direct", "replica-direct ÷ datasvc-1w"], rows)
 
 
 def memory(res: Results) -> str:
@@ -193,8 +214,14 @@ def _keyset_flatness(res: Results) -> float | None:
     return ratio(res.get(MAIN, "list_deep_keyset", "rps"), res.get(MAIN, "list_first_none", "rps"))
 
 
+def _estimated_vs_keyset(res: Results) -> float | None:
+    return ratio(res.get(MAIN, "list_first_estimated", "rps"), res.get(MAIN, "list_first_none", "rps"))
+
+
 def _pooled(key: str) -> Callable[[Results], float | None]:
-    return lambda res: ratio(res.get("pgbouncer-1.24", key, "rps"), res.get(MAIN, key, "rps"))
+    return lambda res: ratio(
+        res.get("pgbouncer-1.24", key, "rps"), res.get(BASELINE, key, "rps") or res.get(MAIN, key, "rps")
+    )
 
 
 def _rss(res: Results) -> float | None:
@@ -209,8 +236,10 @@ GOALS = (
     Goal("GET by username: p99 ≤ 1/5 peer's", _p99_ratio("by_username"), 5.0),
     Goal("GET by username: ≥ 80% of the ceiling", _vs_ceiling("by_username"), 0.8),
     Goal("POST create: ≥ 3x peer", _vs_peer("create"), 3.0),
-    Goal("list first page, exact total: ≥ 1x peer", _vs_peer("list_first_exact"), 1.0),
+    Goal("list first page, exact total: ≥ 5x peer", _vs_peer("list_first_exact"), 5.0),
+    Goal("list status=active, exact total: ≥ 5x peer", _vs_peer("list_active"), 5.0),
     Goal("list first page, estimated total: ≥ 20x peer", _vs_peer("list_first_estimated"), 20.0),
+    Goal("list first page, estimated total: ≥ 0.8x the keyset first page", _estimated_vs_keyset, 0.8),
     Goal("list first page, no count: ≥ 20x peer", _vs_peer("list_first_none"), 20.0),
     Goal("deep keyset page: within 1.5x of the first keyset page (ratio ≥ 0.67)", _keyset_flatness, 1 / 1.5),
     Goal("deep keyset page: ≥ 100x the peer's deep offset page", _vs_peer("list_deep_keyset"), 100.0),
@@ -242,6 +271,8 @@ def render(data: dict[str, Any]) -> str:
     parts = [head, "### Measured", measured(res), "### Pair by pair", pairs(res)]
     if any(t in res.targets for t in POOLED):
         parts += ["### Through PgBouncer (transaction mode)", pooled(res)]
+    if any(t in res.targets for t in REPLICATED):
+        parts += ["### With a read replica", replicated(res)]
     if res.rss:
         parts += ["### Memory", memory(res)]
     parts += ["### Targets", goals(res)]

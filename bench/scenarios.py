@@ -238,6 +238,15 @@ SCENARIOS: tuple[Scenario, ...] = (
         pgbench_setup="",
     ),
     Scenario(
+        key="list_search_estimated",
+        title=f"list search={SEARCH}, first page, estimated total",
+        lua="static.lua",
+        path=LIST + f"&search={SEARCH}&count=estimated",
+        peer_pair="list_search",
+        sql=_list_sql("estimated", search=f"'%{SEARCH.replace('_', chr(92) + '_')}%'"),
+        pgbench_setup="",
+    ),
+    Scenario(
         key="list_deep_offset",
         title="list offset=N/2, exact total",
         lua="static.lua",

@@ -51,7 +51,8 @@ def datasvc(
 
     One change: offsets up to N are allowed, so the deep offset page is the same request the peer gets and
     the deep cursor can be fetched (the default bound is 100,000; deeper pages are meant for cursors).
-    ``pooler_env``: the settings of a service behind a transaction pooler (bench/pooler.py).
+    ``pooler_env``: more settings: those of a service behind a transaction pooler (bench/pooler.py), or
+    its replicas (bench/replica.py).
     """
     return Service(
         name=name,

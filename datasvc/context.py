@@ -1,6 +1,7 @@
-"""What the current request carries across layers: its database timing and its authenticated caller.
+"""What the current request carries across layers: its database timing, its caller, its consistency token.
 
-The middleware sets `request_timing`, auth sets `request_caller`, and the database layer reads both. They
+The middleware sets `request_timing`, auth sets `request_caller`, the router sets `request_min_lsn` from
+``X-Consistency-Token``, and the database layer reads them. They
 live here, not in ``db.py``, so that neither the middleware nor auth has to import the database module.
 """
 
@@ -21,3 +22,5 @@ class Timing:
 request_timing: ContextVar[Timing | None] = ContextVar("request_timing", default=None)
 # The authenticated caller of the current request (None when auth is off), named to the database on acquire.
 request_caller: ContextVar[str | None] = ContextVar("request_caller", default=None)
+# The WAL position a replica must have replayed to answer this request's reads (X-Consistency-Token).
+request_min_lsn: ContextVar[int | None] = ContextVar("request_min_lsn", default=None)

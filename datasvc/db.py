@@ -16,6 +16,15 @@ Retries are narrow on purpose:
 
 A connection that died is terminated and the whole pool expired (its siblings probably died too), so the
 pool heals without serving another request a dead connection. docs/reliability.md has the measurements.
+So is one whose server refused a write as read-only (25006): after a failover the old connections may
+still reach the demoted server, and asyncpg checks ``target_session_attrs`` only when it connects; the
+refused statement did nothing, so it is run once more on a fresh connection, which finds the new primary.
+
+Replicas (``DATASVC_REPLICA_URLS``, `datasvc.replicas`): a statement declared ``-- route: replica`` run by
+`Database.run` goes to a replica in rotation, everything else and everything in a transaction to the
+primary. A read the replica could not answer (connection lost or refused, recovery conflict 40001/40P01,
+pool timeout) takes the replica out of rotation and runs on the primary: no read fails because a
+replica did.
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
-from datasvc.context import request_caller, request_timing
-from datasvc.errors import PoolTimeout, connect_refused
-from datasvc.registry import Kind, PlanCache, Registry, Retry, Statement
+from datasvc.context import request_caller, request_min_lsn, request_timing
+from datasvc.errors import DatabaseUnavailable, PoolTimeout, connect_refused
+from datasvc.registry import Kind, PlanCache, Registry, Retry, Route, Statement
+from datasvc.replicas import Replica, ReplicaSet, Target
 
 if TYPE_CHECKING:
     from datasvc.metrics import Metrics
@@ -65,6 +75,23 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     # A backend that sent FATAL while its connection sat idle in the pool leaves asyncpg's protocol stuck
     # ("cannot switch to state 12; another operation (2) is in progress", MagicStack/asyncpg#1069).
     asyncpg.InternalClientError,
+)
+
+# The server refused a write as read-only: the connection reaches a standby (a demoted primary after a
+# failover). The statement did nothing; the pool's connections to that server are of no use for writes.
+READ_ONLY: tuple[type[BaseException], ...] = (pg.ReadOnlySQLTransactionError,)
+
+# A replica could not answer a read, but the primary may: connection lost or refused, a recovery conflict
+# (40001 "canceling statement due to conflict with recovery", 40P01 for buffer pins), the standby shutting
+# down (57P01-57P03), its pool full, or a network that went silent.
+REPLICA_UNUSABLE: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
+    pg.SerializationError,
+    pg.DeadlockDetectedError,
+    pg.OperatorInterventionError,
+    DatabaseUnavailable,
+    PoolTimeout,
+    TimeoutError,
 )
 
 
@@ -106,14 +133,34 @@ class Database:
     """A pool plus the registry: handlers ask for statements by name, never by SQL text."""
 
     def __init__(
-        self, pool: asyncpg.Pool, registry: Registry, settings: Settings, metrics: Metrics | None = None
+        self,
+        pool: asyncpg.Pool,
+        registry: Registry,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        replicas: ReplicaSet | None = None,
     ) -> None:
-        self.pool = pool
+        self.primary = Target("primary", pool)
+        self.replicas = replicas if replicas is not None else ReplicaSet([], max_lag=settings.replica_max_lag)
         self._refill: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
-        self.waiting = 0  # requests inside pool.acquire right now, for the metrics
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The primary's pool."""
+        return self.primary.pool
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection of the primary's pool right now."""
+        return self.primary.waiting
+
+    def targets(self) -> list[Target]:
+        """The primary and every replica, for the pool metrics."""
+        return [self.primary, *self.replicas.replicas]
 
     @classmethod
     async def connect(
@@ -122,6 +169,12 @@ class Database:
         """Open the pool; if the database is down, start empty and connect on first use."""
         if settings.database_url is None:
             raise ValueError("settings.database_url is required to open the pool")
+        # Replica pools start empty (asyncpg connects nothing at min_size 0): a replica that is down at
+        # start-up is only out of rotation. The first sample below opens a connection to each.
+        replicas = ReplicaSet(
+            [Replica(url, await _create_pool(settings, min_size=0, url=url)) for url in settings.replicas],
+            max_lag=settings.replica_max_lag,
+        )
         try:
             pool = await _create_pool(settings, min_size=settings.pool_min_size)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -130,11 +183,21 @@ class Database:
                 extra={"error": type(exc).__name__},
             )
             pool = await _create_pool(settings, min_size=0)
-            db = cls(pool, registry, settings, metrics)
+            db = cls(pool, registry, settings, metrics, replicas)
             if settings.pool_min_size > 0:
                 db._refill = asyncio.create_task(db._restore_floor())
-            return db
-        return cls(pool, registry, settings, metrics)
+        else:
+            db = cls(pool, registry, settings, metrics, replicas)
+        if replicas:
+            # One round before serving, so reads start on the replicas that are fit for them.
+            await replicas.sample(db.primary, db._sample)
+            db._sampler = asyncio.create_task(replicas.run(db.primary, db._sample))
+        return db
+
+    async def _sample(self, target: Target, name: str) -> Any:
+        """Run one lag-tracking statement on exactly this server (`datasvc.replicas`), never retried."""
+        async with self.connection(target) as conn:
+            return await execute(conn, self.registry[name], (), self.metrics, target.kind)
 
     async def _restore_floor(self) -> None:
         """After a start with the database down: once it answers, swap in a pool with its warm floor.
@@ -149,7 +212,7 @@ class Database:
                 pool = await _create_pool(self.settings, min_size=self.settings.pool_min_size)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 continue
-            old, self.pool = self.pool, pool
+            old, self.primary.pool = self.primary.pool, pool
             log.info("database answers; pool floor restored", extra={"min_size": self.settings.pool_min_size})
             try:
                 await old.close()
@@ -160,24 +223,27 @@ class Database:
 
     async def close(self) -> None:
         """Close gracefully within the shutdown bound, then terminate whatever is left."""
-        if self._refill is not None:
-            self._refill.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill
-        try:
-            await asyncio.wait_for(self.pool.close(), timeout=self.settings.shutdown_timeout)
-        except TimeoutError:
-            log.warning("pool did not close in time; terminating connections")
-            self.pool.terminate()
+        for task in (self._refill, self._sampler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for target in self.targets():
+            try:
+                await asyncio.wait_for(target.pool.close(), timeout=self.settings.shutdown_timeout)
+            except TimeoutError:
+                log.warning("pool did not close in time; terminating", extra={"target": target.kind})
+                target.pool.terminate()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, waited for at most ``acquire_timeout`` seconds."""
+    async def connection(self, target: Target | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection of ``target`` (default the primary), waited for at most ``acquire_timeout``."""
+        target = target or self.primary
         started = time.perf_counter()
-        self.waiting += 1
+        target.waiting += 1
         try:
             # Captured once: if `_restore_floor` swaps pools meanwhile, the connection goes back to its own.
-            pool = self.pool
+            pool = target.pool
             conn = await pool.acquire(timeout=self.settings.acquire_timeout)
         except TimeoutError:
             raise PoolTimeout(self.settings.acquire_timeout) from None
@@ -188,13 +254,13 @@ class Database:
             # an outage whatever the SQLSTATE, where the same code from a statement could be a bug.
             raise connect_refused(exc) from exc
         finally:
-            self.waiting -= 1
+            target.waiting -= 1
             if self.metrics is not None:
-                self.metrics.observe_acquire(time.perf_counter() - started)
+                self.metrics.observe_acquire(time.perf_counter() - started, target.kind)
         try:
             await self._name_caller(conn)
             yield conn
-        except CONNECTION_LOST:
+        except (*CONNECTION_LOST, *READ_ONLY):
             # Never hand a connection in an unknown protocol state to the next request: close it. Its
             # siblings most likely died with it (restart, failover, mass kill) but may not know yet, so
             # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
@@ -241,15 +307,34 @@ class Database:
         a lost connection a statement declared ``-- retry: safe`` is retried once on a fresh connection; any
         other is not: it may have reached the server (asyncpg's InternalClientError, too, can come after
         the statement was sent).
+
+        A statement declared ``-- route: replica`` runs on a replica in rotation that has replayed the
+        request's consistency token, if any; when none has, or the replica fails it, on the primary.
         """
         stmt = self.registry[name]
+        if stmt.route is Route.REPLICA and self.replicas:
+            replica = self.replicas.choose(request_min_lsn.get())
+            if replica is not None:
+                try:
+                    async with self.connection(replica) as conn:
+                        return await execute(conn, stmt, args, self.metrics, replica.kind)
+                except REPLICA_UNUSABLE as exc:
+                    if isinstance(exc, pg.QueryCanceledError):
+                        raise  # the statement ran out of time: it would on the primary too
+                    replica.take_out(f"a read failed there ({type(exc).__name__})")
+                    log.info("replica failed a read; running it on the primary", extra=_why(stmt.name, exc))
+        return await self._run_on_primary(stmt, args)
+
+    async def _run_on_primary(self, stmt: Statement, args: tuple[Any, ...]) -> Any:
         reconnected = False
         attempt = 0
         while True:
             try:
                 async with self.connection() as conn:
                     return await execute(conn, stmt, args, self.metrics)
-            except ROLLED_BACK as exc:
+            except (*ROLLED_BACK, *READ_ONLY) as exc:
+                # A read-only refusal (25006) did nothing either; the pool is expired by now, so the next
+                # connection is opened anew and finds the new primary of a multi-host DATABASE_URL.
                 attempt += 1
                 if attempt > self.settings.transaction_retries:
                     raise
@@ -282,7 +367,7 @@ class Database:
                     conn.transaction(isolation=isolation, readonly=readonly),
                 ):
                     return await work(Transaction(self, conn))
-            except ROLLED_BACK as exc:
+            except (*ROLLED_BACK, *READ_ONLY) as exc:
                 attempt += 1
                 if attempt > self.settings.transaction_retries:
                     raise
@@ -313,7 +398,11 @@ def _why(what: str, exc: BaseException) -> dict[str, Any]:
 
 
 async def execute(
-    conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...], metrics: Metrics | None = None
+    conn: asyncpg.Connection,
+    stmt: Statement,
+    args: tuple[Any, ...],
+    metrics: Metrics | None = None,
+    target: str = "primary",
 ) -> Any:
     if len(args) != len(stmt.params):
         raise TypeError(f"{stmt.name} takes {len(stmt.params)} parameters ({stmt.params}), got {len(args)}")
@@ -330,12 +419,12 @@ async def execute(
         return await conn.execute(stmt.text, *args)
     except BaseException as exc:
         if metrics is not None:
-            metrics.query_failed(stmt.name, exc)
+            metrics.query_failed(stmt.name, exc, target)
         raise
     finally:
         elapsed = time.perf_counter() - started
         if metrics is not None:
-            metrics.observe_query(stmt.name, elapsed)
+            metrics.observe_query(stmt.name, elapsed, target)
         timing = request_timing.get()
         if timing is not None:
             timing.db_seconds += elapsed
@@ -364,9 +453,10 @@ async def _execute_unnamed(conn: asyncpg.Connection, stmt: Statement, args: tupl
     return prepared.get_statusmsg()
 
 
-async def _create_pool(settings: Settings, *, min_size: int) -> asyncpg.Pool:
+async def _create_pool(settings: Settings, *, min_size: int, url: str | None = None) -> asyncpg.Pool:
+    """A pool to ``url`` (default: DATABASE_URL); replicas get the same connect settings as the primary."""
     return await asyncpg.create_pool(
-        settings.database_url,
+        url or settings.database_url,
         min_size=min_size,
         max_size=settings.pool_max_size,
         timeout=settings.connect_timeout,

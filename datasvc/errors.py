@@ -368,7 +368,15 @@ ASYNCPG_MAP: Mapping[type[BaseException], Callable[[Any], DatasvcError]] = {
     # its subclasses are other client-side faults.
     pg.OutdatedSchemaCacheError: _unavailable(SchemaChanged, "the schema changed under a statement"),
     pg.ProtocolError: _internal,
-    pg.TargetServerAttributeNotMatched: _internal,
+    # No server of a multi-host DATABASE_URL accepts writes (target_session_attrs=read-write): the primary
+    # is down and no standby promoted yet. And a write refused as read-only (25006): the connection reached
+    # a standby or a demoted primary. Both are a failover under way.
+    pg.TargetServerAttributeNotMatched: _unavailable(
+        DatabaseUnavailable, "no database server accepts writes now (failover in progress?)"
+    ),
+    pg.ReadOnlySQLTransactionError: _unavailable(
+        DatabaseUnavailable, "the database server is read-only now (failover in progress?)"
+    ),
     asyncpg.InternalClientError: _unavailable(DatabaseUnavailable, "the database connection was lost"),
     asyncpg.InterfaceError: _internal,
     asyncpg.PostgresError: _internal,

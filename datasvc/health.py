@@ -1,9 +1,12 @@
 """Liveness (``/health``, no database) and readiness (``/health/ready``: not draining, database answers,
-schema current)."""
+schema current; each replica's state: in rotation or not, lag, why out)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import asyncpg
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,6 +21,28 @@ from datasvc.errors import (
 )
 from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
+
+
+class Live(BaseModel):
+    """``/health``: the process answers."""
+
+    status: Literal["ok"]
+
+
+class Drift(BaseModel):
+    """Migrations whose record differs from the shipped files; reported, never failed on."""
+
+    changed: list[str] = Field(description="Applied, but the file differs from what was applied.")
+    unknown: list[str] = Field(description="Applied in the database, not shipped by this code.")
+    unrecorded: list[str] = Field(description="Applied without datasvc: no hash to compare.")
+
+
+class Ready(BaseModel):
+    """``/health/ready``: the database answers and every shipped migration is applied."""
+
+    status: Literal["ready"]
+    migrations: int = Field(description="Migrations shipped (and applied).")
+    drift: Drift
 
 
 async def live(request: Request) -> Response:
@@ -55,4 +80,8 @@ async def ready(request: Request) -> Response:
         recorded = None
     state = compare(request.state.migration_hashes, [r["migration_id"] for r in rows], recorded)
     drift = {"changed": state.changed, "unknown": state.unknown, "unrecorded": state.unrecorded}
-    return JSONResponse({"status": "ready", "migrations": len(expected), "drift": drift})
+    body: dict[str, object] = {"status": "ready", "migrations": len(expected), "drift": drift}
+    if db.replicas:
+        # Reported, never failed on: reads go to the primary while no replica is fit for them.
+        body["replicas"] = [replica.status() for replica in db.replicas.replicas]
+    return JSONResponse(body)

@@ -8,7 +8,8 @@ they cost the request path nothing.
 
 Labels are bounded: the route *template* (``/api/v1/users/{id}``, never the raw path; ``unmatched`` for
 404s and requests shed before routing), the method, the status code, the statement name (from the
-registry) and an error's SQLSTATE or exception class.
+registry), an error's SQLSTATE or exception class, and the ``target`` that ran a statement or owns a pool:
+``primary`` or ``replica`` (the pools of all replicas summed; ``/health/ready`` has each one's state).
 
 With ``datasvc serve --workers N`` a scrape reaches one worker, chosen by the kernel, and must still report
 the whole process group: serve then sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory per run) before
@@ -46,9 +47,8 @@ from starlette.types import Scope
 from datasvc.routing import Operation
 
 if TYPE_CHECKING:
-    import asyncpg
-
     from datasvc.limits import CallerLimit
+    from datasvc.replicas import Target
     from datasvc.tokenfile import ReloadState
 
 UNMATCHED = "unmatched"
@@ -83,8 +83,18 @@ def multiprocess_dir() -> str | None:
 class PoolSource(Protocol):
     """What the pool collector reads at scrape time (`datasvc.db.Database` provides it)."""
 
-    pool: asyncpg.Pool
-    waiting: int
+    def targets(self) -> list[Target]: ...
+
+
+def _pool_numbers(source: PoolSource) -> dict[str, tuple[int, int, int, int]]:
+    """Per target kind (primary, replica): open, idle, most and waiting connections, replicas summed."""
+    out: dict[str, tuple[int, int, int, int]] = {}
+    for target in source.targets():
+        pool = target.pool
+        numbers = (pool.get_size(), pool.get_idle_size(), pool.get_max_size(), target.waiting)
+        before = out.get(target.kind, (0, 0, 0, 0))
+        out[target.kind] = tuple(a + b for a, b in zip(before, numbers, strict=True))
+    return out
 
 
 class DropSource(Protocol):
@@ -109,19 +119,20 @@ class Metrics:
         self.queries = Histogram(
             "datasvc_db_query_duration_seconds",
             "Statements run, by registry name: time from send to result, as seen by the service.",
-            ["statement"],
+            ["statement", "target"],
             buckets=_QUERY_BUCKETS,
             registry=self.registry,
         )
         self.query_errors = Counter(
             "datasvc_db_query_errors",
             "Statements that raised, by registry name and SQLSTATE (or exception class when none).",
-            ["statement", "error"],
+            ["statement", "error", "target"],
             registry=self.registry,
         )
         self.acquire = Histogram(
             "datasvc_db_pool_acquire_seconds",
             "Time spent waiting for a pooled connection (including acquires that timed out).",
+            ["target"],
             buckets=_ACQUIRE_BUCKETS,
             registry=self.registry,
         )
@@ -140,7 +151,8 @@ class Metrics:
         else:
             self._worker.register(self._auth)
         # Children made up front for every known statement: the hot path then skips labels()' lock.
-        self._query_children = {name: self.queries.labels(name) for name in statement_names}
+        self._query_children = {(n, "primary"): self.queries.labels(n, "primary") for n in statement_names}
+        self._acquire_children = {kind: self.acquire.labels(kind) for kind in ("primary", "replica")}
         self._request_children: dict[tuple[str, str, int], Any] = {}
 
     def watch_pool(self, source: PoolSource | None) -> None:
@@ -173,17 +185,17 @@ class Metrics:
             child = self._request_children[key] = self.requests.labels(route, method, str(status))
         child.observe(seconds)
 
-    def observe_query(self, name: str, seconds: float) -> None:
-        child = self._query_children.get(name)
+    def observe_query(self, name: str, seconds: float, target: str = "primary") -> None:
+        child = self._query_children.get((name, target))
         if child is None:
-            child = self._query_children[name] = self.queries.labels(name)
+            child = self._query_children[name, target] = self.queries.labels(name, target)
         child.observe(seconds)
 
-    def query_failed(self, name: str, exc: BaseException) -> None:
-        self.query_errors.labels(name, getattr(exc, "sqlstate", None) or type(exc).__name__).inc()
+    def query_failed(self, name: str, exc: BaseException, target: str = "primary") -> None:
+        self.query_errors.labels(name, getattr(exc, "sqlstate", None) or type(exc).__name__, target).inc()
 
-    def observe_acquire(self, seconds: float) -> None:
-        self.acquire.observe(seconds)
+    def observe_acquire(self, seconds: float, target: str = "primary") -> None:
+        self._acquire_children[target].observe(seconds)
 
     def render(self) -> bytes:
         if self.group is not None:
@@ -222,11 +234,13 @@ class _ProcessGroup:
         # Not in any registry: in multiprocess mode the files are the registry.
         live: dict[str, Any] = {"multiprocess_mode": "livesum", "registry": None}
         self.pool_connections = Gauge(
-            "datasvc_db_pool_connections", _HELP["datasvc_db_pool_connections"], ["state"], **live
+            "datasvc_db_pool_connections", _HELP["datasvc_db_pool_connections"], ["state", "target"], **live
         )
-        self.pool_size = Gauge("datasvc_db_pool_size", _HELP["datasvc_db_pool_size"], **live)
-        self.pool_max = Gauge("datasvc_db_pool_max", _HELP["datasvc_db_pool_max"], **live)
-        self.pool_waiting = Gauge("datasvc_db_pool_waiting", _HELP["datasvc_db_pool_waiting"], **live)
+        self.pool_size = Gauge("datasvc_db_pool_size", _HELP["datasvc_db_pool_size"], ["target"], **live)
+        self.pool_max = Gauge("datasvc_db_pool_max", _HELP["datasvc_db_pool_max"], ["target"], **live)
+        self.pool_waiting = Gauge(
+            "datasvc_db_pool_waiting", _HELP["datasvc_db_pool_waiting"], ["target"], **live
+        )
         self.workers = Gauge("datasvc_workers", "Worker processes serving (with --workers N).", **live)
         self.workers.set(1)
         self.dropped = Counter(
@@ -236,13 +250,12 @@ class _ProcessGroup:
 
     def sample(self, pool_source: PoolSource | None, log_source: DropSource | None) -> None:
         if pool_source is not None:
-            pool = pool_source.pool
-            size, idle = pool.get_size(), pool.get_idle_size()
-            self.pool_connections.labels("in_use").set(size - idle)
-            self.pool_connections.labels("idle").set(idle)
-            self.pool_size.set(size)
-            self.pool_max.set(pool.get_max_size())
-            self.pool_waiting.set(pool_source.waiting)
+            for kind, (size, idle, max_size, waiting) in _pool_numbers(pool_source).items():
+                self.pool_connections.labels("in_use", kind).set(size - idle)
+                self.pool_connections.labels("idle", kind).set(idle)
+                self.pool_size.labels(kind).set(size)
+                self.pool_max.labels(kind).set(max_size)
+                self.pool_waiting.labels(kind).set(waiting)
         if log_source is not None:
             dropped = log_source.dropped
             if dropped > self._dropped_copied:
@@ -282,19 +295,21 @@ class _PoolCollector(Collector):
         source = self.source
         if source is None:
             return
-        pool = source.pool
-        size, idle, max_size = pool.get_size(), pool.get_idle_size(), pool.get_max_size()
         connections = GaugeMetricFamily(
-            "datasvc_db_pool_connections", _HELP["datasvc_db_pool_connections"], labels=["state"]
+            "datasvc_db_pool_connections", _HELP["datasvc_db_pool_connections"], labels=["state", "target"]
         )
-        connections.add_metric(["in_use"], size - idle)
-        connections.add_metric(["idle"], idle)
+        families = {
+            name: GaugeMetricFamily(name, _HELP[name], labels=["target"])
+            for name in ("datasvc_db_pool_size", "datasvc_db_pool_max", "datasvc_db_pool_waiting")
+        }
+        for kind, (size, idle, max_size, waiting) in _pool_numbers(source).items():
+            connections.add_metric(["in_use", kind], size - idle)
+            connections.add_metric(["idle", kind], idle)
+            families["datasvc_db_pool_size"].add_metric([kind], size)
+            families["datasvc_db_pool_max"].add_metric([kind], max_size)
+            families["datasvc_db_pool_waiting"].add_metric([kind], waiting)
         yield connections
-        yield GaugeMetricFamily("datasvc_db_pool_size", _HELP["datasvc_db_pool_size"], value=size)
-        yield GaugeMetricFamily("datasvc_db_pool_max", _HELP["datasvc_db_pool_max"], value=max_size)
-        yield GaugeMetricFamily(
-            "datasvc_db_pool_waiting", _HELP["datasvc_db_pool_waiting"], value=source.waiting
-        )
+        yield from families.values()
 
 
 class _AuthCollector(Collector):
@@ -373,5 +388,6 @@ METRICS_OPERATIONS: tuple[Operation, ...] = (
         operation_id="metrics",
         summary="Prometheus metrics of the whole service process group (text exposition format)",
         tag="ops",
+        media_type="text/plain",
     ),
 )

@@ -1,11 +1,12 @@
-"""Page envelopes and opaque, signed keyset cursors.
+"""Opaque, signed keyset cursors.
 
 A cursor is ``1.<payload>.<mac>``: ``payload`` is base64url JSON ``{"d": "next"|"prev", "k": [key, id],
 "b": binding}`` and ``mac`` an HMAC-SHA256 of ``1.<payload>`` under the cursor secret, so a client can
 neither forge a position nor edit one. ``b`` is a digest of the sort and filters the cursor was issued
 for: a cursor replayed with another sort or filter is refused rather than silently walking a different
-order from a position that means nothing in it. The key is whatever JSON the listing put in; the listing
-turns it back into typed values.
+order from a position that means nothing in it. The listing computes that digest once per request and
+passes it to every encode and decode. The key is whatever JSON the listing put in; the listing turns it
+back into typed values.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ Direction = Literal["next", "prev"]
 VERSION = "1"
 MAX_CURSOR_CHARS = 1024  # a search term is at most 100 characters; a real cursor is far below this
 _MAC_BYTES = 16  # 128 bits: far beyond guessing, and a shorter token
+MIN_SECRET_BYTES = 32  # the HMAC-SHA256 block's worth of key: the one rule, DATASVC_CURSOR_SECRET's too
 
 
 class InvalidCursor(ValidationFailed):
@@ -61,21 +63,22 @@ class CursorCodec:
     """Signs and verifies cursors with one secret; every failure is a 422 naming ``query.cursor``."""
 
     def __init__(self, secret: bytes) -> None:
-        if len(secret) < 16:
-            raise ValueError("the cursor secret must be at least 16 bytes")
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"the cursor secret must be at least {MIN_SECRET_BYTES} bytes")
         self._secret = secret
 
     def _mac(self, signed: str) -> str:
         digest = hmac.new(self._secret, signed.encode("ascii"), hashlib.sha256).digest()
         return _b64encode(digest[:_MAC_BYTES])
 
-    def encode(self, cursor: Cursor, binding: Sequence[Any]) -> str:
-        payload = {"d": cursor.direction, "k": list(cursor.key), "b": binding_digest(binding)}
+    def encode(self, cursor: Cursor, bound: str) -> str:
+        """A token for ``cursor``, valid only with the sort and filters whose digest is ``bound``."""
+        payload = {"d": cursor.direction, "k": list(cursor.key), "b": bound}
         signed = f"{VERSION}.{_b64encode(orjson.dumps(payload))}"
         return f"{signed}.{self._mac(signed)}"
 
-    def decode(self, token: str, binding: Sequence[Any]) -> Cursor:
-        """The cursor ``token`` encodes, if this service signed it for this very ``binding``."""
+    def decode(self, token: str, bound: str) -> Cursor:
+        """The cursor ``token`` encodes, if this service signed it for this very ``bound`` digest."""
         if len(token) > MAX_CURSOR_CHARS or not token.isascii():
             raise InvalidCursor("is not a cursor this service issued")
         parts = token.split(".")
@@ -95,35 +98,9 @@ class CursorCodec:
             or not isinstance(payload.get("k"), list)
         ):
             raise InvalidCursor("is not a cursor this service issued")
-        if payload.get("b") != binding_digest(binding):
+        if payload.get("b") != bound:
             raise InvalidCursor(
                 "was issued for a different sort_by, sort_order or filters; repeat them as they were "
                 "or start again without a cursor"
             )
         return Cursor(direction=payload["d"], key=payload["k"])
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """The envelope: the reference's ``{items, total, limit, offset, has_next, has_prev}`` plus cursors."""
-
-    items: list[dict[str, Any]]
-    total: int | None
-    limit: int
-    offset: int | None
-    has_next: bool
-    has_prev: bool
-    next_cursor: str | None
-    prev_cursor: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "items": self.items,
-            "total": self.total,
-            "limit": self.limit,
-            "offset": self.offset,
-            "has_next": self.has_next,
-            "has_prev": self.has_prev,
-            "next_cursor": self.next_cursor,
-            "prev_cursor": self.prev_cursor,
-        }

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from datasvc import consistency
+from datasvc.context import request_min_lsn
 from datasvc.errors import MethodNotAllowed
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -48,10 +50,14 @@ class Operation:
     request_model: type[BaseModel] | None = None
     response_model: type[BaseModel] | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"  # of the success answer, as documented
     params: Sequence[Param] = ()
     errors: Sequence[int] = ()
-    aliases: Sequence[str] = ()  # extra paths served by the same handler, e.g. the trailing-slash form
+    # Extra paths served by the same handler (the trailing-slash form): routed, not listed in OpenAPI.
+    aliases: Sequence[str] = ()
     scope: str | None = None  # the caller scope the operation requires when auth is on
+    # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
+    consistency: str | None = None
 
 
 def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:
@@ -90,6 +96,15 @@ def _dispatcher(methods: dict[str, Operation], guard: Guard | None) -> Endpoint:
         request.scope["operation"] = operation
         if guard is not None:
             guard(request, operation)
-        return await endpoint(request)
+        if operation.consistency == "write":
+            response = await endpoint(request)
+            await consistency.stamp(request, response)
+            return response
+        pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
+        try:
+            return await endpoint(request)
+        finally:
+            if pinned is not None:
+                request_min_lsn.reset(pinned)
 
     return dispatch

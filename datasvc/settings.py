@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
+from datasvc.pagination import MIN_SECRET_BYTES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
 CALLER_SHARE = 4
@@ -51,9 +53,16 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
+def _url_list(raw: str) -> str:
+    urls = [u.strip() for u in raw.split(",")]
+    if not all(u.startswith(("postgresql://", "postgres://")) and len(u) > len("postgres://") for u in urls):
+        raise ValueError("must be postgresql:// URLs separated by commas")
+    return ",".join(urls)
+
+
 def _cursor_secret(raw: str) -> str:
-    if len(raw.encode()) < 32:
-        raise ValueError("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 32`)")
     return raw
 
 
@@ -166,6 +175,23 @@ class Settings:
             "Retries of a transaction PostgreSQL rolled back (serialization failure, deadlock); then 503.",
         ),
     ] = 3
+    replica_urls: Annotated[
+        str,
+        Env(
+            "DATASVC_REPLICA_URLS",
+            _url_list,
+            "libpq URLs of hot standbys, separated by commas: statements declared `-- route: replica` run "
+            "there while they keep up. Unset: every statement runs on `DATABASE_URL`.",
+        ),
+    ] = ""
+    replica_max_lag: Annotated[
+        float,
+        Env(
+            "DATASVC_REPLICA_MAX_LAG",
+            _positive_float,
+            "Seconds a replica may be behind the primary (by WAL position) and still take reads.",
+        ),
+    ] = 1.0
     max_in_flight: Annotated[
         int,
         Env(
@@ -331,6 +357,11 @@ class Settings:
         return settings
 
     @property
+    def replicas(self) -> tuple[str, ...]:
+        """The replica URLs of `DATASVC_REPLICA_URLS`, in order (empty: none)."""
+        return tuple(u for u in self.replica_urls.split(",") if u)
+
+    @property
     def caller_limit(self) -> int:
         """Requests one authenticated caller may have in flight per worker (0: no per-caller bound)."""
         if self.caller_max_in_flight is not None:
@@ -350,6 +381,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "database_url" and value:
                 value = redact_url(value)
+            elif f.name == "replica_urls" and value:
+                value = ",".join(redact_url(u) for u in value.split(","))
             elif f.name == "cursor_secret" and value:
                 value = "***"
             elif f.name == "auth_tokens" and value:

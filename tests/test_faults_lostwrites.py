@@ -8,25 +8,19 @@ The same holds when PostgreSQL itself crashes (``pg_ctl stop -m immediate``) on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import random
-import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx2
 import pytest
 
 from datasvc import migrations
-from datasvc.embedded import machine_bindirs, wheel_bindir
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
-from tests.liveserver import LiveServer, free_port
+from tests.cluster import Cluster
+from tests.liveserver import LiveServer
 from tests.values import HASH
 
 pytestmark = pytest.mark.slow
@@ -128,59 +122,6 @@ async def test_kill_9_at_random_moments_loses_no_acknowledged_write(
     assert present <= ledger.acknowledged | ledger.unknown, figure
     assert ledger.refused == {}, figure
     print(figure)
-
-
-class Cluster:
-    """A throwaway PostgreSQL cluster of the test's own, so it can be crashed without hurting anyone.
-
-    The machine's shared cluster is never stopped. Runs as the ``postgres`` OS user when the tests run
-    as root (PostgreSQL refuses to run as root).
-    """
-
-    def __init__(self) -> None:
-        # The machine's newest PostgreSQL (production's), else the embedded one from the wheel.
-        bindir = next(iter(machine_bindirs()), None) or wheel_bindir()
-        if bindir is None:
-            pytest.skip("no PostgreSQL server binaries on this machine nor from the wheel")
-        self.bin = bindir
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="datasvc-crash-"))
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-            shutil.chown(self.dir, "postgres")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        # --no-sync only skips initdb's own fsyncs; the server runs with fsync=on, which is what counts.
-        self._run(
-            str(self.bin / "initdb"),
-            "-D",
-            str(self.dir / "data"),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on"
-        log = str(self.dir / "server.log")
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", options, "-l", log, "-w", "start"
-        )
-
-    def stop(self, mode: str) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop")
-
-    def remove(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self.stop("immediate")
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 async def test_postgres_crash_immediate_loses_no_acknowledged_write(settings: Settings, tmp_path):

@@ -104,7 +104,11 @@ async def test_starts_while_database_is_down_and_becomes_ready_alone(settings, d
 
 
 def _pool_size(metrics_text: str) -> float:
-    line = next(line for line in metrics_text.splitlines() if line.startswith("datasvc_db_pool_size "))
+    line = next(
+        line
+        for line in metrics_text.splitlines()
+        if line.startswith('datasvc_db_pool_size{target="primary"} ')
+    )
     return float(line.split()[1])
 
 

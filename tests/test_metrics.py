@@ -59,31 +59,40 @@ def test_statements_are_timed_by_registry_name(client):
     for _ in range(3):
         client.get(f"/api/v1/users/{user_id}")
     samples = _scrape(client)
-    by_id = ("datasvc_db_query_duration_seconds_count", (("statement", "users.get_by_id"),))
+    by_id = (
+        "datasvc_db_query_duration_seconds_count",
+        (("statement", "users.get_by_id"), ("target", "primary")),
+    )
     assert samples[by_id] == 3
-    total = ("datasvc_db_query_duration_seconds_sum", (("statement", "users.get_by_id"),))
+    total = (
+        "datasvc_db_query_duration_seconds_sum",
+        (("statement", "users.get_by_id"), ("target", "primary")),
+    )
     assert 0 < samples[total] < 3
-    assert samples[("datasvc_db_pool_acquire_seconds_count", ())] >= 4
+    assert samples[("datasvc_db_pool_acquire_seconds_count", (("target", "primary"),))] >= 4
 
 
 def test_a_failing_statement_counts_an_error_by_sqlstate(client):
     assert client.post("/api/v1/users", json=USER).status_code == 201
     assert client.post("/api/v1/users", json=USER).status_code == 409
     samples = _scrape(client)
-    key = ("datasvc_db_query_errors_total", (("error", "23505"), ("statement", "users.create")))
+    key = (
+        "datasvc_db_query_errors_total",
+        (("error", "23505"), ("statement", "users.create"), ("target", "primary")),
+    )
     assert samples[key] == 1
 
 
 def test_pool_gauges_are_read_at_scrape_time(client, settings):
     client.get("/health/ready")
     samples = _scrape(client)
-    assert samples[("datasvc_db_pool_max", ())] == settings.pool_max_size
-    size = samples[("datasvc_db_pool_size", ())]
+    assert samples[("datasvc_db_pool_max", (("target", "primary"),))] == settings.pool_max_size
+    size = samples[("datasvc_db_pool_size", (("target", "primary"),))]
     assert size >= 1
-    in_use = samples[("datasvc_db_pool_connections", (("state", "in_use"),))]
-    idle = samples[("datasvc_db_pool_connections", (("state", "idle"),))]
+    in_use = samples[("datasvc_db_pool_connections", (("state", "in_use"), ("target", "primary")))]
+    idle = samples[("datasvc_db_pool_connections", (("state", "idle"), ("target", "primary")))]
     assert in_use + idle == size
-    assert samples[("datasvc_db_pool_waiting", ())] == 0
+    assert samples[("datasvc_db_pool_waiting", (("target", "primary"),))] == 0
 
 
 async def test_waiting_counts_requests_blocked_on_a_full_pool(settings):
@@ -99,12 +108,12 @@ async def test_waiting_counts_requests_blocked_on_a_full_pool(settings):
                     break
                 await asyncio.sleep(0.01)
             samples = _samples(metrics.render().decode())
-            assert samples[("datasvc_db_pool_waiting", ())] == 1
-            assert samples[("datasvc_db_pool_connections", (("state", "in_use"),))] == 1
+            assert samples[("datasvc_db_pool_waiting", (("target", "primary"),))] == 1
+            assert samples[("datasvc_db_pool_connections", (("state", "in_use"), ("target", "primary")))] == 1
         assert await waiter is None
         samples = _samples(metrics.render().decode())
-        assert samples[("datasvc_db_pool_waiting", ())] == 0
-        assert samples[("datasvc_db_pool_acquire_seconds_count", ())] == 2
+        assert samples[("datasvc_db_pool_waiting", (("target", "primary"),))] == 0
+        assert samples[("datasvc_db_pool_acquire_seconds_count", (("target", "primary"),))] == 2
     finally:
         await db.close()
 

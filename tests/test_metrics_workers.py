@@ -26,7 +26,7 @@ MISS = (
     "datasvc_http_request_duration_seconds_count",
     (("method", "GET"), ("route", "/api/v1/users/{id}"), ("status", "404")),
 )
-BY_ID = ("datasvc_db_query_duration_seconds_count", (("statement", "users.get_by_id"),))
+BY_ID = ("datasvc_db_query_duration_seconds_count", (("statement", "users.get_by_id"), ("target", "primary")))
 
 
 def _scrape(base_url: str) -> Samples:
@@ -76,9 +76,14 @@ def test_metrics_of_two_workers_sum_whichever_answers(settings: Settings, tmp_pa
 
         scrapes = [_scrape(server.base_url) for _ in range(8)]
         counted = [s.get(MISS, 0.0) for s in scrapes]
-        pool_max = {s.get(("datasvc_db_pool_max", ())) for s in scrapes}
+        pool_max = {s.get(("datasvc_db_pool_max", (("target", "primary"),))) for s in scrapes}
         statement = {
-            s.get(("datasvc_db_query_duration_seconds_count", (("statement", "users.get_by_id"),)))
+            s.get(
+                (
+                    "datasvc_db_query_duration_seconds_count",
+                    (("statement", "users.get_by_id"), ("target", "primary")),
+                )
+            )
             for s in scrapes
         }
         server.signal(signal.SIGTERM)

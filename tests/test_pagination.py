@@ -3,10 +3,10 @@ import base64
 import orjson
 import pytest
 
-from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, Page
+from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, binding_digest
 
 SECRET = b"k" * 32
-BINDING = ["created_at", "desc", None, None, None, None]
+BINDING = binding_digest(["created_at", "desc", None, None, None, None])
 
 
 def _codec(secret: bytes = SECRET) -> CursorCodec:
@@ -75,7 +75,7 @@ def test_a_cursor_signed_with_another_secret_is_invalid():
 def test_a_cursor_is_bound_to_its_sort_and_filters(other):
     token = _codec().encode(Cursor("next", ["2024-01-01T00:00:00+00:00", 1]), BINDING)
     with pytest.raises(InvalidCursor, match="different sort_by, sort_order or filters"):
-        _codec().decode(token, other)
+        _codec().decode(token, binding_digest(other))
 
 
 def test_the_error_names_the_cursor_parameter():
@@ -86,24 +86,8 @@ def test_the_error_names_the_cursor_parameter():
 
 
 def test_a_short_secret_is_refused():
-    with pytest.raises(ValueError, match="at least 16 bytes"):
-        CursorCodec(b"short")
-
-
-def test_the_page_envelope_is_a_superset_of_the_reference():
-    page = Page(
-        items=[],
-        total=0,
-        limit=20,
-        offset=0,
-        has_next=False,
-        has_prev=False,
-        next_cursor=None,
-        prev_cursor=None,
-    )
-    reference = {"items", "total", "limit", "offset", "has_next", "has_prev"}
-    assert reference <= set(page.as_dict())
-    assert set(page.as_dict()) - reference == {"next_cursor", "prev_cursor"}
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        CursorCodec(b"s" * 31)
 
 
 def test_the_cursor_secret_is_never_logged_and_must_be_long():
@@ -111,5 +95,5 @@ def test_the_cursor_secret_is_never_logged_and_must_be_long():
 
     assert Settings(cursor_secret="s" * 40).redacted()["cursor_secret"] == "***"
     with pytest.raises(SettingsError, match="DATASVC_CURSOR_SECRET"):
-        Settings.from_env({"DATASVC_CURSOR_SECRET": "short"})
+        Settings.from_env({"DATASVC_CURSOR_SECRET": "s" * 31})
     assert Settings.from_env({"DATASVC_CURSOR_SECRET": "x" * 32}).cursor_secret == "x" * 32

@@ -7,29 +7,30 @@ cursor) runs the opposite direction's statement and reverses the rows it gets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.inputs import NFC, SafeStr, field_errors
-from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, Page
+from datasvc.inputs import NFC, QueryBool, QueryInt, SafeStr, field_errors
+from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, binding_digest
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
 from datasvc.settings import Settings
-from datasvc.users.models import User, UserStatus
+from datasvc.users.models import User, UserStatus, _without_null
 from datasvc.users.routes import PREFIX
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from datasvc.db import Database
-
 SortKey = Literal["created_at", "updated_at", "username", "email", "full_name", "id"]
 SortOrder = Literal["asc", "desc"]
 CountMode = Literal["exact", "estimated", "none"]
+TotalKind = Literal["exact", "estimated"]
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_SEARCH = 100
@@ -52,13 +53,13 @@ class ListParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    offset: int | None = Field(None, ge=0)
+    limit: QueryInt = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    offset: QueryInt | None = Field(None, ge=0)
     sort_by: SortKey = "created_at"
     sort_order: SortOrder = "desc"
     status: UserStatus | None = None
-    is_verified: bool | None = None
-    is_admin: bool | None = None
+    is_verified: QueryBool | None = None
+    is_admin: QueryBool | None = None
     search: SearchTerm | None = None
     count: CountMode | None = None
     cursor: Annotated[str, Field(min_length=1)] | None = None
@@ -68,11 +69,29 @@ class ListParams(BaseModel):
         return [self.sort_by, self.sort_order, self.status, self.is_verified, self.is_admin, self.search]
 
 
+def _absent_unless_counted(schema: dict[str, Any]) -> None:
+    """The key is left out, never null: no ``null`` in its schema, and no ``default`` to claim one."""
+    _without_null(schema)
+    schema.pop("default", None)
+
+
 class UserPage(BaseModel):
-    """A page of users. ``total`` is null when not asked for (count=none, or by default with a cursor)."""
+    """A page of users: the response is built as a dict straight from the rows; this model documents it."""
 
     items: list[User]
-    total: int | None
+    total: int | None = Field(
+        None,
+        ge=0,
+        json_schema_extra=_absent_unless_counted,
+        description="How many users match the filters. Present only when `count` is `exact` or `estimated` "
+        "(by default on offset pages; left out of keyset pages and of `count=none`).",
+    )
+    total_kind: TotalKind | None = Field(
+        None,
+        json_schema_extra=_absent_unless_counted,
+        description="Present with `total`: `exact` (counted) or `estimated` (the planner's estimate, given "
+        "for a search matching more than 1,000 users when `count=estimated`).",
+    )
     limit: int
     offset: int | None = Field(description="The offset asked for; null on a page reached by cursor.")
     has_next: bool
@@ -99,7 +118,7 @@ def parse_params(request: Request, max_offset: int) -> ListParams:
 
 
 def like_pattern(term: str) -> str:
-    """``%term%`` for ILIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
+    """``%term%`` for LIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
@@ -143,13 +162,23 @@ def key_params(key: Any, sort_by: SortKey) -> tuple[Any, int]:
 
 async def list_users(request: Request) -> Response:
     settings: Settings = request.state.settings
-    db: Database = request.state.db
     codec: CursorCodec = request.state.cursors  # built once by create_app from the cursor secret
     params = parse_params(request, settings.list_max_offset)
-    binding = params.binding()
-    cursor = codec.decode(params.cursor, binding) if params.cursor is not None else None
-
+    bound = binding_digest(params.binding())
+    cursor = codec.decode(params.cursor, bound) if params.cursor is not None else None
     forwards = cursor is None or cursor.direction == "next"
+    rows = await request.state.db.run(*_statement(params, cursor, forwards))
+    # Every row starts with the total and its kind (NULL with count=none; the page's columns are NULL
+    # when it is empty): the keys are left out rather than sent as null.
+    first = rows[0]
+    counted = {"total": first["total"], "total_kind": first["total_kind"]} if first["total_kind"] else {}
+    items = [dict(islice(row.items(), 2, None)) for row in rows if row["id"] is not None]
+    page = _envelope(params, cursor, forwards, items, counted, lambda c: codec.encode(c, bound))
+    return JSONResponse(page)
+
+
+def _statement(params: ListParams, cursor: Cursor | None, forwards: bool) -> tuple[Any, ...]:
+    """The registry name and arguments of the one statement that answers this page."""
     sql_order = params.sort_order if forwards else ("desc" if params.sort_order == "asc" else "asc")
     cursor_key, cursor_id = key_params(cursor.key, params.sort_by) if cursor else (None, None)
     offset = 0 if cursor else (params.offset or 0)
@@ -157,46 +186,48 @@ async def list_users(request: Request) -> Response:
     pattern = like_pattern(params.search) if params.search is not None else None
     filters = (params.status, params.is_verified, params.is_admin, pattern)
     page_args = (params.limit + 1, offset, cursor_key, cursor_id)  # limit + 1: is there a page beyond?
-    if pattern is not None and count == "exact" and len(params.search or "") >= TRIGRAM:
+    if params.search is not None and count == "exact" and len(params.search) >= TRIGRAM:
         # Count and page from one trigram index scan (see sql/users/list_search.sql).
-        rows = await db.run(f"users.list_search__{params.sort_by}_{sql_order}", *filters, *page_args)
-    else:
-        rows = await db.run(f"users.list__{params.sort_by}_{sql_order}", *filters, count, *page_args)
-    total: int | None = rows[0]["total"] if rows else None
-    items = [{k: v for k, v in row.items() if k != "total"} for row in rows if row["id"] is not None]
+        return (f"users.list_search__{params.sort_by}_{sql_order}", *filters, *page_args)
+    return (f"users.list__{params.sort_by}_{sql_order}", *filters, count, *page_args)
+
+
+def _envelope(
+    params: ListParams,
+    cursor: Cursor | None,
+    forwards: bool,
+    items: list[dict[str, Any]],
+    counted: dict[str, Any],
+    encode: Callable[[Cursor], str],
+) -> dict[str, Any]:
+    """The response: items in the asked order, the total if counted, whether there is more, the cursors."""
     more = len(items) > params.limit
-    items = items[: params.limit]
+    del items[params.limit :]
     if not forwards:
         items.reverse()
-
-    def make(direction: Literal["next", "prev"], row: dict[str, Any]) -> str:
-        return codec.encode(Cursor(direction, sort_key(row, params.sort_by)), binding)
-
+    offset = None if cursor else (params.offset or 0)
     if cursor is None:
-        has_next, has_prev = more, offset > 0
-    elif forwards:
-        has_next, has_prev = more, True
+        has_next, has_prev = more, bool(offset)
     else:
-        has_next, has_prev = True, more
-    next_cursor = make("next", items[-1]) if has_next and items else None
-    prev_cursor = make("prev", items[0]) if has_prev and items else None
+        has_next, has_prev = (more, True) if forwards else (True, more)
+    by = params.sort_by
+    next_cursor = encode(Cursor("next", sort_key(items[-1], by))) if has_next and items else None
+    prev_cursor = encode(Cursor("prev", sort_key(items[0], by))) if has_prev and items else None
     if cursor is not None and not items:
         # Everything past the cursor's row went away meanwhile: turn around at that same position.
-        flipped: Literal["next", "prev"] = "prev" if forwards else "next"
-        turn = codec.encode(Cursor(flipped, cursor.key), binding)
+        turn = encode(Cursor("prev" if forwards else "next", cursor.key))
         next_cursor, prev_cursor = (None, turn) if forwards else (turn, None)
         has_next, has_prev = not forwards, forwards
-    page = Page(
-        items=items,
-        total=total,
-        limit=params.limit,
-        offset=None if cursor else offset,
-        has_next=has_next,
-        has_prev=has_prev,
-        next_cursor=next_cursor,
-        prev_cursor=prev_cursor,
-    )
-    return JSONResponse(page.as_dict())
+    return {
+        "items": items,
+        **counted,
+        "limit": params.limit,
+        "offset": offset,
+        "has_next": has_next,
+        "has_prev": has_prev,
+        "next_cursor": next_cursor,
+        "prev_cursor": prev_cursor,
+    }
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> Param:
@@ -225,7 +256,9 @@ PARAMS: tuple[Param, ...] = (
     _query(
         "count",
         {"enum": list(get_args(CountMode))},
-        "How `total` is computed; default `exact` without a cursor, `none` with one.",
+        "`exact`: `total` counted (without `search`, read from counts the database keeps, at no cost); "
+        "`estimated`: counted up to 1,000 matches, beyond that the planner's estimate (`total_kind` says "
+        "which); `none`: no `total` key. Default `exact` without a cursor, `none` with one.",
     ),
     _query(
         "cursor",
@@ -241,6 +274,7 @@ OPERATIONS: tuple[Operation, ...] = (
         aliases=(PREFIX + "/",),
         endpoint=list_users,
         operation_id="listUsers",
+        consistency="read",
         summary="List users: filters, sorts, offset pages with a total, keyset cursors",
         tag="users",
         response_model=UserPage,

@@ -7,10 +7,12 @@
 -- * A NULL filter means "no filter". `plan-cache: custom`: the service sends it as the unnamed statement,
 --   planned with its values on every call, so `$n IS NULL OR ...` folds away: a generic plan (PostgreSQL's
 --   choice after five executions of a named statement) would serve every filter combination at once.
--- * The total is a sub-select on a one-row outer side, evaluated only for the branch `count` picks, and
---   present even when the page is empty (offset past the end). 'exact' counts the filtered rows;
---   'estimated' is the planner's arithmetic: pg_class.reltuples scaled to the table's current size, times
---   the pg_stats frequency of each filter value (NULL with a search term, which it cannot estimate).
+-- * The total is the one-row outer side: a CASE of which the custom plan keeps only the branch `count` and
+--   `search` pick, present even when the page is empty (offset past the end). Without a search term it is
+--   sum(n) over the counts table that triggers keep exact (migration 0009): O(1), for `exact` and
+--   `estimated` alike. With one, `exact` counts the matches; `estimated` counts up to 1,000 of them
+--   (PostgREST's bounded count: a small set is cheap to count exactly), and past that answers the
+--   planner's estimate for this very filter (users_estimate, 0009). total_kind says which it is.
 -- * search is a LIKE pattern, '%' || term || '%' with \ % _ escaped by the caller, matched ignoring case
 --   and Unicode form: caseless() of the pattern against caseless() of username, email and full_name joined
 --   by chr(31), the expression of users_search_caseless_trgm_idx (migrations 0004, 0007). caseless() folds
@@ -21,68 +23,74 @@
 --   descending) and the row comparison walks through them like any other key (users_full_name_id_idx).
 
 -- name: list :many
--- One page of users ordered by {{sort}} {{dir}} then id, with the total `count` asks for.
+-- One page of users ordered by {{sort}} {{dir}} then id, with the total `count` asks for and its kind.
 -- expand: sort, key, type, index in (created_at, created_at, timestamptz, users_created_at_id_idx),
 --   (updated_at, updated_at, timestamptz, users_updated_at_id_idx), (username, username, text, users_username_key),
 --   (email, email, text, users_email_id_idx), (full_name, array[full_name], text[], users_full_name_id_idx),
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
--- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx)
+-- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx); total: Seq Scan on users_counts
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
-SELECT
-    CASE $5::text
-        WHEN 'exact' THEN (
-            SELECT count(*)
-            FROM users
-            WHERE ($1::text IS NULL OR status = $1)
-                AND ($2::boolean IS NULL OR is_verified = $2)
-                AND ($3::boolean IS NULL OR is_admin = $3)
-                AND (
-                    $4::text IS NULL
-                    OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+-- MATERIALIZED: the outer CASE reads total twice, and must not run its sub-select twice.
+WITH counted AS MATERIALIZED (
+    -- CASE, not UNION ALL or WHERE: the custom plan folds the branches `count` and `search` do not take
+    -- away entirely, sub-selects included (so the plan never shows, let alone runs, their scans).
+    SELECT
+        CASE
+            WHEN $5::text = 'none' THEN NULL
+            -- No search term: the exact total from the counts table, for count=exact and estimated alike.
+            WHEN $4::text IS NULL THEN (
+                SELECT coalesce(sum(n), 0)::bigint
+                FROM users_counts
+                WHERE ($1::text IS NULL OR status = $1)
+                    AND ($2::boolean IS NULL OR is_verified = $2)
+                    AND ($3::boolean IS NULL OR is_admin = $3)
+            )
+            -- A search term, count=exact: count the matching rows.
+            WHEN $5::text = 'exact' THEN (
+                SELECT count(*)
+                FROM users
+                WHERE ($1::text IS NULL OR status = $1)
+                    AND ($2::boolean IS NULL OR is_verified = $2)
+                    AND ($3::boolean IS NULL OR is_admin = $3)
+                    AND caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
                     LIKE caseless($4)
-                )
-        )
-        WHEN 'estimated' THEN (
-            SELECT
-                round(
+            )
+            -- A search term, count=estimated: count up to 1,000 matches; past that, the planner's
+            -- estimate (never below what was counted).
+            ELSE (
+                SELECT
                     CASE
-                        WHEN c.relpages > 0
-                        THEN c.reltuples / c.relpages
-                        * (pg_relation_size(c.oid) / current_setting('block_size')::int)
-                        ELSE greatest(c.reltuples, 0)
-                    END
-                    * (
-                        -- The product of each filter value's share of the rows, as if independent;
-                        -- 0 when a value is too rare to be among the column's most common values.
-                        SELECT coalesce(exp(sum(ln(m.freq))), 1) * (count(*) = count(m.freq))::int
-                        FROM (
-                            VALUES
-                            ('status', $1::text),
-                            ('is_verified', left($2::boolean::text, 1)),
-                            ('is_admin', left($3::boolean::text, 1))
-                        ) AS f (attname, filter_value)
-                        LEFT JOIN LATERAL (
-                            SELECT common.freq
-                            FROM pg_stats AS s,
-                                unnest(s.most_common_vals::text::text[], s.most_common_freqs)
-                                    AS common (val, freq)
-                            WHERE s.schemaname = n.nspname AND s.tablename = c.relname
-                                AND s.attname = f.attname AND common.val = f.filter_value
-                        ) AS m ON true
-                        WHERE f.filter_value IS NOT NULL
-                    )
-                )::bigint
-            FROM pg_class AS c
-            INNER JOIN pg_namespace AS n ON c.relnamespace = n.oid
-            WHERE c.oid = 'users'::regclass AND $4::text IS NULL AND c.reltuples >= 0
-        )
-    END AS total,
+                        WHEN count(*) <= 1000 THEN count(*)
+                        ELSE greatest(users_estimate($1, $2, $3, $4), 1001)
+                    END AS bounded
+                FROM (
+                    SELECT
+                    FROM users
+                    WHERE ($1::text IS NULL OR status = $1)
+                        AND ($2::boolean IS NULL OR is_verified = $2)
+                        AND ($3::boolean IS NULL OR is_admin = $3)
+                        AND caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+                        LIKE caseless($4)
+                    -- Which 1,001 rows does not matter: they are only counted.
+                    LIMIT 1001  -- noqa: AM09
+                ) AS matches
+            )
+        END AS total
+)
+
+SELECT
+    counted.total,
+    CASE
+        WHEN $5::text = 'none' THEN NULL
+        WHEN $5::text = 'estimated' AND $4::text IS NOT NULL AND counted.total > 1000 THEN 'estimated'
+        ELSE 'exact'
+    END AS total_kind,
     page.*
-FROM (VALUES (1)) AS one (x)
+FROM counted
 LEFT JOIN LATERAL (
     SELECT
         id, email, username, full_name, bio, status,

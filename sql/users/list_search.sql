@@ -29,8 +29,9 @@ WITH hits AS MATERIALIZED (
 )
 SELECT
     counted.total,
+    counted.total_kind,
     page.*
-FROM (SELECT count(*) AS total FROM hits) AS counted
+FROM (SELECT count(*) AS total, 'exact' AS total_kind FROM hits) AS counted
 LEFT JOIN LATERAL (
     SELECT
         u.id, u.email, u.username, u.full_name, u.bio, u.status,

@@ -42,8 +42,11 @@ def test_defaults_select_every_target_and_scenario(monkeypatch: pytest.MonkeyPat
     args = parse_args([])
     assert args.targets == [
         "datasvc-1w",
+        "direct-app",
         "pgbouncer-1.24",
         "pgbouncer-1.18",
+        "replica",
+        "replica-direct",
         "ceiling",
         "peer",
         "datasvc-2w",

@@ -125,6 +125,7 @@ def test_the_offset_envelope(client, database_url):
     first = _ok(client, limit=2, sort_by="id", sort_order="asc")
     assert {k: v for k, v in first.items() if k not in ("items", "next_cursor")} == {
         "total": 5,
+        "total_kind": "exact",
         "limit": 2,
         "offset": 0,
         "has_next": True,
@@ -158,25 +159,55 @@ def test_an_empty_table_is_an_empty_first_page(client):
     assert (page["items"], page["total"], page["has_next"], page["has_prev"]) == ([], 0, False, False)
 
 
-def test_count_none_leaves_total_null_and_keyset_pages_default_to_it(client, database_url):
+def test_count_none_and_keyset_pages_leave_the_total_out(client, database_url):
     _seed(database_url, 5)
-    assert _ok(client, count="none")["total"] is None
+    assert {"total", "total_kind"}.isdisjoint(_ok(client, count="none"))
     first = _ok(client, limit=2)
-    assert _ok(client, limit=2, cursor=first["next_cursor"])["total"] is None
-    assert _ok(client, limit=2, cursor=first["next_cursor"], count="exact")["total"] == 5
+    assert {"total", "total_kind"}.isdisjoint(_ok(client, limit=2, cursor=first["next_cursor"]))
+    asked = _ok(client, limit=2, cursor=first["next_cursor"], count="exact")
+    assert (asked["total"], asked["total_kind"]) == (5, "exact")
 
 
-def test_count_estimated_follows_the_statistics(client, database_url):
+@pytest.mark.parametrize(
+    "filters",
+    [
+        pytest.param({}, id="none"),
+        pytest.param({"status": "suspended"}, id="status"),
+        pytest.param({"status": "active", "is_verified": "true", "is_admin": "false"}, id="all-three"),
+        pytest.param({"is_admin": "true"}, id="is_admin"),
+    ],
+)
+def test_count_estimated_without_search_is_exact_even_unanalyzed(client, database_url, filters):
+    """The filters' totals come from the counts table (migration 0009), so no statistics are needed."""
     _seed(database_url, 300)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ANALYZE users")
-    assert _ok(client, count="estimated")["total"] == 300
-    # 100 of each status: the frequencies in pg_stats make the estimate exact here.
-    assert _ok(client, count="estimated", status="suspended")["total"] == 100
-    # Independent filters multiply: 1/3 suspended x 1/2 verified (in this seed they really are 50).
-    assert _ok(client, count="estimated", status="suspended", is_verified="true")["total"] == 50
-    assert _ok(client, count="estimated", is_admin="true")["total"] == 42
-    assert _ok(client, count="estimated", search="user")["total"] is None
+    where = " AND ".join(f"{k} = '{v}'" for k, v in filters.items()) or "true"
+    page = _ok(client, count="estimated", **filters)
+    assert (page["total"], page["total_kind"]) == (len(_sql_ids(database_url, where)), "exact")
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analyzed", "analyzed"])
+def test_count_estimated_with_search_counts_small_sets_and_estimates_large_ones(
+    client, database_url, analyzed
+):
+    _seed(database_url, 1500)
+    if analyzed:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("ANALYZE users")
+    small = _ok(client, count="estimated", search="user_00")  # user_0001 .. user_0099
+    assert (small["total"], small["total_kind"]) == (99, "exact")
+    large = _ok(client, count="estimated", search="user")  # every row: past the 1,000 counted
+    assert large["total_kind"] == "estimated"
+    assert isinstance(large["total"], int)
+    assert large["total"] > 1000
+
+
+def test_the_document_says_total_is_left_out_rather_than_null(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["UserPage"]
+    for key in ("total", "total_kind"):
+        assert key not in schema["required"]
+        assert "null" not in str(schema["properties"][key]), schema["properties"][key]
+        assert "default" not in schema["properties"][key]
+    assert schema["properties"]["total_kind"]["enum"] == ["exact", "estimated"]
 
 
 @pytest.mark.parametrize(
