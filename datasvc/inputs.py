@@ -131,7 +131,7 @@ def field_errors(
 
 async def read_json(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body (415 for another media type, 400 if malformed, 422 if invalid)."""
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request, b"content-type") or ""
     if not _JSON_MEDIA.match(content_type):
         raise UnsupportedMediaType("send the body as application/json")
     raw = await request.body()
@@ -145,6 +145,15 @@ async def read_json(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(field_errors(exc, "body", getattr(model, "reasons", None))) from None
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), from the raw list: no `Headers` object built."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def path_id(request: Request, name: str = "id") -> int:

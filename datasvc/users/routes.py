@@ -26,7 +26,8 @@ PREFIX = "/api/v1/users"
 
 
 def _db(request: Request) -> Database:
-    db: Database = request.state.db
+    # The lifespan state's dict itself: `request.state` would wrap it in a `State` for one attribute.
+    db: Database = request.scope["state"]["db"]
     return db
 
 
