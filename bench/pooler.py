@@ -1,5 +1,9 @@
 """The targets behind PgBouncer: ``pgbouncer-1.24`` (statement cache on) and ``pgbouncer-1.18`` (cache off).
 
+And their baseline without a pooler, ``direct-app``: the same service in the same mode as the same role,
+connected straight to PostgreSQL, so that a ratio to it is the pooler's cost alone (``datasvc-1w``
+connects as the server URL's user, a superuser by default, in session mode).
+
 Each is ``datasvc serve --workers 1`` in ``DATASVC_POOL_MODE=transaction``, connected as the runtime role
 ``datasvc_app`` (whose role settings transaction mode requires; the direct targets connect as the
 server URL's user) through a PgBouncer in ``pool_mode=transaction`` started for the run (the same
@@ -18,7 +22,11 @@ from tests.pgbouncer import PgBouncer
 
 # target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE): 1.18 passes statement names through, so
 # asyncpg's cache must be off there (the service refuses to start otherwise).
-TARGETS = {"pgbouncer-1.24": ("1.24", 100), "pgbouncer-1.18": ("1.18", 0)}
+TARGETS: dict[str, tuple[str | None, int]] = {
+    "direct-app": (None, 100),
+    "pgbouncer-1.24": ("1.24", 100),
+    "pgbouncer-1.18": ("1.18", 0),
+}
 SCENARIOS = ("by_id", "create")
 ROLE = "datasvc_app"
 
@@ -28,9 +36,11 @@ def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict
     """A PgBouncer for ``target`` in front of ``server``: the service's DATABASE_URL and its settings."""
     version, cache_size = TARGETS[target]
     parts = urlsplit(server)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
+    env = {"DATASVC_POOL_MODE": "transaction", "DATASVC_STATEMENT_CACHE_SIZE": str(cache_size)}
+    if version is None:
+        yield f"postgresql://{ROLE}@{host}:{port}/{database}", env
+        return
     # Pool as large as the service's (DATASVC_POOL_MAX, 10): no request waits in PgBouncer's queue.
-    with PgBouncer(
-        version, pool_size=10, server=(parts.hostname or "127.0.0.1", parts.port or 5432)
-    ) as bouncer:
-        env = {"DATASVC_POOL_MODE": "transaction", "DATASVC_STATEMENT_CACHE_SIZE": str(cache_size)}
+    with PgBouncer(version, pool_size=10, server=(host, port)) as bouncer:
         yield bouncer.url(database, ROLE), env

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from datasvc import docs, health, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
+from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
@@ -48,6 +49,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         operation_id="health",
         summary="Liveness: the process answers (no database call)",
         tag="health",
+        response_model=health.Live,
     ),
     Operation(
         method="GET",
@@ -56,6 +58,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         operation_id="ready",
         summary="Readiness: not shutting down, the database answers and every migration is applied",
         tag="health",
+        response_model=health.Ready,
         errors=(503,),
     ),
 )
@@ -89,7 +92,7 @@ def create_app(
             interval=settings.auth_reload_seconds,
         )
     callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0, authenticator.identify)
-    document = openapi.build(ops, secured=authenticator.enabled, caller_limit=bool(callers.per_caller))
+    document = openapi.build(ops)
     metrics = Metrics(registry)
     metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
@@ -155,6 +158,8 @@ def create_app(
                 access_log=access_log,
                 observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
             ),
+            # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
+            Middleware(GZipMiddleware),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
         ],

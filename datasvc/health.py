@@ -3,7 +3,10 @@ schema current; each replica's state: in rotation or not, lag, why out)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import asyncpg
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,6 +21,28 @@ from datasvc.errors import (
 )
 from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
+
+
+class Live(BaseModel):
+    """``/health``: the process answers."""
+
+    status: Literal["ok"]
+
+
+class Drift(BaseModel):
+    """Migrations whose record differs from the shipped files; reported, never failed on."""
+
+    changed: list[str] = Field(description="Applied, but the file differs from what was applied.")
+    unknown: list[str] = Field(description="Applied in the database, not shipped by this code.")
+    unrecorded: list[str] = Field(description="Applied without datasvc: no hash to compare.")
+
+
+class Ready(BaseModel):
+    """``/health/ready``: the database answers and every shipped migration is applied."""
+
+    status: Literal["ready"]
+    migrations: int = Field(description="Migrations shipped (and applied).")
+    drift: Drift
 
 
 async def live(request: Request) -> Response:

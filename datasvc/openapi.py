@@ -1,4 +1,12 @@
-"""The OpenAPI 3.1 document, generated from the operations and their pydantic models."""
+"""The OpenAPI 3.1 document, generated from the operations and their pydantic models.
+
+The document is the same whatever the configuration: a client generated from an instance running open
+(no tokens, on loopback) must still understand the 401, 403 and 429 of one that has tokens, so every
+guarded operation always declares its security and those statuses. Every header and status the service
+can send is declared, including those answered below the app (400 and 431 from the HTTP protocol, 413 from
+the body cap, 503 from load shedding). Aliases (`Operation.aliases`) are served but not listed: a
+generated client gets one method per operation.
+"""
 
 from __future__ import annotations
 
@@ -54,8 +62,39 @@ CONSISTENCY_RESPONSE = (
     "replica answers."
 )
 
-# Every operation can meet these, whatever its own errors are (431: the request head bound, below the app).
-COMMON_ERRORS = (431, 500, 503, 504)
+# Every operation can meet these, whatever its own errors are: 400 and 431 from the HTTP protocol (a head
+# it cannot parse, or too large), 413 from the body cap (any method may send a body), 500, 503 (shedding,
+# the database) and 504.
+COMMON_ERRORS = (400, 413, 431, 500, 503, 504)
+# A guarded operation (one with a scope) can also meet these: no or a bad token, a missing scope, and the
+# caller's fair share (datasvc.limits). Declared whether or not tokens are configured.
+GUARD_ERRORS = (401, 403, 429)
+
+# Response headers, declared once under components/headers.
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "The caller's X-Request-ID if it sent a safe one, else a new id; also in the "
+        "access log and in a problem's `request_id`.",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+    "Server-Timing": {
+        "description": "`db;dur=<ms>`: time spent in the database for this request.",
+        "schema": {"type": "string"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "WWW-Authenticate": {
+        "description": 'The scheme to use: `Bearer`, or `Bearer error="invalid_token"`.',
+        "required": True,
+        "schema": {"type": "string"},
+    },
+}
+_ON_EVERY_RESPONSE = ("X-Request-ID", "Server-Timing")
+_ON_STATUS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
 
 
 def build(
@@ -64,11 +103,8 @@ def build(
     extra_models: Sequence[type[BaseModel]] = (),
     title: str = "datasvc",
     version: str = "0.1.0",
-    secured: bool = False,
-    caller_limit: bool = False,
 ) -> dict[str, Any]:
-    """The document; ``secured`` (bearer tokens configured) adds each operation's security and 401/403,
-    ``caller_limit`` (DATASVC_CALLER_MAX_IN_FLIGHT) the 429 of a caller past its share."""
+    """The document of ``operations``; it depends on nothing else (no setting, no environment)."""
     models: list[type[BaseModel]] = list(extra_models)
     for op in operations:
         models += [m for m in (op.request_model, op.response_model) if m is not None]
@@ -78,36 +114,34 @@ def build(
     schemas["Problem"] = PROBLEM_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
-        for path in (op.path, *op.aliases):
-            paths.setdefault(path, {})[op.method.lower()] = _operation(
-                op, path != op.path, secured, caller_limit
-            )
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": title,
             "version": version,
-            "description": "The users data service: every statement is a reviewed SQL file.",
+            "description": "The users data service: every statement is a reviewed SQL file. Operations "
+            "with a security requirement need a bearer token holding the scope named, unless the "
+            "instance runs open (no token configured: development only).",
         },
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "headers": HEADERS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
 
 
-def _operation(op: Operation, alias: bool, secured: bool, caller_limit: bool) -> dict[str, Any]:
-    guarded = secured and op.scope is not None
+def _operation(op: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "operationId": op.operation_id + ("Slash" if alias else ""),
+        "operationId": op.operation_id,
         "summary": op.summary,
         "tags": [op.tag],
-        "responses": _responses(op, ((401, 403, 429) if caller_limit else (401, 403)) if guarded else ()),
-    }
-    if secured:
         # OpenAPI 3.1 lets a non-OAuth scheme list the roles it needs: here, the token's scope.
-        out["security"] = [{"bearer": [op.scope]}] if op.scope is not None else []
+        "security": [{"bearer": [op.scope]}] if op.scope is not None else [],
+        "responses": _responses(op),
+    }
     params = [*op.params, CONSISTENCY_PARAM] if op.consistency == "read" else list(op.params)
     if params:
         out["parameters"] = [
@@ -130,23 +164,40 @@ def _operation(op: Operation, alias: bool, secured: bool, caller_limit: bool) ->
     return out
 
 
-def _responses(op: Operation, auth_errors: Sequence[int]) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": http.HTTPStatus(op.status).phrase}
-    if op.response_model is not None:
-        ok["content"] = {
-            "application/json": {"schema": {"$ref": REF.format(model=op.response_model.__name__)}}
-        }
-    headers = dict(op.response_headers)
+def _headers(status: int, own: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        name: {"$ref": f"#/components/headers/{name}"}
+        for name in (*_ON_EVERY_RESPONSE, *_ON_STATUS.get(status, ()))
+    }
+    for name, description in own.items():
+        out[name] = {"description": description, "schema": {"type": "string"}}
+    return out
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    own = dict(op.response_headers)
     if op.consistency == "write":
-        headers[CONSISTENCY] = CONSISTENCY_RESPONSE
-    if headers:
-        ok["headers"] = {k: {"description": v, "schema": {"type": "string"}} for k, v in headers.items()}
+        own[CONSISTENCY] = CONSISTENCY_RESPONSE
+    ok: dict[str, Any] = {
+        "description": http.HTTPStatus(op.status).phrase,
+        "headers": _headers(op.status, own),
+    }
+    if op.response_model is not None:
+        ok["content"] = {op.media_type: {"schema": {"$ref": REF.format(model=op.response_model.__name__)}}}
+    elif op.media_type != "application/json":
+        ok["content"] = {op.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(op.status): ok}
     problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for status in sorted({*op.errors, *auth_errors, *COMMON_ERRORS}):
-        # A 3xx (304 Not Modified) has no body; every 4xx/5xx is a problem.
+    guard = GUARD_ERRORS if op.scope is not None else ()
+    for status in sorted({*op.errors, *guard, *COMMON_ERRORS}):
         described: dict[str, Any] = {"description": http.HTTPStatus(status).phrase}
-        if status >= 400:
+        if status == 304:
+            # Not Modified has no body, and names the current version like the 200 it stands for.
+            described["headers"] = _headers(
+                status, {k: v for k, v in op.response_headers.items() if k == "ETag"}
+            )
+        else:
+            described["headers"] = _headers(status, {})
             described["content"] = problem
         responses[str(status)] = described
     return responses

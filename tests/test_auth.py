@@ -148,18 +148,6 @@ def test_caller_is_in_the_access_log(secured, capfd):
     assert callers == ["reader", None]
 
 
-def test_openapi_lists_401_403_and_the_scope_only_when_secured(settings, auth_settings):
-    with TestClient(create_app(auth_settings)) as client:
-        doc = client.get("/openapi.json").json()
-    get_user = doc["paths"]["/api/v1/users/{id}"]["get"]
-    assert {"401", "403", "429"} <= set(get_user["responses"])  # 429: the caller's share (limits.py)
-    assert get_user["security"] == [{"bearer": ["users:read"]}]
-    assert doc["paths"]["/health"]["get"]["security"] == []
-    with TestClient(create_app(settings)) as client:
-        doc = client.get("/openapi.json").json()
-    assert "401" not in doc["paths"]["/api/v1/users/{id}"]["get"]["responses"]
-
-
 def test_tokens_file_is_read(settings, tmp_path):
     path = tmp_path / "tokens"
     path.write_text(f"# the login service\nlogin credentials:read {hash_token('from-a-file')}\n")

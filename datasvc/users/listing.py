@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.inputs import SafeStr, field_errors
+from datasvc.inputs import NFC, QueryBool, QueryInt, SafeStr, field_errors
 from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, binding_digest
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
@@ -45,7 +45,7 @@ def _no_control(value: str) -> str:
     return value
 
 
-SearchTerm = Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
+SearchTerm = Annotated[SafeStr, NFC, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
 
 
 class ListParams(BaseModel):
@@ -53,13 +53,13 @@ class ListParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    offset: int | None = Field(None, ge=0)
+    limit: QueryInt = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    offset: QueryInt | None = Field(None, ge=0)
     sort_by: SortKey = "created_at"
     sort_order: SortOrder = "desc"
     status: UserStatus | None = None
-    is_verified: bool | None = None
-    is_admin: bool | None = None
+    is_verified: QueryBool | None = None
+    is_admin: QueryBool | None = None
     search: SearchTerm | None = None
     count: CountMode | None = None
     cursor: Annotated[str, Field(min_length=1)] | None = None
@@ -118,7 +118,7 @@ def parse_params(request: Request, max_offset: int) -> ListParams:
 
 
 def like_pattern(term: str) -> str:
-    """``%term%`` for ILIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
+    """``%term%`` for LIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 

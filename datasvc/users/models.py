@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from datasvc.errors import FieldError
-from datasvc.inputs import SafeStr
+from datasvc.inputs import NFC, SafeStr
 
 UserStatus = Literal["active", "inactive", "suspended"]
 
@@ -22,7 +22,8 @@ _LOCAL = rf"[^@\x00{_SPACE}]+"
 EMAIL_PATTERN = rf"^{_LOCAL}@{_LOCAL}\.{_LOCAL}$"
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]{3,50}$"
 
-Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+# Stored and returned in NFC; unique and looked up ignoring case and Unicode form (migration 0007).
+Email = Annotated[str, NFC, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
 Username = Annotated[str, Field(min_length=3, max_length=50, pattern=USERNAME_PATTERN)]
 PasswordHash = Annotated[SafeStr, Field(min_length=60, max_length=255)]
 FullName = Annotated[SafeStr, Field(max_length=100)]
@@ -33,9 +34,30 @@ class StrictInput(BaseModel):
     """Unknown fields are refused (no mass assignment) and nothing is coerced (``"1"`` is not ``1``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+    # What a field must be, in words, for its size and form errors (pydantic would print the pattern).
+    reasons: ClassVar[dict[str, str]] = {
+        "email": "must be an email address: one @, no spaces, a dot in the domain, 3 to 254 characters",
+        "username": "must be 3 to 50 characters: letters A-Z or a-z, digits, _ or -",
+        "hashed_password": (
+            "must be a password hash made by the caller (bcrypt's is 60 characters): 60 to 255 characters"
+        ),
+    }
 
 
 class UserCreate(StrictInput):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "username": "ada",
+                    "hashed_password": "$2b$12$" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0",
+                    "full_name": "Ada Lovelace",
+                }
+            ]
+        }
+    )
+
     email: Email
     username: Username
     hashed_password: PasswordHash = Field(description="Already hashed by the caller (e.g. bcrypt).")
@@ -46,8 +68,16 @@ class UserCreate(StrictInput):
 NOT_NULLABLE = ("email", "status", "is_verified", "is_admin")
 
 
+def _absent_is_unchanged(schema: dict[str, Any]) -> None:
+    """No ``default`` in a PATCH field's schema: an absent field is left as it is, not set to null (a
+    generated client would send every field's default, clearing what the caller did not name)."""
+    schema.pop("default", None)
+
+
 def _without_null(schema: dict[str, Any]) -> None:
-    """Leave ``null`` out of a field's JSON schema; validation still lets it through to `null_errors`."""
+    """Leave ``null`` (and the default) out of a field's JSON schema; validation still lets ``null``
+    through to `null_errors`."""
+    _absent_is_unchanged(schema)
     options = [s for s in schema.pop("anyOf", []) if s != {"type": "null"}]
     if len(options) == 1:
         schema.update(options[0])
@@ -57,14 +87,16 @@ def _without_null(schema: dict[str, Any]) -> None:
 
 # Optional, but NOT NULL in the database: OpenAPI readers (and schemathesis) are not offered ``null``.
 _NOT_NULL: Any = Field(default=None, json_schema_extra=_without_null)
+# Nullable: ``null`` clears the field.
+_CLEARABLE: Any = Field(default=None, json_schema_extra=_absent_is_unchanged)
 
 
 class UserPatch(StrictInput):
     """Only the fields present are changed; ``null`` clears ``full_name`` or ``bio``."""
 
     email: Email | None = _NOT_NULL
-    full_name: FullName | None = None
-    bio: Bio | None = None
+    full_name: FullName | None = _CLEARABLE
+    bio: Bio | None = _CLEARABLE
     status: UserStatus | None = _NOT_NULL
     is_verified: StrictBool | None = _NOT_NULL
     is_admin: StrictBool | None = _NOT_NULL
@@ -82,7 +114,7 @@ class UserPatch(StrictInput):
 
 
 class AuthLookup(StrictInput):
-    login: Annotated[SafeStr, Field(min_length=1, max_length=254, description="A username or an email.")]
+    login: Annotated[SafeStr, NFC, Field(min_length=1, max_length=254, description="A username or an email.")]
 
 
 class User(BaseModel):

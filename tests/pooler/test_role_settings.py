@@ -9,6 +9,8 @@ one and goes away with the database: the cluster-wide role other tests use is ne
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import asyncpg
@@ -19,8 +21,9 @@ from datasvc.app import create_app
 from datasvc.db import Database, execute, server_settings
 from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
-from datasvc.settings import Settings
+from datasvc.settings import PROJECT_ROOT, Settings
 from tests import load
+from tests.liveserver import environment, free_port
 from tests.pgbouncer import PgBouncer
 from tests.pooler.conftest import through
 
@@ -100,3 +103,22 @@ def test_settings_that_differ_from_the_roles_are_refused(
     refused = pytest.raises(PoolerRefused, match=r"lock_timeout=2000ms .*DATASVC_LOCK_TIMEOUT=1.0")
     with refused, TestClient(create_app(settings)):
         pass
+
+
+def test_datasvc_serve_exits_naming_the_alter_role_that_fixes_it(
+    plain_settings: Settings, database_url: str, bouncers: dict[str, PgBouncer]
+) -> None:
+    """The operator's path: `datasvc serve` stops before it listens, exit 3, the fix in its log."""
+    asyncio.run(_without_timeouts(database_url))
+    settings = through(plain_settings, bouncers["1.24"], database_url, 100).with_overrides(port=free_port())
+    run = subprocess.run(
+        [sys.executable, "-m", "datasvc", "serve"],
+        env=environment(settings),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "ALTER ROLE datasvc_app SET statement_timeout = '5000ms'" in run.stdout + run.stderr
