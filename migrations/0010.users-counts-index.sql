@@ -1,5 +1,6 @@
--- An index over the counts table of 0009, so a total reads its live rows, not every page the table grew to.
--- depends: 0009.users-counts
+-- An index over the counts table of 0009, so a total reads its live rows, not every page the table grew to;
+-- and users_estimate (0009) estimating the listing's search as 0007 now writes it.
+-- depends: 0007.email-caseless 0009.users-counts
 -- transactional: false
 --
 -- Why: users_counts is written by every create, delete and status change (delta rows) and folded now and
@@ -19,3 +20,27 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS users_counts_combination_idx
 ON users_counts (status, is_verified, is_admin) INCLUDE (n);
 
 COMMENT ON INDEX users_counts_combination_idx IS 'The listing''s total (sql/users/list.sql) sums n through it: the live rows only, however many pages users_counts spans.';
+
+-- 0007 made the listing's search `caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+-- LIKE caseless($4)` (the expression of users_search_caseless_trgm_idx); the estimate must plan that very
+-- predicate, or it reads statistics of an expression nothing uses. Same function otherwise (see 0009).
+CREATE OR REPLACE FUNCTION users_estimate(status text, is_verified boolean, is_admin boolean, search text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL RESTRICTED SET search_path = public, pg_temp AS $$
+DECLARE
+    plan json;
+BEGIN
+    EXECUTE $sql$
+        EXPLAIN (FORMAT JSON)
+        SELECT FROM users
+        WHERE ($1::text IS NULL OR status = $1)
+            AND ($2::boolean IS NULL OR is_verified = $2)
+            AND ($3::boolean IS NULL OR is_admin = $3)
+            AND (
+                $4::text IS NULL
+                OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, '')) LIKE caseless($4)
+            )
+    $sql$ INTO plan USING status, is_verified, is_admin, search;
+    RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
+END;
+$$;

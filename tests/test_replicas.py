@@ -45,6 +45,9 @@ class Pair:
 
 def _pair() -> Pair:
     primary = Cluster("datasvc-replica-")
+    if not (primary.bin.parent / "lib" / "pg_stat_statements.so").exists():
+        primary.remove()
+        pytest.skip(f"{primary.bin} has no pg_stat_statements (Debian's postgresql-15 package ships it)")
     standby: Cluster | None = None
     try:
         primary.options = STATS
