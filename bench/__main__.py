@@ -42,8 +42,9 @@ from bench.scenarios import (
     selected,
     write_pgbench_scripts,
 )
+from datasvc.db import server_settings
 from datasvc.registry import Registry
-from datasvc.settings import PROJECT_ROOT
+from datasvc.settings import PROJECT_ROOT, Settings
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -59,8 +60,10 @@ TARGETS = (
     "datasvc-2w",
     "pgbench",
 )
-EXTRA_TARGETS = ("datasvc-1w-nolog",)  # only when asked for: one worker with DATASVC_ACCESS_LOG=off
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 8.
+# Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
+# send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one.
+EXTRA_TARGETS = ("datasvc-1w-nolog", "datasvc-1w-tokens", "pgbench-session")
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 11.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -76,6 +79,7 @@ PORTS = {
             "direct-app",
             "replica",
             "replica-direct",
+            "datasvc-1w-tokens",
         ),
         1,
     )
@@ -171,7 +175,8 @@ def smoke(
     """One request per scenario before any load: a wrong URL or seed fails in a second, not in a table."""
     for s in scenarios:
         method, path, body = sample_request(s, n, peer=service.is_peer)
-        status = services.request(service.url + (paths[s.key] or path), method, body)
+        token = service.tokens[0] if service.tokens else ""
+        status = services.request(service.url + (paths[s.key] or path), method, body, token=token)
         if not 200 <= status < 300:
             sys.exit(f"{service.name}: {method} {path} answered {status}; is the seed/API as expected?")
         if s.writes:
@@ -205,11 +210,18 @@ def http_target(
         for s in scenarios:
             url = service.url + paths[s.key]
             if args.warmup:
-                L.run_wrk(load, url, s.lua, args.warmup, None)
+                L.run_wrk(load, url, s.lua, args.warmup, None, tokens=service.tokens)
                 L.wait_db_idle(db_url)
             start = log.stat().st_size
             with CpuWindow(pid) as cpu:
-                r = L.run_wrk(load, url, s.lua, args.duration, raw / f"{service.name}-{s.key}.txt")
+                r = L.run_wrk(
+                    load,
+                    url,
+                    s.lua,
+                    args.duration,
+                    raw / f"{service.name}-{s.key}.txt",
+                    tokens=service.tokens,
+                )
             L.wait_db_idle(db_url)
             failed = _failed_statuses(log, start)
             rows.append({"target": service.name, "scenario": s.key, **r, **cpu.result, "statuses": failed})
@@ -255,8 +267,12 @@ def _trim(log: Path, keep: int = 200) -> None:
 
 
 def pgbench_target(
-    scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path
+    scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path, *, session: bool = False
 ) -> list[dict[str, Any]]:
+    """pgbench with each scenario's statements; ``session``: with the pool's session settings (PGOPTIONS),
+    as every pooled connection has them (`datasvc.db.server_settings`): the target ``pgbench-session``."""
+    name = "pgbench-session" if session else "pgbench"
+    options = pgoptions(server_settings(Settings.from_env())) if session else None
     load = L.Load(
         n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
     )
@@ -265,26 +281,34 @@ def pgbench_target(
     ).strip()
     registry = Registry.load(PROJECT_ROOT / "sql")
     scripts = write_pgbench_scripts(scenarios, registry, raw / "pgbench", n=args.rows, deep_key=key)
+    (raw / name).mkdir(exist_ok=True)
     rows = []
     for s in scenarios:
         if s.key not in scripts:
             continue
         protocol = pgbench_protocol(s, registry)
         if args.warmup:
-            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None, protocol=protocol)
+            L.run_pgbench(load, db_url, scripts[s.key], args.warmup, None, protocol=protocol, options=options)
             L.wait_db_idle(db_url)
         with CpuWindow(None) as cpu:
-            r = L.run_pgbench(load, db_url, scripts[s.key], args.duration, raw / "pgbench", protocol=protocol)
+            r = L.run_pgbench(
+                load, db_url, scripts[s.key], args.duration, raw / name, protocol=protocol, options=options
+            )
         L.wait_db_idle(db_url)
-        rows.append({"target": "pgbench", "scenario": s.key, **r, **cpu.result})
+        rows.append({"target": name, "scenario": s.key, **r, **cpu.result})
         print(
-            f"[pgbench   ] {s.key:22s} {r['rps']:9.1f} tps    p50 {r['p50_ms']:8.2f} ms  "
+            f"[{name:10s}] {s.key:22s} {r['rps']:9.1f} tps    p50 {r['p50_ms']:8.2f} ms  "
             f"p99 {r['p99_ms']:8.2f} ms  errors {int(r['errors'])}  cpu pg {cpu.result['pg_cpu']}%",
             flush=True,
         )
         if s.writes:
             cleanup(db_url, args.rows)
     return rows
+
+
+def pgoptions(settings: dict[str, str]) -> str:
+    """Session settings as libpq's PGOPTIONS (``-c name=value``; spaces in a value escaped)."""
+    return " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}" for k, v in settings.items())
 
 
 def _git(*argv: str) -> str:
@@ -314,6 +338,7 @@ def plan_target(
         database_url=ours,
         n=args.rows,
         access_log=not target.endswith("-nolog"),
+        tokens=target.endswith("-tokens"),
     )
     scenarios = list(args.selected)
     if target.endswith("-nolog"):  # the log's cost shows on cheap requests; lists cost the database
@@ -361,8 +386,8 @@ def run(args: argparse.Namespace) -> Path:
         pair = pair_ctx.enter_context(replica.started(args.rows))
     for s in args.selected:
         for target in args.targets:
-            if target == "pgbench":
-                results += pgbench_target([s], args, ours, raw)
+            if target in ("pgbench", "pgbench-session"):
+                results += pgbench_target([s], args, ours, raw, session=target == "pgbench-session")
                 continue
             if target in pooler.TARGETS:
                 if s.key not in pooler.SCENARIOS:

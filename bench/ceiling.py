@@ -1,8 +1,8 @@
-"""The ceiling: the least a Python service can do to answer our two hottest lookups.
+"""The ceiling: the least a Python service can do to answer our three lookups.
 
 A copy of ../shared/bench/ceiling/app.py (Starlette + asyncpg + orjson; no validation, logging, error
-handling or middleware), with GET by username added and the SQL taken from our registry, so the only
-difference from datasvc is the features. Started by ``python -m bench`` as
+handling or middleware), with GET by username and by email added and the SQL taken from our registry, so
+the only difference from datasvc is the features. Started by ``python -m bench`` as
 ``uvicorn bench.ceiling:app --loop uvloop --http httptools`` with DATABASE_URL set.
 """
 
@@ -26,6 +26,7 @@ from datasvc.settings import PROJECT_ROOT
 _REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 BY_ID = _REGISTRY["users.get_by_id"].text
 BY_USERNAME = _REGISTRY["users.get_by_username"].text
+BY_EMAIL = _REGISTRY["users.get_by_email"].text
 
 
 async def _one(request: Request, sql: str, arg: Any) -> Response:
@@ -44,6 +45,10 @@ async def get_user_by_username(request: Request) -> Response:
     return await _one(request, BY_USERNAME, request.path_params["username"])
 
 
+async def get_user_by_email(request: Request) -> Response:
+    return await _one(request, BY_EMAIL, request.path_params["email"])
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=10, max_size=10)
@@ -55,6 +60,7 @@ app = Starlette(
     routes=[
         Route("/api/v1/users/{id:int}", get_user),
         Route("/api/v1/users/by_username/{username}", get_user_by_username),
+        Route("/api/v1/users/by_email/{email}", get_user_by_email),
     ],
     lifespan=lifespan,
 )

@@ -65,11 +65,16 @@ def wait_db_idle(url: str, limit_s: float = 60.0) -> None:
     print(f"warning: database still busy after {limit_s:.0f} s", file=sys.stderr)
 
 
-def run_wrk(load: Load, url: str, lua: str, seconds: int, raw: Path | None) -> dict[str, float]:
-    """One closed-loop wrk run; the Lua ``done`` hook prints the RESULT line parsed here."""
+def run_wrk(
+    load: Load, url: str, lua: str, seconds: int, raw: Path | None, *, tokens: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """One closed-loop wrk run; the Lua ``done`` hook prints the RESULT line parsed here.
+
+    ``tokens``: bearer tokens the requests carry, one after the other (lua/common.lua).
+    """
     cmd = ["wrk", "-t", str(load.threads), "-c", str(load.conns), "-d", f"{seconds}s"]
     cmd += ["--timeout", load.timeout, "--latency", "-s", str(LUA / lua), url]
-    env = dict(os.environ, BENCH_N=str(load.n))
+    env = dict(os.environ, BENCH_N=str(load.n), BENCH_TOKENS=",".join(tokens))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
     if raw:
         raw.write_text(" ".join(cmd) + "\n" + p.stdout + p.stderr)
@@ -88,19 +93,28 @@ def run_wrk(load: Load, url: str, lua: str, seconds: int, raw: Path | None) -> d
 
 
 def run_pgbench(
-    load: Load, url: str, script: Path, seconds: int, log_dir: Path | None, *, protocol: str = "prepared"
+    load: Load,
+    url: str,
+    script: Path,
+    seconds: int,
+    log_dir: Path | None,
+    *,
+    protocol: str = "prepared",
+    options: str | None = None,
 ) -> dict[str, float]:
     """pgbench with the same statement text, ``conns`` clients; p50/p99 from its per-xact log.
 
     ``protocol`` as the service sends the statements: ``prepared`` (named, asyncpg's cache) or ``extended``
-    (unnamed: the ``plan-cache: custom`` statements, planned for their values every time).
+    (unnamed: the ``plan-cache: custom`` statements, planned for their values every time). ``options``:
+    session settings for every client, as PGOPTIONS.
     """
     cmd = ["pgbench", "-n", "-c", str(load.conns), "-j", str(load.threads), "-T", str(seconds)]
     cmd += ["-M", protocol, "-D", f"n={load.n}", "-f", str(script)]
     if log_dir:
         cmd += ["-l", f"--log-prefix={log_dir / script.stem}.xact"]
     cmd.append(url)
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    env = dict(os.environ, PGOPTIONS=options) if options else None
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
     tps = _TPS.search(p.stdout)
     if p.returncode != 0 or not tps:
         raise RuntimeError(f"pgbench failed ({p.returncode}): {p.stdout}{p.stderr}")

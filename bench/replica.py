@@ -41,7 +41,8 @@ class Pair:
 @contextmanager
 def started(n: int) -> Iterator[Pair]:
     """A migrated primary with ``n`` users and its hot standby, removed afterwards."""
-    primary, standby = Cluster("datasvc-bench-primary-"), Cluster("datasvc-bench-standby-")
+    primary = Cluster("datasvc-bench-primary-")
+    standby: Cluster | None = None
     try:
         primary.init()
         primary.start()
@@ -53,9 +54,13 @@ def started(n: int) -> Iterator[Pair]:
         )
         print(f"loading {n:,} users into the replica targets' primary ...", flush=True)
         L.psql(primary.url, file=HERE / "seed.sql", variables={"n": str(n)})
+        # Made only now, so that its free port is picked right before it binds it: seeding takes minutes,
+        # and meanwhile another process may take a port picked earlier (as one did).
+        standby = Cluster("datasvc-bench-standby-")
         standby.basebackup(primary)
         standby.start()
         yield Pair(primary.url, standby.url)
     finally:
-        standby.remove()
+        if standby is not None:
+            standby.remove()
         primary.remove()

@@ -18,15 +18,18 @@ ORDER = (
     "replica",
     "replica-direct",
     "datasvc-1w-nolog",
+    "datasvc-1w-tokens",
     "datasvc-2w",
     "ceiling",
     "pgbench",
+    "pgbench-session",
 )
 POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
 BASELINE = "direct-app"  # the same service, mode and role without PgBouncer; else datasvc-1w
 REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
+TOKENS = "datasvc-1w-tokens"  # optional: the same with bearer tokens configured (and sent)
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -198,16 +201,24 @@ class Goal:
     at_least: float  # the goal is met when value >= at_least
 
 
-def _vs_peer(key: str) -> Callable[[Results], float | None]:
-    return lambda res: ratio(res.get(MAIN, key, "rps"), res.peer(key, "rps"))
+def _vs_peer(key: str, target: str = MAIN) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get(target, key, "rps"), res.peer(key, "rps"))
 
 
-def _vs_ceiling(key: str) -> Callable[[Results], float | None]:
-    return lambda res: ratio(res.get(MAIN, key, "rps"), res.get("ceiling", key, "rps"))
+def _vs_ceiling(key: str, target: str = MAIN) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get(target, key, "rps"), res.get("ceiling", key, "rps"))
 
 
-def _p99_ratio(key: str) -> Callable[[Results], float | None]:
-    return lambda res: ratio(res.get("peer", key, "p99_ms"), res.get(MAIN, key, "p99_ms"))
+def _p99_ratio(key: str, target: str = MAIN) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get("peer", key, "p99_ms"), res.get(target, key, "p99_ms"))
+
+
+def _vs_by_id(key: str, target: str) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get(target, key, "rps"), res.get(target, "by_id", "rps"))
+
+
+def _session(key: str) -> Callable[[Results], float | None]:
+    return lambda res: ratio(res.get("pgbench-session", key, "rps"), res.get("pgbench", key, "rps"))
 
 
 def _keyset_flatness(res: Results) -> float | None:
@@ -229,12 +240,24 @@ def _rss(res: Results) -> float | None:
 
 
 GOALS = (
-    Goal("GET by id: req/s ≥ 5x peer", _vs_peer("by_id"), 5.0),
-    Goal("GET by id: p99 ≤ 1/5 peer's (peer p99 ÷ ours ≥ 5)", _p99_ratio("by_id"), 5.0),
-    Goal("GET by id: ≥ 80% of the ceiling", _vs_ceiling("by_id"), 0.8),
-    Goal("GET by username: req/s ≥ 5x peer", _vs_peer("by_username"), 5.0),
-    Goal("GET by username: p99 ≤ 1/5 peer's", _p99_ratio("by_username"), 5.0),
-    Goal("GET by username: ≥ 80% of the ceiling", _vs_ceiling("by_username"), 0.8),
+    # Issue 10: every production feature on (`datasvc-1w`), and the same with tokens configured.
+    *(
+        goal
+        for key, what in (
+            ("by_id", "GET by id"),
+            ("by_username", "GET by username"),
+            ("by_email", "GET by email"),
+        )
+        for target, how in ((MAIN, ""), (TOKENS, ", tokens configured"))
+        for goal in (
+            Goal(f"{what}{how}: req/s ≥ 5.5x peer", _vs_peer(key, target), 5.5),
+            Goal(f"{what}{how}: p99 ≤ 1/5 peer's (peer p99 ÷ ours ≥ 5)", _p99_ratio(key, target), 5.0),
+            Goal(f"{what}{how}: ≥ 0.9x the ceiling", _vs_ceiling(key, target), 0.9),
+        )
+    ),
+    Goal("auth lookup: ≥ 0.9x the GET by id rate", _vs_by_id("auth_lookup", MAIN), 0.9),
+    Goal("auth lookup, tokens configured: ≥ 0.9x its GET by id rate", _vs_by_id("auth_lookup", TOKENS), 0.9),
+    Goal("pgbench by id with the pool's session settings: ≥ 0.95x plain", _session("by_id"), 0.95),
     Goal("POST create: ≥ 3x peer", _vs_peer("create"), 3.0),
     Goal("list first page, exact total: ≥ 5x peer", _vs_peer("list_first_exact"), 5.0),
     Goal("list status=active, exact total: ≥ 5x peer", _vs_peer("list_active"), 5.0),

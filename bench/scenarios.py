@@ -157,6 +157,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         title="GET by email",
         lua="by_email.lua",
         peer_same=True,
+        ceiling=True,
         sql=(Sql(name="users.get_by_email", args=(EMAIL_SQL,)),),
     ),
     Scenario(

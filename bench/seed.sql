@@ -1,7 +1,7 @@
 -- Fill datasvc's users table (created by our migrations) with :n deterministic rows.
 --   psql -v n=1000000 -f bench/seed.sql      (bench/run.py does this when the row count is not N)
 -- Adapted from ../shared/bench/seed_data.sql for our schema: identity id (OVERRIDING SYSTEM VALUE keeps
--- ids 1..n for the wrk scripts), text columns, unique lower(email). Row i always gets the same values:
+-- ids 1..n for the wrk scripts), text columns, unique caseless(email). Row i always gets the same values:
 --   username = <first>_<last>_<i>           e.g. alice_smith_42
 --   email    = <first>.<last>.<i>@<domain>  e.g. alice.smith.42@example.com
 --   first = firsts[i % 20], last = lasts[(i / 20) % 20]   (0-based; lua/common.lua mirrors this)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -31,6 +32,9 @@ class Service:
     cwd: Path = PROJECT_ROOT
     is_peer: bool = False
     is_ceiling: bool = False
+    # Bearer tokens the clients send (wrk rotates through them, one per request; the smoke request uses
+    # the first): for a service with tokens configured.
+    tokens: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -46,14 +50,16 @@ def datasvc(
     n: int,
     access_log: bool = True,
     pooler_env: dict[str, str] | None = None,
+    tokens: bool = False,
 ) -> Service:
     """`datasvc serve` as deployed, every production feature (access log included) on.
 
     One change: offsets up to N are allowed, so the deep offset page is the same request the peer gets and
     the deep cursor can be fetched (the default bound is 100,000; deeper pages are meant for cursors).
     ``pooler_env``: more settings: those of a service behind a transaction pooler (bench/pooler.py), or
-    its replicas (bench/replica.py).
+    its replicas (bench/replica.py). ``tokens``: authentication on, with `BENCH_CALLERS` configured.
     """
+    auth = {"DATASVC_AUTH_TOKENS": ";".join(BENCH_CALLERS)} if tokens else {}
     return Service(
         name=name,
         argv=[sys.executable, "-m", "datasvc", "serve", "--port", str(port), "--workers", str(workers)],
@@ -64,8 +70,19 @@ def datasvc(
             "DATASVC_LIST_MAX_OFFSET": str(n),
             "DATASVC_ACCESS_LOG": "on" if access_log else "off",
             **(pooler_env or {}),
+            **auth,
         },
+        tokens=BENCH_TOKENS if tokens else (),
     )
+
+
+# Four callers with both read scopes: wrk's 32 connections rotate through their tokens, so each caller has
+# ~8 requests in flight, inside the per-caller share (DATASVC_CALLER_MAX_IN_FLIGHT, 25 by default).
+BENCH_TOKENS = tuple(f"bench-token-{i}" for i in range(1, 5))
+BENCH_CALLERS = tuple(
+    f"bench{i} users:read,credentials:read {hashlib.sha256(token.encode()).hexdigest()}"
+    for i, token in enumerate(BENCH_TOKENS, 1)
+)
 
 
 def ceiling(*, port: int, database_url: str) -> Service:
@@ -104,9 +121,13 @@ def peer(*, port: int, database_url: str, shared: Path = SHARED_BENCH) -> Servic
     )
 
 
-def request(url: str, method: str = "GET", body: bytes | None = None, timeout: float = 60) -> int:
+def request(
+    url: str, method: str = "GET", body: bytes | None = None, timeout: float = 60, token: str = ""
+) -> int:
     """One HTTP request to 127.0.0.1; the status code (an HTTP error status is returned, not raised)."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310 (loopback)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310

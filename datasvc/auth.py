@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,14 +144,15 @@ class Authenticator:
     def identify(self, scope: Scope) -> str | None:
         """The caller a request's bearer token names, or None: no, malformed or unknown token.
 
-        For the per-caller limit, which counts requests before routing; `authorize` still decides.
+        For the per-caller limit, which counts requests before routing; `authorize` still decides, with
+        the caller found here (kept in the scope: the token is hashed once per request, not twice).
         """
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                match = _BEARER.match(value.decode("latin-1"))
-                found = self._lookup(match.group(1)) if match else None
-                return found.name if found else None
-        return None
+        found = _caller_of(scope, self._identified)
+        return found.name if found else None
+
+    def _identified(self, authorization: str | None) -> Caller | None:
+        match = _BEARER.match(authorization) if authorization else None
+        return self._lookup(match.group(1)) if match else None
 
     def _lookup(self, token: str) -> Caller | None:
         presented = hashlib.sha256(token.encode()).digest()
@@ -166,7 +167,9 @@ class Authenticator:
         """The caller, checked for the operation's scope (401/403); `None` when open or not required."""
         if not self.enabled or operation.scope is None:
             return None
-        caller = self.authenticate(request.headers.get("authorization"))
+        caller = _caller_of(request.scope, self._identified) or self.authenticate(
+            _authorization(request.scope)
+        )
         request.scope.setdefault("state", {})["caller"] = caller.name  # the access log's "caller"
         request_caller.set(caller.name)  # and the database session's application_name
         if operation.scope not in caller.scopes:
@@ -182,6 +185,29 @@ class Authenticator:
                 "and read password hashes; set DATASVC_AUTH_TOKENS or DATASVC_AUTH_TOKENS_FILE (off "
                 "loopback `datasvc serve` starts so only with DATASVC_AUTH=off)"
             )
+
+
+_FOUND = "datasvc.caller"  # the scope key under which a request's caller, once looked up, is kept
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _caller_of(scope: Scope, lookup: Callable[[str | None], Caller | None]) -> Caller | None:
+    """The caller of a request's token (None: no valid token), looked up once per request.
+
+    `Authenticator.authenticate` still runs for a request without a valid token, to say why in its 401.
+    """
+    if _FOUND in scope:
+        found: Caller | None = scope[_FOUND]
+        return found
+    found = scope[_FOUND] = lookup(_authorization(scope))
+    return found
 
 
 def env_entries(settings: Settings) -> list[tuple[str, Caller]]:

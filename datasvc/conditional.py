@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from datasvc import inputs
+
 if TYPE_CHECKING:
     from starlette.requests import Request
 
@@ -53,7 +55,7 @@ def if_match(request: Request) -> list[int] | None:
 
 def not_modified(request: Request, current: str) -> bool:
     """``If-None-Match`` names the current tag (weak comparison), or is ``*``: answer 304."""
-    header = request.headers.get("if-none-match")
+    header = inputs.header(request, b"if-none-match")
     if header is None:
         return False
     if header.strip() == "*":

@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING
 
 from datasvc.context import request_min_lsn
+from datasvc.inputs import header
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from datasvc.db import Database
 
 HEADER = "X-Consistency-Token"
+_HEADER_KEY = HEADER.lower().encode()
 UNREACHABLE = 1 << 64  # past any WAL position: the read goes to the primary
 PRIMARY_ONLY = "primary"  # the token of an instance without replicas
 PATTERN = r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$"
@@ -53,7 +55,7 @@ def decode(token: str) -> int:
 
 def pin_reads(request: Request) -> Token[int | None] | None:
     """Before a read: make this request's replica reads wait for the token's position, if it sent one."""
-    raw = request.headers.get(HEADER)
+    raw = header(request, _HEADER_KEY)  # the raw headers: no `Headers` object built on every read
     if raw is None:
         return None
     return request_min_lsn.set(decode(raw))

@@ -238,15 +238,41 @@ class Database:
     @asynccontextmanager
     async def connection(self, target: Target | None = None) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection of ``target`` (default the primary), waited for at most ``acquire_timeout``."""
-        target = target or self.primary
+        pool, conn = await self._acquire(target or self.primary)
+        try:
+            await self._name_caller(conn)
+            yield conn
+        except (*CONNECTION_LOST, *READ_ONLY):
+            await _lost(pool, conn)
+            raise
+        except TimeoutError:
+            _stalled(conn)
+            raise
+        finally:
+            await self._release(pool, conn)
+
+    async def _acquire(self, target: Target) -> tuple[asyncpg.Pool, asyncpg.Connection]:
+        """A connection of ``target`` within ``acquire_timeout``, or `PoolTimeout`.
+
+        The bound is one timer cancelling this task, rather than ``pool.acquire(timeout=…)``: asyncpg
+        wraps that in ``asyncio.timeout``, whose Python code cost ~4% of a lookup's instructions
+        (callgrind, docs/benchmarks.md) to bound a wait that almost never happens (an idle connection is
+        taken without suspending). A cancellation that is not our timer's propagates as it came.
+        """
         started = time.perf_counter()
         target.waiting += 1
+        task = asyncio.current_task()
+        assert task is not None
+        expiry = _Expiry(task)
+        timer = asyncio.get_running_loop().call_later(self.settings.acquire_timeout, expiry.fire)
         try:
             # Captured once: if `_restore_floor` swaps pools meanwhile, the connection goes back to its own.
             pool = target.pool
-            conn = await pool.acquire(timeout=self.settings.acquire_timeout)
-        except TimeoutError:
-            raise PoolTimeout(self.settings.acquire_timeout) from None
+            return pool, await pool.acquire()
+        except asyncio.CancelledError:
+            if expiry.fired and task.uncancel() <= expiry.cancelling:
+                raise PoolTimeout(self.settings.acquire_timeout) from None
+            raise
         except CONNECTION_LOST:
             raise
         except asyncpg.PostgresError as exc:
@@ -254,32 +280,15 @@ class Database:
             # an outage whatever the SQLSTATE, where the same code from a statement could be a bug.
             raise connect_refused(exc) from exc
         finally:
+            timer.cancel()
             target.waiting -= 1
             if self.metrics is not None:
                 self.metrics.observe_acquire(time.perf_counter() - started, target.kind)
-        try:
-            await self._name_caller(conn)
-            yield conn
-        except (*CONNECTION_LOST, *READ_ONLY):
-            # Never hand a connection in an unknown protocol state to the next request: close it. Its
-            # siblings most likely died with it (restart, failover, mass kill) but may not know yet, so
-            # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
-            with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have detached it already
-                conn.terminate()
-            await pool.expire_connections()
-            raise
-        except TimeoutError:
-            # Only a silent network makes the client-side command timeout fire before the server's
-            # statement_timeout: close the connection now rather than wait on its reset when releasing.
-            with contextlib.suppress(asyncpg.InterfaceError):
-                conn.terminate()
-            raise
-        finally:
-            await self._release(pool, conn)
 
     async def _release(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         try:
-            await pool.release(conn)
+            # Bounded, as asyncpg bounds it after ``acquire(timeout=…)``: a transaction left open rolls back.
+            await pool.release(conn, timeout=self.settings.acquire_timeout)
         except Exception as exc:
             # The pool's reset query failed (backend killed, network gone) and asyncpg has already
             # terminated the connection; the request's own work is finished, so it must not fail for this.
@@ -330,8 +339,19 @@ class Database:
         attempt = 0
         while True:
             try:
-                async with self.connection() as conn:
+                # `connection()` spelled out: an async context manager costs a generator per request.
+                pool, conn = await self._acquire(self.primary)
+                try:
+                    await self._name_caller(conn)
                     return await execute(conn, stmt, args, self.metrics)
+                except (*CONNECTION_LOST, *READ_ONLY):
+                    await _lost(pool, conn)
+                    raise
+                except TimeoutError:
+                    _stalled(conn)
+                    raise
+                finally:
+                    await self._release(pool, conn)
             except (*ROLLED_BACK, *READ_ONLY) as exc:
                 # A read-only refusal (25006) did nothing either; the pool is expired by now, so the next
                 # connection is opened anew and finds the new primary of a multi-host DATABASE_URL.
@@ -391,6 +411,37 @@ class Transaction:
     async def run(self, name: str, *args: Any) -> Any:
         """Run statement ``name`` inside this transaction (never retried on its own: the whole is)."""
         return await execute(self.conn, self._db.registry[name], args, self._db.metrics)
+
+
+class _Expiry:
+    """The acquire timer: cancels the waiting task, and remembers it did (see `Database._acquire`)."""
+
+    __slots__ = ("cancelling", "fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.cancelling = task.cancelling()
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+async def _lost(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    # Never hand a connection in an unknown protocol state to the next request: close it. Its
+    # siblings most likely died with it (restart, failover, mass kill) but may not know yet, so
+    # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
+    with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have detached it already
+        conn.terminate()
+    await pool.expire_connections()
+
+
+def _stalled(conn: asyncpg.Connection) -> None:
+    # Only a silent network makes the client-side command timeout fire before the server's
+    # statement_timeout: close the connection now rather than wait on its reset when releasing.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def _why(what: str, exc: BaseException) -> dict[str, Any]:

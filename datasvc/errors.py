@@ -283,7 +283,7 @@ class GatewayTimeout(ServerError):
 # Which request field a constraint guards: the database is the authority, this only names it.
 CONSTRAINT_FIELDS: Mapping[str, str] = {
     "users_username_key": "username",
-    "users_email_lower_key": "email",
+    "users_email_caseless_key": "email",
     "users_email_check": "email",
     "users_username_check": "username",
     "users_hashed_password_check": "hashed_password",

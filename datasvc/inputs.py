@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +31,21 @@ def _no_nul(value: str) -> str:
 # on SafeStr: the outer pattern would hide this one from the schema.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 SafeStr = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
+
+
+def nfc(value: str) -> str:
+    """One spelling for one text: ``é`` sent precomposed or as ``e`` + U+0301 becomes the same string."""
+    return unicodedata.normalize("NFC", value)
+
+
+def _nfc_if_text(value: object) -> object:
+    # Before the type check, so that lengths and patterns judge the normalized text; anything not a
+    # string is left for the (strict) type check to refuse.
+    return nfc(value) if isinstance(value, str) else value
+
+
+# Text compared with what is stored (emails, logins, search terms) is normalized to NFC on the way in.
+NFC = BeforeValidator(_nfc_if_text)
 
 
 # Digits, with a minus allowed so that "-1" is told the bound ("must be at least 0") rather than the form.
@@ -115,7 +131,7 @@ def field_errors(
 
 async def read_json(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body (415 for another media type, 400 if malformed, 422 if invalid)."""
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request, b"content-type") or ""
     if not _JSON_MEDIA.match(content_type):
         raise UnsupportedMediaType("send the body as application/json")
     raw = await request.body()
@@ -129,6 +145,15 @@ async def read_json(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(field_errors(exc, "body", getattr(model, "reasons", None))) from None
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), from the raw list: no `Headers` object built."""
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
 
 
 def path_id(request: Request, name: str = "id") -> int:

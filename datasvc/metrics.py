@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import glob
 import os
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -150,10 +151,22 @@ class Metrics:
             self.registry.register(self._auth)
         else:
             self._worker.register(self._auth)
-        # Children made up front for every known statement: the hot path then skips labels()' lock.
-        self._query_children = {(n, "primary"): self.queries.labels(n, "primary") for n in statement_names}
-        self._acquire_children = {kind: self.acquire.labels(kind) for kind in ("primary", "replica")}
-        self._request_children: dict[tuple[str, str, int], Any] = {}
+        # One worker: observations are tallied in plain lists and handed to prometheus-client when scraped
+        # (`_Tally`). A process group: other workers' scrapes read the shared files, so observe at once.
+        self._tallies: list[_Tally] = []
+        # Made up front for every known statement and pool: the hot path is then one dict lookup.
+        self._query_observers = {
+            (n, "primary"): self._observer(self.queries.labels(n, "primary")) for n in statement_names
+        }
+        self._acquire_observers = {k: self._observer(self.acquire.labels(k)) for k in ("primary", "replica")}
+        self._request_observers: dict[tuple[str, str, int], Callable[[float], None]] = {}
+
+    def _observer(self, child: Histogram) -> Callable[[float], None]:
+        if self.group is not None:
+            return child.observe
+        tally = _Tally(child)
+        self._tallies.append(tally)
+        return tally.observe
 
     def watch_pool(self, source: PoolSource | None) -> None:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
@@ -171,36 +184,46 @@ class Metrics:
     def request_observer(self, templates: Mapping[Any, str]) -> Callable[[Scope, int, float], None]:
         """What the request middleware calls once per request; ``templates`` maps endpoints to paths."""
 
+        # By (endpoint, method, status): the observer of the histogram child those labels name.
+        observers: dict[tuple[Any, str, int], Callable[[float], None]] = {}
+
         def observe(scope: Scope, status: int, seconds: float) -> None:
             # The router wrote the matched route's endpoint into this same scope dict.
-            route = templates.get(scope.get("endpoint"), UNMATCHED)
-            self.observe_request(route, scope["method"], status, seconds)
+            key = (scope.get("endpoint"), scope["method"], status)
+            observer = observers.get(key)
+            if observer is None:
+                observer = observers[key] = self._request_observer(templates.get(key[0], UNMATCHED), *key[1:])
+            observer(seconds)
 
         return observe
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+    def _request_observer(self, route: str, method: str, status: int) -> Callable[[float], None]:
         key = (route, method, status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(route, method, str(status))
-        child.observe(seconds)
+        observe = self._request_observers.get(key)
+        if observe is None:
+            observe = self._request_observers[key] = self._observer(
+                self.requests.labels(route, method, str(status))
+            )
+        return observe
 
     def observe_query(self, name: str, seconds: float, target: str = "primary") -> None:
-        child = self._query_children.get((name, target))
-        if child is None:
-            child = self._query_children[name, target] = self.queries.labels(name, target)
-        child.observe(seconds)
+        observe = self._query_observers.get((name, target))
+        if observe is None:
+            observe = self._query_observers[name, target] = self._observer(self.queries.labels(name, target))
+        observe(seconds)
 
     def query_failed(self, name: str, exc: BaseException, target: str = "primary") -> None:
         self.query_errors.labels(name, getattr(exc, "sqlstate", None) or type(exc).__name__, target).inc()
 
     def observe_acquire(self, seconds: float, target: str = "primary") -> None:
-        self._acquire_children[target].observe(seconds)
+        self._acquire_observers[target](seconds)
 
     def render(self) -> bytes:
         if self.group is not None:
             self.group.sample(self._pool.source, self._access_log.source)
             return self.group.render() + generate_latest(self._worker)
+        for tally in self._tallies:
+            tally.flush()
         return generate_latest(self.registry)
 
     @contextlib.asynccontextmanager
@@ -224,6 +247,40 @@ class Metrics:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             group.leave()
+
+
+class _Tally:
+    """A histogram child's observations since the last scrape, counted in plain Python.
+
+    prometheus-client's ``observe`` walks the buckets in a Python loop and takes a lock for the bucket and
+    one for the sum: ~2 µs, three times per request (request, statement, acquire). Here an observation is
+    one C ``bisect`` and two additions on the event loop's thread; `flush` (at scrape time, on the same
+    thread, so nothing is ever counted twice or lost) adds what accumulated to the child, so a scrape
+    shows exactly what ``observe`` would have. The bucket rule is prometheus-client's: the first upper
+    bound ``>=`` the value (``le``), +Inf last.
+    """
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self._counts[bisect_left(self._bounds, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, [0] * len(self._bounds)
+        total, self._sum = self._sum, 0.0
+        buckets = self._child._buckets
+        for i, count in enumerate(counts):
+            if count:
+                buckets[i].inc(count)
+        if total:
+            self._child._sum.inc(total)
 
 
 class _ProcessGroup:

@@ -57,6 +57,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # raw bytes received while the head was incomplete
         self._parsed_bytes = 0  # URL and header bytes the parser reported
         self._refused = False
+        self._deferred: DatasvcError | None = None  # a refusal waiting for earlier pipelined answers
         # The app's lifespan state holds the process's Drain (absent for apps without the lifespan).
         self._drain: Drain | None = self.app_state.get("drain")
         if self._drain is not None:
@@ -107,8 +108,24 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = True
         self._answer(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred is not None and not self._busy():
+            error, self._deferred = self._deferred, None
+            self._answer(error)
+
+    def _busy(self) -> bool:
+        """Requests read before the refused one are still being answered (pipelining)."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
     def _answer(self, error: DatasvcError) -> None:
-        """Write ``error`` as problem+json and close: after a head it cannot read, the stream is lost."""
+        """Write ``error`` as problem+json and close: after a head it cannot read, the stream is lost.
+
+        Answers go out in request order: while earlier requests are answered, the refusal waits for them.
+        """
+        if self._busy():
+            self._deferred = error
+            return
         request_id = self._caller_request_id() or new_request_id()
         body = orjson.dumps(
             {

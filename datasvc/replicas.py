@@ -169,7 +169,7 @@ class ReplicaSet:
         if replica.paused:
             replica.take_out("WAL replay is paused (pg_wal_replay_pause)")
         elif replica.lag > self.max_lag:
-            replica.take_out(f"{replica.lag:.1f} s behind the primary (more than {self.max_lag:g} s)")
+            replica.take_out(f"{replica.lag:.2f} s behind the primary (more than {self.max_lag:g} s)")
         else:
             replica.put_in()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -20,6 +21,25 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        """Starlette's, minus its checks for what a JSON body never needs (charset, a header overriding
+        Content-Length or Content-Type, a bodiless status): on every lookup's path."""
+        if self.media_type != "application/json" or self.status_code in (204, 304) or self.status_code < 200:
+            super().init_headers(headers)
+            return
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            if headers
+            else []
+        )
+        for name, _ in raw:
+            if name in (b"content-length", b"content-type"):
+                super().init_headers(headers)
+                return
+        raw.append((b"content-length", b"%d" % len(self.body)))
+        raw.append((b"content-type", b"application/json"))
+        self.raw_headers = raw
 
 
 def problem_response(error: DatasvcError, *, instance: str, request_id: str | None) -> Response:

@@ -76,10 +76,13 @@ class Cluster:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on {self.options}"
-        log = str(self.dir / "server.log")
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", options, "-l", log, "-w", "start"
-        )
+        log = self.dir / "server.log"
+        try:
+            data = str(self.dir / "data")
+            self._run(str(self.bin / "pg_ctl"), "-D", data, "-o", options, "-l", str(log), "-w", "start")
+        except subprocess.CalledProcessError as exc:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no server log)"
+            raise RuntimeError(f"pg_ctl start failed ({exc.stdout!r}); server log ends:\n{tail}") from exc
 
     def stop(self, mode: str) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,19 @@ def template_db() -> Iterator[str]:
         yield name
 
 
+@contextmanager
+def clone_of(template: str) -> Iterator[str]:
+    """A fresh copy of the template database ``template``, dropped afterwards."""
+    name = f"datasvc_test_{os.getpid()}_{next(_counter)}"
+    with DatabaseJanitor(dbname=name, template_dbname=template, **_server()):  # type: ignore[arg-type]
+        yield url_for(name)
+
+
 @pytest.fixture
 def database_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
-    name = f"datasvc_test_{os.getpid()}_{next(_counter)}"
-    with DatabaseJanitor(dbname=name, template_dbname=template_db, **_server()):  # type: ignore[arg-type]
-        yield url_for(name)
+    with clone_of(template_db) as url:
+        yield url
 
 
 @pytest.fixture

@@ -89,7 +89,7 @@ def test_most_specific_class_wins():
 
 def test_unique_violation_names_the_field_from_the_constraint():
     exc = _instance(pg.UniqueViolationError)
-    exc.constraint_name = "users_email_lower_key"  # type: ignore[attr-defined]
+    exc.constraint_name = "users_email_caseless_key"  # type: ignore[attr-defined]
     problem = translate(exc)
     assert isinstance(problem, Conflict)
     assert problem.field == "email"

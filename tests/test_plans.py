@@ -127,12 +127,12 @@ def test_the_gate_fails_a_plan_other_than_the_header_promises(seeded_url, tmp_pa
     (tmp_path / "users").mkdir()
     (tmp_path / "users" / "by_name.sql").write_text(
         "-- name: by_name :one\n-- Says email, uses username.\n-- params: username\n"
-        "-- plan: Index Scan using users_email_lower_key on users\n"
+        "-- plan: Index Scan using users_email_caseless_key on users\n"
         "SELECT id, email FROM users WHERE username = $1\n"
     )
     stmt = Registry.load(tmp_path)["users.by_name"]
     assert gate(stmt, _plan(seeded_url, stmt, {"username": "user_7"})) == [
-        "header expects index users_email_lower_key"
+        "header expects index users_email_caseless_key"
     ]
 
 

@@ -96,3 +96,17 @@ def test_heads_under_the_bound_and_big_bodies_pass_pipelined(live):
     ]
     raw = exchange(live, b"".join(requests), chunk=1 << 20)
     assert statuses(raw) == [200, 422, 201]
+
+
+@pytest.mark.parametrize(
+    ("bad", "status"),
+    [
+        (b"FROB / HTTP/1.1\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    ],
+    ids=["unparsable", "too-large"],
+)
+def test_pipelined_requests_before_a_refused_one_are_answered_first(live, bad, status):
+    good = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw = exchange(live, good + good + bad, chunk=1 << 20)
+    assert statuses(raw) == [200, 200, status]

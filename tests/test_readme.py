@@ -1,6 +1,8 @@
 """The README's curl examples run top to bottom against a fresh `datasvc serve`, each with the status shown.
 
-Every shell block of README.md that calls curl is taken in order; each command in it ends with a comment
+Every shell block of README.md that calls curl on ``localhost:8000`` (where `scripts/serve` listens) is
+taken in order; a block that starts a server of its own elsewhere (a measurement's recipe) is not an
+example of the running service, and is left out; each command in it ends with a comment
 naming the status it answers (``# 201: user 1``). All blocks run in one shell against one live server on a
 fresh database, as a reader pastes them one after another, so an example that clashes with an earlier one
 (a user deleted and then read) fails here. ``localhost:8000`` becomes the test server's address.
@@ -34,7 +36,7 @@ def examples(readme: Path) -> list[Example]:
     text = readme.read_text()
     found: list[Example] = []
     for block in BLOCK.finditer(text):
-        if "curl " not in block.group(1):
+        if "curl " not in block.group(1) or "localhost:8000" not in block.group(1):
             continue
         first = text.count("\n", 0, block.start(1)) + 1
         pending: list[str] = []

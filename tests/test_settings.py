@@ -96,3 +96,22 @@ def test_redacted_config_hides_token_hashes():
     config = Settings(auth_tokens=f"billing users:read {digest};login users:read {'b' * 64}").redacted()
     assert digest not in str(config)
     assert config["auth_tokens"] == "*** (2 entries)"
+
+
+def test_replica_urls_are_a_comma_list_with_passwords_redacted():
+    settings = Settings.from_env(
+        {
+            "DATASVC_REPLICA_URLS": "postgresql://ro:pw1@a/db, postgresql://ro:pw2@b/db",
+            "DATASVC_REPLICA_MAX_LAG": "0.5",
+        }
+    )
+    assert settings.replicas == ("postgresql://ro:pw1@a/db", "postgresql://ro:pw2@b/db")
+    assert settings.replica_max_lag == 0.5
+    assert settings.redacted()["replica_urls"] == "postgresql://ro:***@a/db,postgresql://ro:***@b/db"
+    assert Settings.from_env({}).replicas == ()
+
+
+@pytest.mark.parametrize("raw", ["standby:5432", "postgresql://a/db,,postgresql://b/db", "mysql://a/db"])
+def test_a_replica_url_list_that_is_not_urls_names_the_variable(raw):
+    with pytest.raises(SettingsError, match=r"DATASVC_REPLICA_URLS=.*postgresql:// URLs"):
+        Settings.from_env({"DATASVC_REPLICA_URLS": raw})

@@ -19,6 +19,20 @@ function email_for(i)
   return firsts[i % 20 + 1] .. "." .. lasts[math.floor(i / 20) % 20 + 1] .. "." .. i .. "@" .. domains[i % 4 + 1]
 end
 
+-- BENCH_TOKENS (comma list): every request carries one of these bearer tokens, in turn.
+local tokens = {}
+for token in string.gmatch(os.getenv("BENCH_TOKENS") or "", "[^,]+") do tokens[#tokens + 1] = token end
+if #tokens > 0 then
+  local format = wrk.format
+  local turn = 0
+  wrk.format = function(method, path, headers, body)
+    turn = turn % #tokens + 1
+    local with = {["Authorization"] = "Bearer " .. tokens[turn]}
+    for name, value in pairs(headers or {}) do with[name] = value end
+    return format(method, path, with, body)
+  end
+end
+
 local thread_counter = 0
 function setup(thread)
   thread_counter = thread_counter + 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.inputs import QueryBool, QueryInt, SafeStr, field_errors
+from datasvc.inputs import NFC, QueryBool, QueryInt, SafeStr, field_errors
 from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, binding_digest
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
@@ -45,7 +45,7 @@ def _no_control(value: str) -> str:
     return value
 
 
-SearchTerm = Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
+SearchTerm = Annotated[SafeStr, NFC, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
 
 
 class ListParams(BaseModel):
@@ -118,7 +118,7 @@ def parse_params(request: Request, max_offset: int) -> ListParams:
 
 
 def like_pattern(term: str) -> str:
-    """``%term%`` for ILIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
+    """``%term%`` for LIKE, with ``\\``, ``%`` and ``_`` in the term matching themselves."""
     escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 

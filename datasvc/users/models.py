@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from datasvc.errors import FieldError
-from datasvc.inputs import SafeStr
+from datasvc.inputs import NFC, SafeStr
 
 UserStatus = Literal["active", "inactive", "suspended"]
 
@@ -22,7 +22,8 @@ _LOCAL = rf"[^@\x00{_SPACE}]+"
 EMAIL_PATTERN = rf"^{_LOCAL}@{_LOCAL}\.{_LOCAL}$"
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]{3,50}$"
 
-Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+# Stored and returned in NFC; unique and looked up ignoring case and Unicode form (migration 0007).
+Email = Annotated[str, NFC, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
 Username = Annotated[str, Field(min_length=3, max_length=50, pattern=USERNAME_PATTERN)]
 PasswordHash = Annotated[SafeStr, Field(min_length=60, max_length=255)]
 FullName = Annotated[SafeStr, Field(max_length=100)]
@@ -113,7 +114,7 @@ class UserPatch(StrictInput):
 
 
 class AuthLookup(StrictInput):
-    login: Annotated[SafeStr, Field(min_length=1, max_length=254, description="A username or an email.")]
+    login: Annotated[SafeStr, NFC, Field(min_length=1, max_length=254, description="A username or an email.")]
 
 
 class User(BaseModel):

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from datasvc import conditional
 from datasvc.errors import NotFound, PreconditionFailed, ValidationFailed
-from datasvc.inputs import NO_NUL_PATTERN, path_id, path_text, read_json
+from datasvc.inputs import NO_NUL_PATTERN, nfc, path_id, path_text, read_json
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
 from datasvc.users.models import AuthLookup, Credentials, User, UserCreate, UserPatch
@@ -26,7 +26,8 @@ PREFIX = "/api/v1/users"
 
 
 def _db(request: Request) -> Database:
-    db: Database = request.state.db
+    # The lifespan state's dict itself: `request.state` would wrap it in a `State` for one attribute.
+    db: Database = request.scope["state"]["db"]
     return db
 
 
@@ -67,7 +68,7 @@ async def get_user_by_username(request: Request) -> Response:
 
 
 async def get_user_by_email(request: Request) -> Response:
-    email = path_text(request, "email", max_length=254)
+    email = nfc(path_text(request, "email", max_length=254))
     return _user_or_404(request, await _db(request).run("users.get_by_email", email), "that email")
 
 
@@ -139,7 +140,7 @@ _EMAIL = Param(
     name="email",
     location="path",
     required=True,
-    description="Matched case-insensitively. Percent-encode it: a `/` in the address is sent as `%2F`.",
+    description="Matched ignoring case and Unicode form. Percent-encode it: a `/` in the address is `%2F`.",
     schema={"type": "string", "minLength": 1, "maxLength": 254, "pattern": NO_NUL_PATTERN},
     slashes=True,
 )

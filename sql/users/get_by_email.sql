@@ -1,7 +1,8 @@
 -- name: get_by_email :one
--- Fetch one user by email, ignoring case (the expression matches users_email_lower_key).
+-- Fetch one user by email, ignoring case and Unicode form on any cluster: caseless() (migration 0007)
+-- is the expression of users_email_caseless_key.
 -- params: email
--- plan: Index Scan using users_email_lower_key on users
+-- plan: Index Scan using users_email_caseless_key on users
 -- route: replica
 -- retry: safe
 -- plan-cache: generic
@@ -9,4 +10,4 @@ SELECT
     id, email, username, full_name, bio, status,
     is_verified, is_admin, created_at, updated_at, version
 FROM users
-WHERE lower(email) = lower($1)
+WHERE caseless(email) = caseless($1)

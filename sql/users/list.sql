@@ -13,8 +13,10 @@
 --   `estimated` alike. With one, `exact` counts the matches; `estimated` counts up to 1,000 of them
 --   (PostgREST's bounded count: a small set is cheap to count exactly), and past that answers the
 --   planner's estimate for this very filter (users_estimate, 0009). total_kind says which it is.
--- * search is an ILIKE pattern, '%' || term || '%' with \ % _ escaped by the caller, over username, email
---   and full_name joined by chr(31): the expression of users_search_trgm_idx (migration 0004). The term
+-- * search is a LIKE pattern, '%' || term || '%' with \ % _ escaped by the caller, matched ignoring case
+--   and Unicode form: caseless() of the pattern against caseless() of username, email and full_name joined
+--   by chr(31), the expression of users_search_caseless_trgm_idx (migrations 0004, 0007). caseless() folds
+--   the same on any cluster, where ILIKE folds by lc_ctype (not at all beyond ASCII under C). The term
 --   holds no control character, so it cannot match across two fields. Trigrams serve terms of 3+ chars.
 -- * full_name is nullable, so its key is ARRAY[full_name]: never NULL, equal to itself when the name is
 --   NULL, and arrays order a NULL element after every value, so NULL names come last ascending (first
@@ -28,7 +30,7 @@
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
--- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_trgm_idx); total: Seq Scan on users_counts
+-- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx); total: Seq Scan on users_counts
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -54,7 +56,8 @@ WITH counted AS MATERIALIZED (
                 WHERE ($1::text IS NULL OR status = $1)
                     AND ($2::boolean IS NULL OR is_verified = $2)
                     AND ($3::boolean IS NULL OR is_admin = $3)
-                    AND (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+                    AND caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+                    LIKE caseless($4)
             )
             -- A search term, count=estimated: count up to 1,000 matches; past that, the planner's
             -- estimate (never below what was counted).
@@ -70,7 +73,8 @@ WITH counted AS MATERIALIZED (
                     WHERE ($1::text IS NULL OR status = $1)
                         AND ($2::boolean IS NULL OR is_verified = $2)
                         AND ($3::boolean IS NULL OR is_admin = $3)
-                        AND (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+                        AND caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+                        LIKE caseless($4)
                     -- Which 1,001 rows does not matter: they are only counted.
                     LIMIT 1001  -- noqa: AM09
                 ) AS matches
@@ -97,7 +101,8 @@ LEFT JOIN LATERAL (
         AND ($3::boolean IS NULL OR is_admin = $3)
         AND (
             $4::text IS NULL
-            OR (username || chr(31) || email || chr(31) || coalesce(full_name, '')) ILIKE $4
+            OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
+            LIKE caseless($4)
         )
         AND ($9::bigint IS NULL OR ({{key}}, id) {{op}} ($8::{{type}}, $9))
     ORDER BY {{key}} {{dir}}, id {{dir}}

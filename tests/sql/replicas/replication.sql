@@ -43,3 +43,14 @@ ALTER SYSTEM RESET default_transaction_read_only;
 -- Make every backend re-read the configuration.
 -- plan: Result (no table access)
 SELECT pg_reload_conf();
+
+-- name: apply_delay_on :exec
+-- Make a standby apply each commit 2 s after the primary wrote it (from the next reload on): a replica
+-- that falls behind while still answering, as under a replay backlog.
+-- plan: Utility statement
+ALTER SYSTEM SET recovery_min_apply_delay = '2s';
+
+-- name: apply_delay_off :exec
+-- Undo apply_delay_on (from the next reload on).
+-- plan: Utility statement
+ALTER SYSTEM RESET recovery_min_apply_delay;
