@@ -39,6 +39,10 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    # A check answered late is not a failed check: without this the check's read timeout is `inter`
+    # (100 ms here), and on a loaded 2-core machine the one instance serving alone during the other's
+    # restart missed two checks in a row and was taken out too (HAProxy answered 503: no server).
+    timeout check 2s
     retries 0  # no retry hides a request the service failed: every failure reaches the caller
 
 frontend api

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from datasvc.settings import Settings
@@ -25,17 +28,35 @@ def _rate(answers: list[load.Answer], seconds: float) -> float:
     return sum(a.ok for a in answers) / seconds
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used: /proc/<pid>/stat fields 14 and 15."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def test_four_times_the_load_is_shed_fast_and_latency_recovers(settings: Settings, tmp_path):
     settings = settings.with_overrides(pool_min_size=4, pool_max_size=4, max_in_flight=SUSTAINED)
     with LiveServer(settings, tmp_path / "serve.log") as server:
         async with load.client(server.base_url) as c:
             seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
             uid = seed.json()["id"]
+        assert server.process is not None
+        pid = server.process.pid  # one worker: the process that serves
         await _phase(server.base_url, uid, SUSTAINED, 0.5)  # warm up connections and plans
+        cpu = [_cpu_seconds(pid)]
         before = await _phase(server.base_url, uid, SUSTAINED, 1.5)
+        cpu.append(_cpu_seconds(pid))
         overload = await _phase(server.base_url, uid, 4 * SUSTAINED, 2.0)
+        cpu.append(_cpu_seconds(pid))
         polite = await _phase(server.base_url, uid, 4 * SUSTAINED, 2.0, polite=True)
+        cpu.append(_cpu_seconds(pid))
         after = await _phase(server.base_url, uid, SUSTAINED, 1.5)
+    # Successes per CPU second of the service, per phase: what a request costs the service, which a
+    # neighbour's load on the machine hardly changes (wall-clock rates swung 5x between phases).
+    ok_per_cpu = [
+        sum(a.ok for a in answers) / max(cpu[i + 1] - cpu[i], 0.01)
+        for i, answers in enumerate((before, overload, polite))
+    ]
 
     shed = [a for a in overload if not a.ok]
     served = [a for a in overload if a.ok]
@@ -45,7 +66,8 @@ async def test_four_times_the_load_is_shed_fast_and_latency_recovers(settings: S
         f"before ({SUSTAINED} callers): {load.summary(before)}, {_rate(before, 1.5):.0f} ok/s; "
         f"4x ({4 * SUSTAINED} callers): served {load.summary(served)}, {_rate(overload, 2.0):.0f} ok/s, "
         f"shed {load.summary(shed)}; 4x honouring Retry-After: {load.summary(polite)}, "
-        f"{_rate(polite, 2.0):.0f} ok/s; after: {load.summary(after)}"
+        f"{_rate(polite, 2.0):.0f} ok/s; after: {load.summary(after)}; successes per service CPU second: "
+        f"before {ok_per_cpu[0]:.0f}, 4x {ok_per_cpu[1]:.0f}, 4x honouring Retry-After {ok_per_cpu[2]:.0f}"
     )
     assert all(a.ok for a in before), figure
     assert shed, figure
@@ -57,15 +79,16 @@ async def test_four_times_the_load_is_shed_fast_and_latency_recovers(settings: S
     # (half of it: measured quiet p99 137 ms, and the test process itself runs 32 callers on 2 cores).
     assert load.p([a.seconds for a in served], 0.99) < settings.acquire_timeout * 1000 / 2, figure
     assert all(a.ok for a in after), figure
-    # A ratio within the run: latency comes back to what it was before the overload (3x + 10 ms absorbs
-    # other suites' load changing between the two phases; measured quiet 7.0 ms after, 9.9 ms before).
-    assert p50_after <= 3 * p50_before + 10, figure
+    # Latency comes back once the overload ends: a backlog left behind would put the after phase in the
+    # hundreds of milliseconds. 3x + 50 ms absorbs a neighbour's load changing between the phases
+    # (measured quiet 7.0 ms after, 9.9 ms before; beside `python -m bench`, 15.4 after 2.3 ms before).
+    assert p50_after <= 3 * p50_before + 50, figure
     # Callers that wait as told are barely shed (each excess caller about once per Retry-After second),
     # while a storm of instant retries is mostly shed: a count, whatever the machine's load.
     assert sum(not a.ok for a in polite) <= 0.1 * len(polite), figure
     assert sum(not a.ok for a in overload) >= 0.5 * len(overload), figure
-    # ... and they leave the service its throughput: measured quiet 770 against 703 ok/s before, but
-    # the phases run one after the other, and a neighbour's burst on a 2-core machine halved one
-    # phase's rate (522 against 1059 ok/s, with `python -m bench` beside it): a quarter is the bound.
-    assert _rate(polite, 2.0) >= 0.25 * _rate(before, 1.5), figure
+    # ... and they cost the service no more per success than the sustained load did, while the storm
+    # spends its CPU refusing. Counted per CPU second of the service, not per wall-clock second: with
+    # `python -m bench` beside it the wall-clock rate swung from 2118 ok/s (before) to 458 (polite).
+    assert ok_per_cpu[2] >= 0.5 * ok_per_cpu[0], figure
     print(figure)
