@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from datasvc.cli import _parser
+from datasvc.embedded import wheel_bindir
 from datasvc.settings import PROJECT_ROOT
 from tests import load
 
@@ -174,6 +175,16 @@ def test_compose_needs_tokens_or_the_explicit_opt_out():
     assert env["DATASVC_AUTH"] == "${DATASVC_AUTH:-on}"
 
 
+def _with_a_psql(path: str) -> str:
+    """``path``, or with the embedded wheel's psql first where the machine's does not run (no client)."""
+    try:
+        subprocess.run(["psql", "--version"], env={"PATH": path}, capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError):
+        wheel = wheel_bindir()
+        return f"{wheel}{os.pathsep}{path}" if wheel else path
+    return path
+
+
 def test_the_compose_app_role_step_sets_a_scram_password(database_url):
     """The step's own script, run by this machine's psql against a role of the test's own."""
     step = _compose()["services"]["app-role"]
@@ -188,6 +199,7 @@ def test_the_compose_app_role_step_sets_a_scram_password(database_url):
         "PGUSER": parts.username or "postgres",
         "PGDATABASE": parts.path.lstrip("/"),
         "DATASVC_APP_PASSWORD": "0123abcd" * 4,
+        "PATH": _with_a_psql(os.environ.get("PATH", "")),
     }
 
     async def roles(*statements: str) -> Any:

@@ -48,8 +48,11 @@ def test_generated_requests_find_no_failure(settings, tmp_path):
                 SEED,
                 "--max-time",
                 "90",
+                # One worker: with two threads, hypothesis's lambda-source lookup (ast.parse) raced in
+                # CPython 3.11.7 ("SystemError: AST constructor recursion depth mismatch", a runtime
+                # error of the tool, not a finding) and failed this test now and then.
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "10",
                 "--header",

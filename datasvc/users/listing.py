@@ -45,7 +45,7 @@ def _no_control(value: str) -> str:
     return value
 
 
-SearchTerm = Annotated[SafeStr, NFC, Field(min_length=1, max_length=MAX_SEARCH), AfterValidator(_no_control)]
+SearchTerm = Annotated[SafeStr, Field(min_length=1, max_length=MAX_SEARCH), NFC, AfterValidator(_no_control)]
 
 
 class ListParams(BaseModel):

@@ -23,7 +23,9 @@ EMAIL_PATTERN = rf"^{_LOCAL}@{_LOCAL}\.{_LOCAL}$"
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]{3,50}$"
 
 # Stored and returned in NFC; unique and looked up ignoring case and Unicode form (migration 0007).
-Email = Annotated[str, NFC, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN)]
+# NFC last: a BeforeValidator placed before the Field drops the pattern from the OpenAPI schema (it still
+# runs first either way, so lengths and the pattern judge the normalized text).
+Email = Annotated[str, Field(min_length=3, max_length=254, pattern=EMAIL_PATTERN), NFC]
 Username = Annotated[str, Field(min_length=3, max_length=50, pattern=USERNAME_PATTERN)]
 PasswordHash = Annotated[SafeStr, Field(min_length=60, max_length=255)]
 FullName = Annotated[SafeStr, Field(max_length=100)]
@@ -114,7 +116,7 @@ class UserPatch(StrictInput):
 
 
 class AuthLookup(StrictInput):
-    login: Annotated[SafeStr, NFC, Field(min_length=1, max_length=254, description="A username or an email.")]
+    login: Annotated[SafeStr, Field(min_length=1, max_length=254, description="A username or an email."), NFC]
 
 
 class User(BaseModel):

@@ -39,8 +39,11 @@ NFD_UPPER_EMILE = "E\u0301MILE@example.com"
 def _create_c_locale_database(name: str) -> None:
     with psycopg.connect(SERVER_URL, autocommit=True) as conn:
         conn.execute(
+            # libc named: from template0 of a cluster made with the builtin provider (the embedded
+            # PostgreSQL 18), a database would keep that provider, whose lower() folds beyond ASCII.
             sql.SQL(
-                "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+                "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER 'libc' "
+                "LC_COLLATE 'C' LC_CTYPE 'C'"
             ).format(sql.Identifier(name))
         )
 
