@@ -140,7 +140,7 @@ class Database:
         metrics: Metrics | None = None,
         replicas: ReplicaSet | None = None,
     ) -> None:
-        self.primary = Target("primary", pool)
+        self.primary = Target("primary", pool, settings.pool_max_size)
         self.replicas = replicas if replicas is not None else ReplicaSet([], max_lag=settings.replica_max_lag)
         self._refill: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
@@ -172,7 +172,10 @@ class Database:
         # Replica pools start empty (asyncpg connects nothing at min_size 0): a replica that is down at
         # start-up is only out of rotation. The first sample below opens a connection to each.
         replicas = ReplicaSet(
-            [Replica(url, await _create_pool(settings, min_size=0, url=url)) for url in settings.replicas],
+            [
+                Replica(url, await _create_pool(settings, min_size=0, url=url), settings.pool_max_size)
+                for url in settings.replicas
+            ],
             max_lag=settings.replica_max_lag,
         )
         try:
@@ -213,6 +216,7 @@ class Database:
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 continue
             old, self.primary.pool = self.primary.pool, pool
+            self.primary.gate.expire()  # connections of the old pool go back to it, not to the next request
             log.info("database answers; pool floor restored", extra={"min_size": self.settings.pool_min_size})
             try:
                 await old.close()
@@ -238,21 +242,27 @@ class Database:
     @asynccontextmanager
     async def connection(self, target: Target | None = None) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection of ``target`` (default the primary), waited for at most ``acquire_timeout``."""
-        pool, conn = await self._acquire(target or self.primary)
+        target = target or self.primary
+        name = self._caller_name()
+        pool, conn = await self._acquire(target, name)
         try:
-            await self._name_caller(conn)
+            await self._name_caller(conn, name)
             yield conn
         except (*CONNECTION_LOST, *READ_ONLY):
-            await _lost(pool, conn)
+            await _lost(target, pool, conn)
             raise
         except TimeoutError:
             _stalled(conn)
             raise
         finally:
-            await self._release(pool, conn)
+            await self._release(target, pool, conn)
 
-    async def _acquire(self, target: Target) -> tuple[asyncpg.Pool, asyncpg.Connection]:
+    async def _acquire(self, target: Target, name: str) -> tuple[asyncpg.Pool, asyncpg.Connection]:
         """A connection of ``target`` within ``acquire_timeout``, or `PoolTimeout`.
+
+        Requests wait at ``target.gate`` in arrival order (`datasvc.gate`: asyncpg's own queue lets
+        newcomers overtake); ``name``, the ``application_name`` the request runs under, lets the gate
+        hand a released connection to a waiter of the same caller.
 
         The bound is one timer cancelling this task, rather than ``pool.acquire(timeout=…)``: asyncpg
         wraps that in ``asyncio.timeout``, whose Python code cost ~4% of a lookup's instructions
@@ -265,10 +275,21 @@ class Database:
         assert task is not None
         expiry = _Expiry(task)
         timer = asyncio.get_running_loop().call_later(self.settings.acquire_timeout, expiry.fire)
+        gate = target.gate
         try:
-            # Captured once: if `_restore_floor` swaps pools meanwhile, the connection goes back to its own.
-            pool = target.pool
-            return pool, await pool.acquire()
+            handed = await gate.enter(name)
+            if handed is not None:
+                return handed  # the connection the previous request used, handed straight over
+            try:
+                # Captured once: if `_restore_floor` swaps pools meanwhile, the connection goes back to
+                # its own.
+                pool = target.pool
+                conn = await pool.acquire()
+            except BaseException:
+                gate.leave()
+                raise
+            gate.taken(conn)
+            return pool, conn
         except asyncio.CancelledError:
             if expiry.fired and task.uncancel() <= expiry.cancelling:
                 raise PoolTimeout(self.settings.acquire_timeout) from None
@@ -285,26 +306,31 @@ class Database:
             if self.metrics is not None:
                 self.metrics.observe_acquire(time.perf_counter() - started, target.kind)
 
-    async def _release(self, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    async def _release(self, target: Target, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         try:
-            # Bounded, as asyncpg bounds it after ``acquire(timeout=…)``: a transaction left open rolls back.
-            await pool.release(conn, timeout=self.settings.acquire_timeout)
+            # To the next waiter, or back to the pool. Bounded, as asyncpg bounds it after
+            # ``acquire(timeout=…)``: a transaction left open rolls back.
+            await target.gate.release(pool, conn, self.settings.acquire_timeout)
         except Exception as exc:
             # The pool's reset query failed (backend killed, network gone) and asyncpg has already
             # terminated the connection; the request's own work is finished, so it must not fail for this.
             log.info("connection dropped on release", extra={"error": type(exc).__name__})
 
-    async def _name_caller(self, conn: asyncpg.Connection) -> None:
-        """Set ``application_name`` to ``<application_name>:<caller>`` for auditing (pg_stat_activity, logs).
+    def _caller_name(self) -> str:
+        """``<application_name>:<caller>`` for an authenticated request, else the plain name."""
+        caller = request_caller.get()
+        if caller is None:
+            return self.settings.application_name
+        return f"{self.settings.application_name}:{caller}"[:63]  # NAMEDATALEN - 1
+
+    async def _name_caller(self, conn: asyncpg.Connection, name: str) -> None:
+        """Name the connection for the request's caller (``name``), for auditing (pg_stat_activity, logs).
 
         The server reports every change of ``application_name``, so comparing costs nothing. Connections
         keep their session on release (`_keep_session`), so a round trip is paid only when the caller
-        differs from the connection's previous one; a request without a caller restores the plain name.
+        differs from the connection's previous one (the gate prefers handing a connection to its previous
+        caller); a request without a caller restores the plain name.
         """
-        caller = request_caller.get()
-        name = self.settings.application_name
-        if caller is not None:
-            name = f"{name}:{caller}"[:63]  # NAMEDATALEN - 1
         if conn.get_settings().application_name != name:
             await execute(conn, self.registry["session.set_application_name"], (name,))
 
@@ -340,18 +366,19 @@ class Database:
         while True:
             try:
                 # `connection()` spelled out: an async context manager costs a generator per request.
-                pool, conn = await self._acquire(self.primary)
+                name = self._caller_name()
+                pool, conn = await self._acquire(self.primary, name)
                 try:
-                    await self._name_caller(conn)
+                    await self._name_caller(conn, name)
                     return await execute(conn, stmt, args, self.metrics)
                 except (*CONNECTION_LOST, *READ_ONLY):
-                    await _lost(pool, conn)
+                    await _lost(self.primary, pool, conn)
                     raise
                 except TimeoutError:
                     _stalled(conn)
                     raise
                 finally:
-                    await self._release(pool, conn)
+                    await self._release(self.primary, pool, conn)
             except (*ROLLED_BACK, *READ_ONLY) as exc:
                 # A read-only refusal (25006) did nothing either; the pool is expired by now, so the next
                 # connection is opened anew and finds the new primary of a multi-host DATABASE_URL.
@@ -428,12 +455,13 @@ class _Expiry:
         self.task.cancel()
 
 
-async def _lost(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+async def _lost(target: Target, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     # Never hand a connection in an unknown protocol state to the next request: close it. Its
     # siblings most likely died with it (restart, failover, mass kill) but may not know yet, so
     # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
     with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have detached it already
         conn.terminate()
+    target.gate.expire()  # nor hand a sibling from before straight to the next request
     await pool.expire_connections()
 
 

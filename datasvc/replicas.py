@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from datasvc.gate import Gate
 from datasvc.settings import redact_url
 
 if TYPE_CHECKING:
@@ -42,12 +43,13 @@ SAMPLE_TIMEOUT = 1.0
 class Target:
     """One server's pool as `Database` uses it: the primary or one replica (the metrics' ``target``)."""
 
-    __slots__ = ("kind", "pool", "waiting")
+    __slots__ = ("gate", "kind", "pool", "waiting")
 
-    def __init__(self, kind: str, pool: asyncpg.Pool) -> None:
+    def __init__(self, kind: str, pool: asyncpg.Pool, size: int = 10) -> None:
         self.kind = kind  # "primary" or "replica"
         self.pool = pool
-        self.waiting = 0  # requests inside pool.acquire right now, for the metrics
+        self.gate = Gate(size)  # who gets the pool's next connection (`datasvc.gate`)
+        self.waiting = 0  # requests waiting for a connection right now, for the metrics
 
 
 class Replica(Target):
@@ -55,8 +57,8 @@ class Replica(Target):
 
     __slots__ = ("in_rotation", "lag", "paused", "replay_lsn", "shown", "why_out")
 
-    def __init__(self, url: str, pool: asyncpg.Pool) -> None:
-        super().__init__("replica", pool)
+    def __init__(self, url: str, pool: asyncpg.Pool, size: int = 10) -> None:
+        super().__init__("replica", pool, size)
         self.shown = redact_url(url)
         self.in_rotation = False
         self.why_out: str | None = "not sampled yet"
