@@ -67,7 +67,9 @@ class Requests:
         return tasks
 
 
-async def _holding(requests: Requests, label: str, caller: str | None) -> tuple[asyncio.Task[None], asyncio.Event]:
+async def _holding(
+    requests: Requests, label: str, caller: str | None
+) -> tuple[asyncio.Task[None], asyncio.Event]:
     hold = asyncio.Event()
     task = requests.start(label, caller, hold)
     await until(lambda: label in requests.served, what=f"{label} holds the connection")
@@ -191,7 +193,8 @@ async def test_a_connection_handed_to_a_cancelled_waiter_is_passed_on(database_u
             await third
         # Nobody else waits: the connection went back to the pool and the place is free again.
         await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
-        assert gate.free == 1 and gate.waiting == 0
+        assert gate.free == 1
+        assert gate.waiting == 0
 
 
 async def test_callers_in_turn_rarely_rename_a_connection(settings: Settings) -> None:
