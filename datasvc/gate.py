@@ -80,8 +80,9 @@ class Gate:
         try:
             return await waiter.future
         except asyncio.CancelledError:
-            if waiter.future.cancelled():
-                self._waiters.remove(waiter)  # still queued: nothing was handed to it
+            if waiter.future.cancelled():  # nothing was handed to it; `_take` may have dropped it already
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             elif (handed := waiter.future.result()) is None:
                 self.leave()  # a place granted as the task was cancelled: pass it on
             else:
@@ -94,10 +95,11 @@ class Gate:
 
     def leave(self) -> None:
         """Give a place back without a connection (taking one from the pool failed)."""
-        if self._waiters:
-            self._take(None).future.set_result(None)
-        else:
+        waiter = self._take(None)
+        if waiter is None:
             self.free += 1
+        else:
+            waiter.future.set_result(None)
 
     def expire(self) -> None:
         """The pool's connections were expired: hand none of those out now taken."""
@@ -105,8 +107,7 @@ class Gate:
 
     async def release(self, pool: Any, conn: Any, reset_within: float) -> None:
         """Hand ``conn`` to a waiter if one waits and the connection is fit; else back to ``pool``."""
-        if self._waiters and self._fit(pool, conn):
-            self._take(conn.get_settings().application_name).future.set_result((pool, conn))
+        if self._waiters and self._fit(pool, conn) and self._hand_over(pool, conn):
             return
         self._lent.pop(id(conn), None)
         # The place first: the waiter it wakes asks the pool for a connection when the loop next runs it
@@ -114,6 +115,13 @@ class Gate:
         # idle one more turn of the loop (-10% lookups/s, measured).
         self.leave()
         await pool.release(conn, timeout=reset_within)
+
+    def _hand_over(self, pool: Any, conn: Any) -> bool:
+        waiter = self._take(conn.get_settings().application_name)
+        if waiter is None:
+            return False
+        waiter.future.set_result((pool, conn))
+        return True
 
     def _fit(self, pool: Any, conn: Any) -> bool:
         record = self._lent.get(id(conn))
@@ -126,8 +134,7 @@ class Gate:
 
     def _pass_on(self, pool: Any, conn: Any) -> None:
         """A connection handed to a waiter cancelled meanwhile: to the next waiter, or back to the pool."""
-        if self._waiters and self._fit(pool, conn):
-            self._take(conn.get_settings().application_name).future.set_result((pool, conn))
+        if self._waiters and self._fit(pool, conn) and self._hand_over(pool, conn):
             return
         self._lent.pop(id(conn), None)
         self.leave()
@@ -140,15 +147,24 @@ class Gate:
         with contextlib.suppress(Exception):  # asyncpg terminates a connection it cannot reset
             await pool.release(conn)
 
-    def _take(self, name: str | None) -> _Waiter:
-        """The waiter to serve: the head, or the first of the next few named ``name``."""
+    def _take(self, name: str | None) -> _Waiter | None:
+        """The waiter to serve: the head, or the first of the next few named ``name``; None: nobody.
+
+        A waiter whose task was cancelled (its acquire timed out) stays queued until that task runs and
+        removes itself; its future is done by then, and it is skipped here.
+        """
         waiters = self._waiters
+        while waiters and waiters[0].future.done():
+            waiters.popleft()
+        if not waiters:
+            return None
         chosen = 0
         head = waiters[0]
         # The head has been overtaken at least as often as anyone behind it.
         if name is not None and head.name != name and head.passed < MAX_PASSED:
             for i in range(1, min(len(waiters), LOOK_AHEAD)):
-                if waiters[i].name == name:
+                waiter = waiters[i]
+                if waiter.name == name and not waiter.future.done():
                     chosen = i
                     for j in range(i):
                         waiters[j].passed += 1

@@ -220,3 +220,31 @@ async def test_callers_in_turn_rarely_rename_a_connection(settings: Settings) ->
     finally:
         await db.close()
     assert renamed < 640 * 0.3, f"{renamed} of 640 requests renamed their connection"
+
+
+async def test_a_waiter_cancelled_while_queued_is_skipped_before_its_task_runs(database_url: str) -> None:
+    """The race `test_faults_timeouts` found: an acquire timer cancels a queued request (its future is
+    cancelled at once, its task removes it from the queue only when it next runs) and a connection is
+    released in between: it must go to the next waiter, and a place given back must not be lost."""
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+        gate = Gate(1)
+        assert await gate.enter("x") is None
+        conn = await pool.acquire()
+        gate.taken(conn)
+        timed_out, patient = asyncio.create_task(gate.enter("x")), asyncio.create_task(gate.enter("x"))
+        await until(lambda: gate.waiting == 2, what="two waiters")
+        timed_out.cancel()  # cancels the future it waits on now; the task runs later
+        await gate.release(pool, conn, 5.0)
+        assert await asyncio.wait_for(patient, 10) == (pool, conn)
+        with pytest.raises(asyncio.CancelledError):
+            await timed_out
+
+        late, later = asyncio.create_task(gate.enter("x")), asyncio.create_task(gate.enter("x"))
+        await until(lambda: gate.waiting == 2, what="two more waiters")
+        late.cancel()
+        gate.leave()  # a place without a connection (e.g. the pool could not connect) goes to `later`
+        assert await asyncio.wait_for(later, 10) is None
+        with pytest.raises(asyncio.CancelledError):
+            await late
+        assert gate.waiting == 0
+        await pool.release(conn)
