@@ -9,16 +9,13 @@ Each is ``datasvc serve --workers 1`` in ``DATASVC_POOL_MODE=transaction``, conn
 server URL's user) through a PgBouncer in ``pool_mode=transaction`` started for the run (the same
 PgBouncer the tests start: tests/pgbouncer.py; 1.24 from ``scripts/pgbouncer-build``). They take part
 in the lookup by id and the create only: what a pooler adds is a hop per statement, which shows on the
-cheapest requests. PgBouncer reaches PostgreSQL over its Unix socket, as it does deployed beside it
-(`server_address`).
+cheapest requests.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.pgbouncer import PgBouncer
@@ -32,21 +29,6 @@ TARGETS: dict[str, tuple[str | None, int]] = {
 }
 SCENARIOS = ("by_id", "create")
 ROLE = "datasvc_app"
-SOCKET_DIR = Path("/var/run/postgresql")  # Debian's PostgreSQL's Unix sockets
-
-
-def server_address(host: str, port: int) -> tuple[str, int]:
-    """Where PgBouncer reaches PostgreSQL: its Unix socket when the server is on this machine.
-
-    That is how PgBouncer is deployed: beside PostgreSQL, on its host, while the services reach it (and,
-    without a pooler, PostgreSQL itself) over the network, TCP here. ``BENCH_PGBOUNCER_SERVER=tcp``
-    keeps PgBouncer on TCP too (the A/B in docs/benchmarks.md).
-    """
-    socket = SOCKET_DIR / f".s.PGSQL.{port}"
-    local = host in {"127.0.0.1", "localhost", "::1"}
-    if local and socket.exists() and os.environ.get("BENCH_PGBOUNCER_SERVER", "unix") == "unix":
-        return str(SOCKET_DIR), port
-    return host, port
 
 
 @contextmanager
@@ -60,5 +42,5 @@ def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict
         yield f"postgresql://{ROLE}@{host}:{port}/{database}", env
         return
     # Pool as large as the service's (DATASVC_POOL_MAX, 10): no request waits in PgBouncer's queue.
-    with PgBouncer(version, pool_size=10, server=server_address(host, port)) as bouncer:
+    with PgBouncer(version, pool_size=10, server=(host, port)) as bouncer:
         yield bouncer.url(database, ROLE), env
