@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from datasvc import gate as gate_module
 from datasvc.context import Timing, request_caller, request_timing
 from datasvc.db import CONNECTION_LOST, Database
 from datasvc.gate import MAX_PASSED, Gate
@@ -248,3 +249,24 @@ async def test_a_waiter_cancelled_while_queued_is_skipped_before_its_task_runs(d
             await late
         assert gate.waiting == 0
         await pool.release(conn)
+
+
+async def test_a_connection_goes_back_to_the_pool_after_max_hand_overs(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under constant load a connection would never return to asyncpg's pool (which recycles it)."""
+    monkeypatch.setattr(gate_module, "MAX_HAND_OVERS", 2)
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
+        gate = Gate(1)
+        assert await gate.enter("x") is None
+        conn = await pool.acquire()
+        gate.taken(conn)
+        waiters = [asyncio.create_task(gate.enter("x")) for _ in range(3)]
+        await until(lambda: gate.waiting == 3, what="three waiters")
+        received = []
+        for waiter in waiters:
+            await gate.release(pool, conn, 5.0)
+            received.append(await asyncio.wait_for(waiter, 10))
+        # Twice straight over; the third time back to the pool, and the waiter got a place to take it.
+        assert received == [(pool, conn), (pool, conn), None]
+        await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
