@@ -61,9 +61,10 @@ TARGETS = (
     "pgbench",
 )
 # Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
-# send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one.
-EXTRA_TARGETS = ("datasvc-1w-nolog", "datasvc-1w-tokens", "pgbench-session")
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 11.
+# send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one; PgBouncer 1.24
+# reached over its Unix socket.
+EXTRA_TARGETS = ("datasvc-1w-nolog", "datasvc-1w-tokens", "pgbench-session", "pgbouncer-1.24-socket")
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 12.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -80,6 +81,7 @@ PORTS = {
             "replica",
             "replica-direct",
             "datasvc-1w-tokens",
+            "pgbouncer-1.24-socket",
         ),
         1,
     )
@@ -102,6 +104,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=int(env("WARMUP", "3")), help="discarded s before each")
     p.add_argument("--conns", type=int, default=int(env("CONNS", "32")))
     p.add_argument("--threads", type=int, default=int(env("THREADS", "1")))
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=int(env("ROUNDS", "1")),
+        help="measure every target this many times per scenario, in turn; the report gives medians",
+    )
     p.add_argument(
         "--targets",
         type=_csv,
@@ -367,6 +375,7 @@ def run(args: argparse.Namespace) -> Path:
         "warmup": args.warmup,
         "conns": args.conns,
         "threads": args.threads,
+        "rounds": args.rounds,
         "targets": args.targets,
         "nproc": os.cpu_count(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -378,54 +387,68 @@ def run(args: argparse.Namespace) -> Path:
     rss: dict[str, dict[str, int]] = {}
     # Scenario by scenario, every target in turn, each started afresh: the figures compared with each other
     # are taken seconds apart, not minutes, on a machine whose other load comes and goes; and only one
-    # service holds database connections at a time.
+    # service holds database connections at a time. With --rounds R the targets take R turns in a row: a
+    # ratio is then taken round by round (neighbours in time) and the report gives the median.
     # The replica targets' primary and standby are made once (seeding N users takes a while).
     pair_ctx = contextlib.ExitStack()
     pair = None
     if any(t in replica.TARGETS for t in args.targets):
         pair = pair_ctx.enter_context(replica.started(args.rows))
     for s in args.selected:
-        for target in args.targets:
-            if target in ("pgbench", "pgbench-session"):
-                results += pgbench_target([s], args, ours, raw, session=target == "pgbench-session")
-                continue
-            if target in pooler.TARGETS:
-                if s.key not in pooler.SCENARIOS:
-                    continue
-                with pooler.started(target, args.server, args.database) as (url, env):
-                    svc = services.datasvc(
-                        target, port=PORTS[target], workers=1, database_url=url, n=args.rows, pooler_env=env
-                    )
-                    rows, used = http_target(svc, [s], args, ours, raw)
-            elif target in replica.TARGETS:
-                if s.key not in replica.SCENARIOS:
-                    continue
-                assert pair is not None
-                svc = services.datasvc(
-                    target,
-                    port=PORTS[target],
-                    workers=1,
-                    database_url=pair.primary_url,
-                    n=args.rows,
-                    pooler_env=pair.env(target),
-                )
-                rows, used = http_target(svc, [s], args, pair.primary_url, raw)
-            else:
-                svc, db, takes_part = plan_target(target, args, ours, peer_url)
-                if s not in takes_part:
-                    continue
-                rows, used = http_target(svc, [s], args, db, raw)
-            results += rows
-            seen = rss.setdefault(target, used)
-            seen["idle_kb"] = min(seen["idle_kb"], used["idle_kb"])
-            seen["peak_kb"] = max(seen["peak_kb"], used["peak_kb"])
-            seen["hwm_kb"] = max(seen["hwm_kb"], used["hwm_kb"])
+        for round_no in range(args.rounds):
+            for target in args.targets:
+                rows, used = measure(target, s, args, ours, peer_url, pair, raw)
+                results += [{**row, "round": round_no} for row in rows]
+                if used is not None:
+                    seen = rss.setdefault(target, used)
+                    seen["idle_kb"] = min(seen["idle_kb"], used["idle_kb"])
+                    seen["peak_kb"] = max(seen["peak_kb"], used["peak_kb"])
+                    seen["hwm_kb"] = max(seen["hwm_kb"], used["hwm_kb"])
     pair_ctx.close()
     meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     meta["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out = RESULTS / f"{tag}.json"
     out.write_text(json.dumps({"meta": meta, "results": results, "rss": rss}, indent=1))
     return out
+
+
+def measure(
+    target: str,
+    s: Scenario,
+    args: argparse.Namespace,
+    ours: str,
+    peer_url: str | None,
+    pair: replica.Pair | None,
+    raw: Path,
+) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
+    """One target on one scenario, started afresh: its rows, and its memory (None: not a service of ours)."""
+    if target in ("pgbench", "pgbench-session"):
+        return pgbench_target([s], args, ours, raw, session=target == "pgbench-session"), None
+    if target in pooler.TARGETS:
+        if s.key not in pooler.SCENARIOS:
+            return [], None
+        with pooler.started(target, args.server, args.database) as (url, env):
+            svc = services.datasvc(
+                target, port=PORTS[target], workers=1, database_url=url, n=args.rows, pooler_env=env
+            )
+            return http_target(svc, [s], args, ours, raw)
+    if target in replica.TARGETS:
+        if s.key not in replica.SCENARIOS:
+            return [], None
+        assert pair is not None
+        svc = services.datasvc(
+            target,
+            port=PORTS[target],
+            workers=1,
+            database_url=pair.primary_url,
+            n=args.rows,
+            pooler_env=pair.env(target),
+        )
+        return http_target(svc, [s], args, pair.primary_url, raw)
+    svc, db, takes_part = plan_target(target, args, ours, peer_url)
+    if s not in takes_part:
+        return [], None
+    return http_target(svc, [s], args, db, raw)
 
 
 def main(argv: list[str] | None = None) -> int:

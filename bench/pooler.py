@@ -1,5 +1,8 @@
 """The targets behind PgBouncer: ``pgbouncer-1.24`` (statement cache on) and ``pgbouncer-1.18`` (cache off).
 
+``pgbouncer-1.24-socket`` is ``pgbouncer-1.24`` reached over its Unix socket: PgBouncer deployed beside
+the service (a sidecar), its hop to PostgreSQL still over TCP, as to a database on another host.
+
 And their baseline without a pooler, ``direct-app``: the same service in the same mode as the same role,
 connected straight to PostgreSQL, so that a ratio to it is the pooler's cost alone (``datasvc-1w``
 connects as the server URL's user, a superuser by default, in session mode).
@@ -20,12 +23,14 @@ from urllib.parse import urlsplit
 
 from tests.pgbouncer import PgBouncer
 
-# target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE): 1.18 passes statement names through, so
-# asyncpg's cache must be off there (the service refuses to start otherwise).
-TARGETS: dict[str, tuple[str | None, int]] = {
-    "direct-app": (None, 100),
-    "pgbouncer-1.24": ("1.24", 100),
-    "pgbouncer-1.18": ("1.18", 0),
+# target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE, service → PgBouncer over its Unix socket):
+# 1.18 passes statement names through, so asyncpg's cache must be off there (the service refuses to start
+# otherwise).
+TARGETS: dict[str, tuple[str | None, int, bool]] = {
+    "direct-app": (None, 100, False),
+    "pgbouncer-1.24": ("1.24", 100, False),
+    "pgbouncer-1.24-socket": ("1.24", 100, True),
+    "pgbouncer-1.18": ("1.18", 0, False),
 }
 SCENARIOS = ("by_id", "create")
 ROLE = "datasvc_app"
@@ -34,7 +39,7 @@ ROLE = "datasvc_app"
 @contextmanager
 def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict[str, str]]]:
     """A PgBouncer for ``target`` in front of ``server``: the service's DATABASE_URL and its settings."""
-    version, cache_size = TARGETS[target]
+    version, cache_size, via_socket = TARGETS[target]
     parts = urlsplit(server)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     env = {"DATASVC_POOL_MODE": "transaction", "DATASVC_STATEMENT_CACHE_SIZE": str(cache_size)}
@@ -42,5 +47,5 @@ def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict
         yield f"postgresql://{ROLE}@{host}:{port}/{database}", env
         return
     # Pool as large as the service's (DATASVC_POOL_MAX, 10): no request waits in PgBouncer's queue.
-    with PgBouncer(version, pool_size=10, server=(host, port)) as bouncer:
-        yield bouncer.url(database, ROLE), env
+    with PgBouncer(version, pool_size=10, server=(host, port), unix_socket=via_socket) as bouncer:
+        yield (bouncer.socket_url if via_socket else bouncer.url)(database, ROLE), env

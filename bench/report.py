@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ ORDER = (
     "datasvc-1w",
     "direct-app",
     "pgbouncer-1.24",
+    "pgbouncer-1.24-socket",
     "pgbouncer-1.18",
     "replica",
     "replica-direct",
@@ -24,7 +26,12 @@ ORDER = (
     "pgbench",
     "pgbench-session",
 )
-POOLED = ("pgbouncer-1.24", "pgbouncer-1.18")  # datasvc-1w behind PgBouncer (bench/pooler.py)
+# datasvc-1w behind PgBouncer (bench/pooler.py), with the column heads of the "Through PgBouncer" table
+POOLED = {
+    "pgbouncer-1.24": "PgBouncer 1.24 (cache on)",
+    "pgbouncer-1.24-socket": "PgBouncer 1.24 (cache on), Unix socket",
+    "pgbouncer-1.18": "PgBouncer 1.18 (cache 0)",
+}
 BASELINE = "direct-app"  # the same service, mode and role without PgBouncer; else datasvc-1w
 REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
@@ -65,12 +72,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 class Results:
-    """Lookup of one run's rows by (target, scenario)."""
+    """Lookup of one run's rows by (target, scenario); over several rounds (``--rounds``), their medians."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.meta: dict[str, Any] = data["meta"]
         self.rss: dict[str, dict[str, int]] = data.get("rss", {})
-        self.rows: dict[tuple[str, str], Row] = {(r["target"], r["scenario"]): r for r in data["results"]}
+        self.rounds: dict[tuple[str, str], list[Row]] = {}
+        for r in data["results"]:
+            self.rounds.setdefault((r["target"], r["scenario"]), []).append(r)
+        self.rows: dict[tuple[str, str], Row] = {k: _median_row(v) for k, v in self.rounds.items()}
         present = {t for t, _ in self.rows}
         self.targets = [t for t in ORDER if t in present] + sorted(present - set(ORDER))
         self.scenarios = [s for s in SCENARIOS if any(k == s.key for _, k in self.rows)]
@@ -79,10 +89,35 @@ class Results:
         row = self.rows.get((target, scenario))
         return None if row is None else row.get(key)
 
+    def round_ratios(self, target: str, base: str, scenario: str, key: str = "rps") -> list[float]:
+        """``target`` ÷ ``base`` round by round: each pair measured seconds apart, in the same turn."""
+        ours = {r.get("round", 0): r.get(key) for r in self.rounds.get((target, scenario), [])}
+        theirs = {r.get("round", 0): r.get(key) for r in self.rounds.get((base, scenario), [])}
+        pairs = (ratio(ours[i], theirs[i]) for i in sorted(ours.keys() & theirs.keys()))
+        return [r for r in pairs if r is not None]
+
     def peer(self, scenario: str, key: str) -> Any:
         """The peer's figure to compare ``scenario`` with (its own request, or the closest one it serves)."""
         s = next((x for x in SCENARIOS if x.key == scenario), None)
         return None if s is None else self.get("peer", s.peer_pair or s.key, key)
+
+
+def _median_row(rows: list[Row]) -> Row:
+    """One row for several rounds: the median of each figure, the errors and logged statuses summed."""
+    if len(rows) == 1:
+        return rows[0]
+    merged: Row = {"target": rows[0]["target"], "scenario": rows[0]["scenario"], "rounds": len(rows)}
+    for key in rows[0]:
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if key in merged or key == "round" or not values:
+            continue
+        merged[key] = sum(values) if key == "errors" else statistics.median(values)
+    statuses: dict[str, int] = {}
+    for r in rows:
+        for status, count in (r.get("statuses") or {}).items():
+            statuses[status] = statuses.get(status, 0) + count
+    merged["statuses"] = statuses
+    return merged
 
 
 def _errors(row: Row) -> str:
@@ -162,12 +197,21 @@ def pooled(res: Results) -> str:
     rows = []
     base = BASELINE if BASELINE in res.targets else MAIN
     for s in res.scenarios:
-        through = [ratio(res.get(t, s.key, "rps"), res.get(base, s.key, "rps")) for t in POOLED]
-        if any(r is not None for r in through):
-            rows.append([s.key, *(fmt(r, 2) for r in through)])
-    return table(
-        ["scenario", f"PgBouncer 1.24 (cache on) ÷ {base}", f"PgBouncer 1.18 (cache 0) ÷ {base}"], rows
-    )
+        through = [_round_by_round(res, t, base, s.key) for t in POOLED]
+        if any(r != "-" for r in through):
+            rows.append([s.key, *through])
+    return table(["scenario", *(f"{head} ÷ {base}" for head in POOLED.values())], rows)
+
+
+def _round_by_round(res: Results, target: str, base: str, scenario: str) -> str:
+    """The median of the ratios round by round, and their range when there were several rounds."""
+    ratios = res.round_ratios(target, base, scenario)
+    if not ratios:
+        return "-"
+    median = fmt(statistics.median(ratios), 2)
+    if len(ratios) == 1:
+        return median
+    return f"{median} ({fmt(min(ratios), 2)} to {fmt(max(ratios), 2)}, {len(ratios)} rounds)"
 
 
 def replicated(res: Results) -> str:
@@ -230,9 +274,14 @@ def _estimated_vs_keyset(res: Results) -> float | None:
 
 
 def _pooled(key: str) -> Callable[[Results], float | None]:
-    return lambda res: ratio(
-        res.get("pgbouncer-1.24", key, "rps"), res.get(BASELINE, key, "rps") or res.get(MAIN, key, "rps")
-    )
+    """PgBouncer 1.24 ÷ the direct target: the median of the round-by-round ratios."""
+
+    def value(res: Results) -> float | None:
+        base = BASELINE if BASELINE in res.targets else MAIN
+        ratios = res.round_ratios("pgbouncer-1.24", base, key)
+        return statistics.median(ratios) if ratios else None
+
+    return value
 
 
 def _rss(res: Results) -> float | None:
@@ -288,6 +337,8 @@ def render(data: dict[str, Any]) -> str:
         f"## datasvc benchmark {m['started']} (N={m['n']:,}, {m['duration']} s per run after {m['warmup']} s "
         f"warm-up, wrk -t{m['threads']} -c{m['conns']}; load {m.get('loadavg', '?')})"
     )
+    if m.get("rounds", 1) > 1:
+        head += f"\n\n{m['rounds']} rounds, every target in turn: each figure is the median of its rounds"
     if m.get("commit"):
         dirty = m.get("uncommitted_files", 0)
         head += f"\n\ncode: commit {m['commit']}" + (f" plus {dirty} uncommitted file(s)" if dirty else "")

@@ -40,7 +40,7 @@ _CONFIG = """\
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = {port}
-unix_socket_dir =
+unix_socket_dir = {socket_dir}
 auth_type = trust
 auth_file = {directory}/userlist.txt
 admin_users = postgres
@@ -63,6 +63,7 @@ class PgBouncer:
         pool_size: int = 10,
         prepared_statements: bool = True,
         server: tuple[str, int] | None = None,
+        unix_socket: bool = False,
     ) -> None:
         server_host, server_port = server or address()  # default: DATASVC_TEST_DATABASE_URL's
         binary = BINARIES[version]
@@ -71,6 +72,9 @@ class PgBouncer:
         self.version = version
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix=f"datasvc-pgbouncer-{version}-"))
+        # Also listening on a Unix socket in its own directory: a PgBouncer beside the service (a sidecar)
+        # is reached that way (`socket_url`); empty, TCP only.
+        self.socket_dir = self.directory if unix_socket else None
         self.binary = self.directory / "pgbouncer"
         shutil.copy2(binary, self.binary)
         extra = ""
@@ -81,6 +85,7 @@ class PgBouncer:
                 server_host=server_host,
                 server_port=server_port,
                 port=self.port,
+                socket_dir=self.socket_dir or "",
                 directory=self.directory,
                 pool_size=pool_size,
                 extra=extra,
@@ -102,6 +107,12 @@ class PgBouncer:
 
     def url(self, dbname: str, user: str) -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
+
+    def socket_url(self, dbname: str, user: str) -> str:
+        """The libpq URL through the Unix socket (``unix_socket=True``): no TCP on the service's hop."""
+        if self.socket_dir is None:
+            raise RuntimeError("this PgBouncer listens on TCP only: start it with unix_socket=True")
+        return f"postgresql://{user}@/{dbname}?host={self.socket_dir}&port={self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         self._out = (self.directory / "stdout.log").open("ab")
