@@ -218,13 +218,13 @@ def replicated(res: Results) -> str:
     """With a replica against without, on the same primary; and that primary against the direct target."""
     rows = []
     for s in res.scenarios:
-        with_replica, without = (res.get(t, s.key, "rps") for t in REPLICATED)
-        if with_replica is not None or without is not None:
+        with_replica, without = REPLICATED
+        if res.get(with_replica, s.key, "rps") is not None or res.get(without, s.key, "rps") is not None:
             rows.append(
                 [
                     s.key,
-                    fmt(ratio(with_replica, without), 2),
-                    fmt(ratio(without, res.get(MAIN, s.key, "rps")), 2),
+                    _round_by_round(res, with_replica, without, s.key),
+                    _round_by_round(res, without, MAIN, s.key),
                 ]
             )
     return table(["scenario", "replica ÷ replica-direct", "replica-direct ÷ datasvc-1w"], rows)

@@ -42,6 +42,7 @@ import asyncpg
 import orjson
 from asyncpg import exceptions as pg
 
+from datasvc.consistency import UNREACHABLE
 from datasvc.context import request_caller, request_min_lsn, request_timing
 from datasvc.errors import DatabaseUnavailable, PoolTimeout, connect_refused
 from datasvc.registry import Kind, PlanCache, Registry, Retry, Route, Statement
@@ -348,17 +349,37 @@ class Database:
         """
         stmt = self.registry[name]
         if stmt.route is Route.REPLICA and self.replicas:
-            replica = self.replicas.choose(request_min_lsn.get())
+            min_lsn = request_min_lsn.get()
+            replica = self.replicas.choose(min_lsn)
+            # Not for a token we did not issue (UNREACHABLE): no replica has that, only the primary.
+            ask = replica is None and min_lsn is not None and min_lsn < UNREACHABLE
+            if ask:  # no sample has seen a replica pass the token yet: ask one how far it is now
+                replica = self.replicas.choose()
             if replica is not None:
                 try:
                     async with self.connection(replica) as conn:
-                        return await execute(conn, stmt, args, self.metrics, replica.kind)
+                        if not ask or await self._has_replayed(conn, replica, min_lsn or 0):
+                            return await execute(conn, stmt, args, self.metrics, replica.kind)
                 except REPLICA_UNUSABLE as exc:
                     if isinstance(exc, pg.QueryCanceledError):
                         raise  # the statement ran out of time: it would on the primary too
                     replica.take_out(f"a read failed there ({type(exc).__name__})")
                     log.info("replica failed a read; running it on the primary", extra=_why(stmt.name, exc))
         return await self._run_on_primary(stmt, args)
+
+    async def _has_replayed(self, conn: asyncpg.Connection, replica: Replica, lsn: int) -> bool:
+        """Whether ``replica`` (``conn`` one of its connections) is still a standby and has replayed ``lsn``.
+
+        A token is read back moments after its write, when the last sample (every `replicas.PERIOD`) is
+        almost always older than it: without asking, nearly every read that carries a token went to the
+        primary (2 to 5 of 100 on the replica, docs/scaling.md). One round trip on the replica instead; what
+        it says is also a fresher sample of the replica's position for the reads that follow.
+        """
+        state = await execute(conn, self.registry["replica.replay_state"], (), self.metrics, replica.kind)
+        if not state["in_recovery"] or state["replay_lsn"] is None:
+            return False  # promoted (or not a standby at all): the sampler takes it out of rotation
+        replica.saw_replay(state["replay_lsn"])
+        return bool(state["replay_lsn"] >= lsn)
 
     async def _run_on_primary(self, stmt: Statement, args: tuple[Any, ...]) -> Any:
         reconnected = False

@@ -12,9 +12,10 @@ first passed the position the replica has replayed. ``now() - pg_last_xact_repla
 paused, issue 9). A replica that has replayed everything the primary wrote is 0 s behind, however long
 ago the last write was.
 
-Reads that carry a consistency token (`datasvc.consistency`) go only to a replica whose sampled replay
-position has reached the token: the sample is a lower bound of the replica's real position, so the
-choice can only err towards the primary.
+Reads that carry a consistency token (`datasvc.consistency`) go only to a replica that has replayed up
+to the token: one whose sampled replay position has reached it (the sample is a lower bound of the
+replica's real position, so the choice can only err towards the primary), or, when no sample has yet, one
+in rotation asked on the spot (`datasvc.db.Database.run`), the primary if it has not either.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class Replica(Target):
         self.lag: float | None = None
         self.replay_lsn: int | None = None
         self.paused = False
+
+    def saw_replay(self, lsn: int) -> None:
+        """A replay position read between two samples (a token read asked): it only ever moves forward."""
+        if self.replay_lsn is None or lsn > self.replay_lsn:
+            self.replay_lsn = lsn
 
     def take_out(self, why: str) -> None:
         if self.in_rotation:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from datasvc import migrations, replicas
+from datasvc import consistency, migrations, replicas
 from datasvc.app import create_app
 from datasvc.consistency import HEADER
 from datasvc.registry import Registry, Route
@@ -209,6 +209,39 @@ async def test_a_write_read_back_with_its_token_is_always_found(pair: Pair, tmp_
     assert HEADER in deleted.headers
     assert bad.status_code == 200  # not a token: served by the primary, which has every write
     print(figure)
+
+
+async def test_a_token_no_sample_has_seen_yet_is_asked_of_the_replica(pair: Pair, tmp_path: Path) -> None:
+    """A token read moments after its write finds the last sample older than the token: the replica is
+    asked how far it has replayed, and answers the read if it has the write; the primary otherwise."""
+    settings = _settings(tmp_path, pair.primary.url, pair.standby.url)
+    async with load.admin(pair.primary.url) as primary, load.admin(pair.standby.url) as standby:
+        with TestClient(create_app(settings)) as client:
+            _until(lambda: _in_rotation(client), what="replica in rotation")
+            before = await _calls(standby, "users.get_by_id")
+            for _ in range(20):
+                created = _create(client)
+                token = created.headers[HEADER]
+                # Replayed on the standby now; the service's last sample (every 0.25 s) is almost always
+                # older: before the replica was asked, 2 to 5 reads of 100 went to it.
+                await _replayed(standby, consistency.decode(token))
+                read = client.get(f"/api/v1/users/{created.json()['id']}", headers={HEADER: token})
+                assert read.status_code == 200
+            on_replica = await _calls(standby, "users.get_by_id") - before
+            # A position the replica has not reached (far ahead of this test's writes): the primary answers.
+            on_primary = await _calls(primary, "users.get_by_id")
+            ahead = client.get(f"/api/v1/users/{created.json()['id']}", headers={HEADER: "FF/0"})
+            assert ahead.status_code == 200
+            assert await _calls(primary, "users.get_by_id") == on_primary + 1
+    assert on_replica == 20
+
+
+async def _replayed(standby: load.Admin, lsn: int, timeout: float = 15.0) -> None:
+    """Wait until the standby has replayed ``lsn`` (generous: replay on a loaded 2-core machine)."""
+    deadline = time.monotonic() + timeout
+    while await standby.run("replicas.replayed") < lsn:
+        assert time.monotonic() < deadline, f"standby did not replay {lsn} within {timeout} s"
+        await asyncio.sleep(0.002)
 
 
 async def test_paused_replay_moves_reads_to_the_primary_and_back(pair: Pair, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 -- name: replay_state :one
 -- What the lag tracker asks each replica every period: whether it is still a standby (false once
 -- promoted), the WAL position it has replayed up to (bytes since 0/0; NULL on a primary), and whether
--- replay is paused (pg_wal_replay_pause). Run on the replica itself, never routed.
+-- replay is paused (pg_wal_replay_pause). Run on the replica itself, never routed; also asked before a
+-- read that carries a consistency token no sample has seen the replica reach yet.
 -- plan: Result (no table access)
 -- retry: safe
 SELECT

@@ -54,3 +54,8 @@ ALTER SYSTEM SET recovery_min_apply_delay = '2s';
 -- Undo apply_delay_on (from the next reload on).
 -- plan: Utility statement
 ALTER SYSTEM RESET recovery_min_apply_delay;
+
+-- name: replayed :value
+-- How far a standby has replayed the WAL, as bytes since 0/0 (a consistency token's unit).
+-- plan: Result (no table access)
+SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint;
