@@ -105,6 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=int(env("CONNS", "32")))
     p.add_argument("--threads", type=int, default=int(env("THREADS", "1")))
     p.add_argument(
+        "--pooler-pool",
+        type=int,
+        default=int(env("BENCH_POOLER_POOL", "10")),
+        help="behind PgBouncer: the service's pool and PgBouncer's server connections (direct keeps 10)",
+    )
+    p.add_argument(
         "--rounds",
         type=int,
         default=int(env("ROUNDS", "1")),
@@ -376,6 +382,7 @@ def run(args: argparse.Namespace) -> Path:
         "conns": args.conns,
         "threads": args.threads,
         "rounds": args.rounds,
+        "pooler_pool": args.pooler_pool,
         "targets": args.targets,
         "nproc": os.cpu_count(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -427,7 +434,7 @@ def measure(
     if target in pooler.TARGETS:
         if s.key not in pooler.SCENARIOS:
             return [], None
-        with pooler.started(target, args.server, args.database) as (url, env):
+        with pooler.started(target, args.server, args.database, args.pooler_pool) as (url, env):
             svc = services.datasvc(
                 target, port=PORTS[target], workers=1, database_url=url, n=args.rows, pooler_env=env
             )

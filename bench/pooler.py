@@ -37,8 +37,15 @@ ROLE = "datasvc_app"
 
 
 @contextmanager
-def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """A PgBouncer for ``target`` in front of ``server``: the service's DATABASE_URL and its settings."""
+def started(
+    target: str, server: str, database: str, pool_size: int = 10
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A PgBouncer for ``target`` in front of ``server``: the service's DATABASE_URL and its settings.
+
+    ``pool_size``: behind PgBouncer, the service's pool (``DATASVC_POOL_MAX``) and PgBouncer's server
+    connections (``default_pool_size``) alike, so that no request waits in PgBouncer's queue; the direct
+    target keeps the default, 10 (``--pooler-pool``).
+    """
     version, cache_size, via_socket = TARGETS[target]
     parts = urlsplit(server)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
@@ -46,6 +53,6 @@ def started(target: str, server: str, database: str) -> Iterator[tuple[str, dict
     if version is None:
         yield f"postgresql://{ROLE}@{host}:{port}/{database}", env
         return
-    # Pool as large as the service's (DATASVC_POOL_MAX, 10): no request waits in PgBouncer's queue.
-    with PgBouncer(version, pool_size=10, server=(host, port), unix_socket=via_socket) as bouncer:
+    env["DATASVC_POOL_MAX"] = str(pool_size)
+    with PgBouncer(version, pool_size=pool_size, server=(host, port), unix_socket=via_socket) as bouncer:
         yield (bouncer.socket_url if via_socket else bouncer.url)(database, ROLE), env
