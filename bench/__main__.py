@@ -42,7 +42,7 @@ from bench.scenarios import (
     selected,
     write_pgbench_scripts,
 )
-from datasvc.db import server_settings
+from datasvc.connections import server_settings
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 
@@ -284,7 +284,7 @@ def pgbench_target(
     scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path, *, session: bool = False
 ) -> list[dict[str, Any]]:
     """pgbench with each scenario's statements; ``session``: with the pool's session settings (PGOPTIONS),
-    as every pooled connection has them (`datasvc.db.server_settings`): the target ``pgbench-session``."""
+    as every pooled connection has them (`datasvc.connections.server_settings`): ``pgbench-session``."""
     name = "pgbench-session" if session else "pgbench"
     options = pgoptions(server_settings(Settings.from_env())) if session else None
     load = L.Load(

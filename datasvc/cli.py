@@ -12,7 +12,8 @@ import asyncpg
 
 from datasvc import migrations
 from datasvc.auth import hash_token
-from datasvc.db import check_statements, server_settings
+from datasvc.connections import server_settings
+from datasvc.db import check_statements
 from datasvc.embedded import DATABASE, EmbeddedError, embedded
 from datasvc.explain import ExplainError, Report, report
 from datasvc.registry import Registry, RegistryError

@@ -39,9 +39,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
-import orjson
 from asyncpg import exceptions as pg
 
+from datasvc.connections import create_pool
 from datasvc.consistency import UNREACHABLE
 from datasvc.context import request_caller, request_min_lsn, request_timing
 from datasvc.errors import DatabaseUnavailable, PoolTimeout, connect_refused
@@ -96,40 +96,6 @@ REPLICA_UNUSABLE: tuple[type[BaseException], ...] = (
 )
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # orjson for json/jsonb both ways: faster than the stdlib and the same encoder as the responses.
-    for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename,
-            schema="pg_catalog",
-            encoder=lambda v: orjson.dumps(v).decode(),
-            decoder=orjson.loads,
-            format="text",
-        )
-
-
-def server_settings(settings: Settings) -> dict[str, str]:
-    """Session settings sent at connect time; the server enforces the timeouts even if we hang.
-
-    Behind a transaction pooler (``DATASVC_POOL_MODE=transaction``) only ``application_name``: PgBouncer
-    refuses other startup parameters (or, with ``ignore_startup_parameters``, drops them silently), and
-    the server connection they would set is shared with other clients. The timeouts then come from the
-    role (migration 0008), which `datasvc.pooler.check` verifies at start-up.
-    """
-    if settings.pool_mode == "transaction":
-        return {"application_name": settings.application_name}
-    return {"application_name": settings.application_name, **role_settings(settings)}
-
-
-def role_settings(settings: Settings) -> dict[str, str]:
-    """The timeouts the service runs under, in milliseconds: sent at connect, or expected of the role."""
-    return {
-        "statement_timeout": str(int(settings.statement_timeout * 1000)),
-        "lock_timeout": str(int(settings.lock_timeout * 1000)),
-        "idle_in_transaction_session_timeout": str(int((settings.statement_timeout + 5) * 1000)),
-    }
-
-
 class Database:
     """A pool plus the registry: handlers ask for statements by name, never by SQL text."""
 
@@ -174,19 +140,19 @@ class Database:
         # start-up is only out of rotation. The first sample below opens a connection to each.
         replicas = ReplicaSet(
             [
-                Replica(url, await _create_pool(settings, min_size=0, url=url), settings.pool_max_size)
+                Replica(url, await create_pool(settings, min_size=0, url=url), settings.pool_max_size)
                 for url in settings.replicas
             ],
             max_lag=settings.replica_max_lag,
         )
         try:
-            pool = await _create_pool(settings, min_size=settings.pool_min_size)
+            pool = await create_pool(settings, min_size=settings.pool_min_size)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning(
                 "database unreachable at start-up; serving 503 until it answers",
                 extra={"error": type(exc).__name__},
             )
-            pool = await _create_pool(settings, min_size=0)
+            pool = await create_pool(settings, min_size=0)
             db = cls(pool, registry, settings, metrics, replicas)
             if settings.pool_min_size > 0:
                 db._refill = asyncio.create_task(db._restore_floor())
@@ -213,7 +179,7 @@ class Database:
         while True:
             await asyncio.sleep(1.0)
             try:
-                pool = await _create_pool(self.settings, min_size=self.settings.pool_min_size)
+                pool = await create_pool(self.settings, min_size=self.settings.pool_min_size)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 continue
             old, self.primary.pool = self.primary.pool, pool
@@ -328,7 +294,7 @@ class Database:
         """Name the connection for the request's caller (``name``), for auditing (pg_stat_activity, logs).
 
         The server reports every change of ``application_name``, so comparing costs nothing. Connections
-        keep their session on release (`_keep_session`), so a round trip is paid only when the caller
+        keep their session on release (`datasvc.connections`), so a round trip is paid only when the caller
         differs from the connection's previous one (the gate prefers handing a connection to its previous
         caller); a request without a caller restores the plain name.
         """
@@ -551,34 +517,6 @@ async def _execute_unnamed(conn: asyncpg.Connection, stmt: Statement, args: tupl
         return await prepared.fetchval(*args)
     await prepared.fetch(*args)
     return prepared.get_statusmsg()
-
-
-async def _create_pool(settings: Settings, *, min_size: int, url: str | None = None) -> asyncpg.Pool:
-    """A pool to ``url`` (default: DATABASE_URL); replicas get the same connect settings as the primary."""
-    return await asyncpg.create_pool(
-        url or settings.database_url,
-        min_size=min_size,
-        max_size=settings.pool_max_size,
-        timeout=settings.connect_timeout,
-        # Client-side bound a little above the server's statement_timeout: catches a stalled network.
-        command_timeout=settings.statement_timeout + 1.0,
-        server_settings=server_settings(settings),
-        statement_cache_size=settings.statement_cache_size,
-        init=_init_connection,
-        reset=_keep_session,
-        max_inactive_connection_lifetime=300.0,
-    )
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Release without asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL).
-
-    That query is one more round trip per request, and about a fifth of a worker's CPU on a lookup
-    (profiled, docs/benchmarks.md). Nothing here leaves session state behind: no statement takes advisory
-    locks, LISTENs or declares cursors outside a transaction, and the only session setting changed after
-    connect, application_name, is set per request by `Database._name_caller`. An open transaction is still
-    rolled back: asyncpg does that before calling this.
-    """
 
 
 async def check_statements(conn: asyncpg.Connection, registry: Registry) -> list[tuple[Statement, str]]:

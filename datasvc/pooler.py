@@ -2,8 +2,9 @@
 
 Behind a transaction pooler (PgBouncer ``pool_mode=transaction``) each transaction may run on another
 server connection, shared with other clients, so the service keeps no session state: it sends only
-``application_name`` at connect (`datasvc.db.server_settings`). Two things it then cannot set itself must
-hold before it serves, and it refuses to start (`PoolerRefused`, with what to do) when they do not:
+``application_name`` at connect (`datasvc.connections.server_settings`). Two things it then cannot set
+itself must hold before it serves, and it refuses to start (`PoolerRefused`, with what to do) when they
+do not:
 
 - **The role's settings.** ``statement_timeout``, ``lock_timeout`` and
   ``idle_in_transaction_session_timeout`` in force must be what ``DATASVC_STATEMENT_TIMEOUT`` and
@@ -32,7 +33,8 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from datasvc.db import execute, role_settings
+from datasvc.connections import role_settings
+from datasvc.db import execute
 
 if TYPE_CHECKING:
     from datasvc.db import Database

@@ -18,7 +18,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from datasvc.app import create_app
-from datasvc.db import Database, execute, server_settings
+from datasvc.connections import server_settings
+from datasvc.db import Database, execute
 from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings

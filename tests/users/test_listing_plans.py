@@ -14,7 +14,8 @@ import orjson
 import psycopg
 import pytest
 
-from datasvc.db import execute, server_settings
+from datasvc.connections import server_settings
+from datasvc.db import execute
 from datasvc.registry import PlanCache, Registry
 from datasvc.settings import Settings
 from tests.values import HASH
