@@ -302,7 +302,8 @@ async def test_a_replica_behind_by_more_than_the_limit_leaves_rotation_until_it_
         f"lag {state['lag_seconds']} s); back {back_after:.2f} s after the delay was lifted"
     )
     assert "behind" in state["why_out"], figure
-    assert state["lag_seconds"] > 0.5, figure
+    # Out of rotation means more than 0.5 s behind; /health/ready rounds to the millisecond (0.5004 → 0.5).
+    assert state["lag_seconds"] >= 0.5, figure
     print(figure)
 
 
