@@ -117,6 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure every target this many times per scenario, in turn; the report gives medians",
     )
     p.add_argument(
+        "--pin",
+        action="store_true",
+        default=env("BENCH_PIN", "") == "1",
+        help="each service on the first half of the CPUs, wrk and pgbench on the other half (PostgreSQL "
+        "and PgBouncer run where the kernel puts them)",
+    )
+    p.add_argument(
         "--targets",
         type=_csv,
         default=_csv(env("TARGETS", ",".join(TARGETS))),
@@ -138,6 +145,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS + EXTRA_TARGETS)}")
     try:
         args.selected = selected(args.scenarios)
+        args.service_cpus, args.load_cpus = (
+            L.split_cpus(os.sched_getaffinity(0)) if args.pin else (None, None)
+        )
     except ValueError as exc:
         p.error(str(exc))
     return args
@@ -207,15 +217,24 @@ def static_paths(service: services.Service, scenarios: list[Scenario], n: int) -
     return {s.key: fill((s.peer_path or "") if service.is_peer else s.path, n, cursor) for s in scenarios}
 
 
+def _load(args: argparse.Namespace) -> L.Load:
+    return L.Load(
+        n=args.rows,
+        duration=args.duration,
+        warmup=args.warmup,
+        conns=args.conns,
+        threads=args.threads,
+        cpus=args.load_cpus,
+    )
+
+
 def http_target(
     service: services.Service, scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    load = L.Load(
-        n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
-    )
+    load = _load(args)
     rows = []
     log = raw / f"{service.name}-{'+'.join(s.key for s in scenarios)}.log"
-    with services.running(service, log) as pid:
+    with services.running(service, log, args.service_cpus) as pid:
         paths = static_paths(service, scenarios, args.rows)
         smoke(service, scenarios, paths, args.rows, db_url)
         idle = tree_rss_kb(pid)
@@ -287,9 +306,7 @@ def pgbench_target(
     as every pooled connection has them (`datasvc.connections.server_settings`): ``pgbench-session``."""
     name = "pgbench-session" if session else "pgbench"
     options = pgoptions(server_settings(Settings.from_env())) if session else None
-    load = L.Load(
-        n=args.rows, duration=args.duration, warmup=args.warmup, conns=args.conns, threads=args.threads
-    )
+    load = _load(args)
     key = L.psql(
         db_url, file=HERE / "sql" / "deep_key.sql", variables={"id": str(deep_id(args.rows))}
     ).strip()
@@ -383,6 +400,7 @@ def run(args: argparse.Namespace) -> Path:
         "threads": args.threads,
         "rounds": args.rounds,
         "pooler_pool": args.pooler_pool,
+        "pin": {"service": args.service_cpus, "load": args.load_cpus} if args.pin else None,
         "targets": args.targets,
         "nproc": os.cpu_count(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),

@@ -30,6 +30,26 @@ class Load:
     conns: int
     threads: int
     timeout: str = "30s"
+    cpus: str | None = None  # the CPUs wrk and pgbench run on (--pin), as taskset takes them; None: any
+
+
+def pinned(cpus: str | None, argv: list[str]) -> list[str]:
+    """``argv`` run on ``cpus`` only (``taskset -c``, util-linux); unchanged for None."""
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+def split_cpus(cpus: set[int]) -> tuple[str, str]:
+    """``--pin``: the first half of ``cpus`` for the service under test, the other half for the load.
+
+    On a 2-core machine wrk (about a third of a core) otherwise shares a core with the service it measures,
+    and the scheduler's hand-offs between the two move the figures by more than a pooler's cost; pinned,
+    the service has its core, as it would on a host of its own.
+    """
+    ordered = sorted(cpus)
+    if len(ordered) < 2:
+        raise ValueError(f"--pin needs at least 2 CPUs, this process may use {len(ordered)}")
+    half = len(ordered) // 2
+    return ",".join(map(str, ordered[:half])), ",".join(map(str, ordered[half:]))
 
 
 def require_tools() -> None:
@@ -74,6 +94,7 @@ def run_wrk(
     """
     cmd = ["wrk", "-t", str(load.threads), "-c", str(load.conns), "-d", f"{seconds}s"]
     cmd += ["--timeout", load.timeout, "--latency", "-s", str(LUA / lua), url]
+    cmd = pinned(load.cpus, cmd)
     env = dict(os.environ, BENCH_N=str(load.n), BENCH_TOKENS=",".join(tokens))
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
     if raw:
@@ -112,7 +133,7 @@ def run_pgbench(
     cmd += ["-M", protocol, "-D", f"n={load.n}", "-f", str(script)]
     if log_dir:
         cmd += ["-l", f"--log-prefix={log_dir / script.stem}.xact"]
-    cmd.append(url)
+    cmd = pinned(load.cpus, [*cmd, url])
     env = dict(os.environ, PGOPTIONS=options) if options else None
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=False)
     tps = _TPS.search(p.stdout)

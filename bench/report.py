@@ -339,6 +339,11 @@ def render(data: dict[str, Any]) -> str:
     )
     if m.get("rounds", 1) > 1:
         head += f"\n\n{m['rounds']} rounds, every target in turn: each figure is the median of its rounds"
+    if pin := m.get("pin"):
+        head += (
+            f"\n\npinned: each service on CPU {pin['service']}, wrk and pgbench on CPU {pin['load']}; "
+            "PostgreSQL and PgBouncer unpinned"
+        )
     if m.get("commit"):
         dirty = m.get("uncommitted_files", 0)
         head += f"\n\ncode: commit {m['commit']}" + (f" plus {dirty} uncommitted file(s)" if dirty else "")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.load import pinned
 from datasvc.settings import PROJECT_ROOT
 
 # The peer (FastAPI + SQLAlchemy) and its seed live next to the project; see ../shared/bench/README.md.
@@ -138,12 +139,16 @@ def request(
 
 
 @contextmanager
-def running(service: Service, log: Path) -> Iterator[int]:
-    """Start the service, wait until it answers, yield its PID; SIGTERM it (then SIGKILL) on the way out."""
+def running(service: Service, log: Path, cpus: str | None = None) -> Iterator[int]:
+    """Start the service, wait until it answers, yield its PID; SIGTERM it (then SIGKILL) on the way out.
+
+    ``cpus``: the CPUs the service and its workers run on (``--pin``; taskset execs it, so the PID is the
+    service's own).
+    """
     env = {**os.environ, **service.env}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            service.argv,
+            pinned(cpus, service.argv),
             cwd=service.cwd,
             env=env,
             stdout=out,

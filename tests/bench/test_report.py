@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import parse_args
+from bench.load import pinned, split_cpus
 from bench.report import render
 from bench.scenarios import SCENARIOS, pgbench_script
 from datasvc.registry import Registry
@@ -125,3 +126,32 @@ def test_several_rounds_give_medians_and_ratios_round_by_round() -> None:
     goals = {row[0]: row[1:] for row in _cells(text.split("### Targets")[1])}
     assert goals["POST create through PgBouncer 1.24: ≥ 0.95x direct"] == ["0.95x", "met"]
     assert goals["GET by id through PgBouncer 1.24: ≥ 0.95x direct"] == ["-", "not measured"]
+
+
+@pytest.mark.parametrize(
+    ("cpus", "split"),
+    [({0, 1}, ("0", "1")), ({0, 1, 2, 3}, ("0,1", "2,3")), ({3, 1, 2}, ("1", "2,3"))],
+    ids=["2 cores", "4 cores", "an odd affinity"],
+)
+def test_pin_gives_the_service_the_first_half_of_the_cpus_and_the_load_the_rest(
+    cpus: set[int], split: tuple[str, str]
+) -> None:
+    assert split_cpus(cpus) == split
+    assert pinned(split[1], ["wrk", "-c32"]) == ["taskset", "-c", split[1], "wrk", "-c32"]
+    assert pinned(None, ["wrk"]) == ["wrk"]
+
+
+def test_pin_is_refused_on_one_cpu_and_off_unless_asked() -> None:
+    with pytest.raises(ValueError, match="at least 2 CPUs"):
+        split_cpus({0})
+    args = parse_args([])
+    assert (args.pin, args.service_cpus, args.load_cpus) == (False, None, None)
+
+
+def test_a_pinned_run_says_so_in_its_report() -> None:
+    data = _run([_row("direct-app", "by_id", 1000.0, 10.0)], {})
+    meta = data["meta"]
+    assert isinstance(meta, dict)
+    assert "pinned" not in render(data)
+    text = render({**data, "meta": {**meta, "pin": {"service": "0", "load": "1"}}})
+    assert "pinned: each service on CPU 0, wrk and pgbench on CPU 1" in text
