@@ -62,9 +62,16 @@ TARGETS = (
 )
 # Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
 # send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one; PgBouncer 1.24
-# reached over its Unix socket.
-EXTRA_TARGETS = ("datasvc-1w-nolog", "datasvc-1w-tokens", "pgbench-session", "pgbouncer-1.24-socket")
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 12.
+# reached over its Unix socket; PgBouncer 1.24 and its baseline with four callers' tokens.
+EXTRA_TARGETS = (
+    "datasvc-1w-nolog",
+    "datasvc-1w-tokens",
+    "pgbench-session",
+    "pgbouncer-1.24-socket",
+    "direct-app-tokens",
+    "pgbouncer-1.24-tokens",
+)
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 14.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -82,6 +89,8 @@ PORTS = {
             "replica-direct",
             "datasvc-1w-tokens",
             "pgbouncer-1.24-socket",
+            "direct-app-tokens",
+            "pgbouncer-1.24-tokens",
         ),
         1,
     )
@@ -450,11 +459,17 @@ def measure(
     if target in ("pgbench", "pgbench-session"):
         return pgbench_target([s], args, ours, raw, session=target == "pgbench-session"), None
     if target in pooler.TARGETS:
-        if s.key not in pooler.SCENARIOS:
+        if s.key not in pooler.scenarios(target):
             return [], None
         with pooler.started(target, args.server, args.database, args.pooler_pool) as (url, env):
             svc = services.datasvc(
-                target, port=PORTS[target], workers=1, database_url=url, n=args.rows, pooler_env=env
+                target,
+                port=PORTS[target],
+                workers=1,
+                database_url=url,
+                n=args.rows,
+                pooler_env=env,
+                tokens=target.endswith("-tokens"),
             )
             return http_target(svc, [s], args, ours, raw)
     if target in replica.TARGETS:

@@ -2,6 +2,8 @@
 
 ``pgbouncer-1.24-socket`` is ``pgbouncer-1.24`` reached over its Unix socket: PgBouncer deployed beside
 the service (a sidecar), its hop to PostgreSQL still over TCP, as to a database on another host.
+``pgbouncer-1.24-tokens`` and ``direct-app-tokens`` are ``pgbouncer-1.24`` and ``direct-app`` with four
+callers, lookups by id only: what per-caller ``application_name`` costs behind PgBouncer.
 
 And their baseline without a pooler, ``direct-app``: the same service in the same mode as the same role,
 connected straight to PostgreSQL, so that a ratio to it is the pooler's cost alone (``datasvc-1w``
@@ -31,8 +33,19 @@ TARGETS: dict[str, tuple[str | None, int, bool]] = {
     "pgbouncer-1.24": ("1.24", 100, False),
     "pgbouncer-1.24-socket": ("1.24", 100, True),
     "pgbouncer-1.18": ("1.18", 0, False),
+    # Four callers (bench/services.py BENCH_TOKENS, sent in turn): each request names its caller in the
+    # session's application_name, which PgBouncer then sets on whichever server connection it hands over.
+    "direct-app-tokens": (None, 100, False),
+    "pgbouncer-1.24-tokens": ("1.24", 100, False),
 }
 SCENARIOS = ("by_id", "create")
+
+
+def scenarios(target: str) -> tuple[str, ...]:
+    """What ``target`` takes part in: the callers with tokens have read scopes only, so no create."""
+    return ("by_id",) if target.endswith("-tokens") else SCENARIOS
+
+
 ROLE = "datasvc_app"
 
 

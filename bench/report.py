@@ -17,6 +17,8 @@ ORDER = (
     "pgbouncer-1.24",
     "pgbouncer-1.24-socket",
     "pgbouncer-1.18",
+    "direct-app-tokens",
+    "pgbouncer-1.24-tokens",
     "replica",
     "replica-direct",
     "datasvc-1w-nolog",
@@ -26,13 +28,15 @@ ORDER = (
     "pgbench",
     "pgbench-session",
 )
-# datasvc-1w behind PgBouncer (bench/pooler.py), with the column heads of the "Through PgBouncer" table
-POOLED = {
-    "pgbouncer-1.24": "PgBouncer 1.24 (cache on)",
-    "pgbouncer-1.24-socket": "PgBouncer 1.24 (cache on), Unix socket",
-    "pgbouncer-1.18": "PgBouncer 1.18 (cache 0)",
-}
 BASELINE = "direct-app"  # the same service, mode and role without PgBouncer; else datasvc-1w
+# datasvc-1w behind PgBouncer (bench/pooler.py): the column heads of the "Through PgBouncer" table, and the
+# target without PgBouncer each is divided by
+POOLED = {
+    "pgbouncer-1.24": ("PgBouncer 1.24 (cache on)", BASELINE),
+    "pgbouncer-1.24-socket": ("PgBouncer 1.24 (cache on), Unix socket", BASELINE),
+    "pgbouncer-1.18": ("PgBouncer 1.18 (cache 0)", BASELINE),
+    "pgbouncer-1.24-tokens": ("PgBouncer 1.24 (cache on), 4 callers", "direct-app-tokens"),
+}
 REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a standby (bench/replica.py)
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
@@ -195,12 +199,19 @@ def pairs(res: Results) -> str:
 def pooled(res: Results) -> str:
     """Each pooler target against the direct one, per scenario it ran."""
     rows = []
-    base = BASELINE if BASELINE in res.targets else MAIN
+    bases = {
+        t: MAIN if base == BASELINE and base not in res.targets else base for t, (_, base) in POOLED.items()
+    }
     for s in res.scenarios:
-        through = [_round_by_round(res, t, base, s.key) for t in POOLED]
+        through = [_round_by_round(res, t, bases[t], s.key) for t in POOLED]
         if any(r != "-" for r in through):
             rows.append([s.key, *through])
-    return table(["scenario", *(f"{head} ÷ {base}" for head in POOLED.values())], rows)
+    return table(["scenario", *(f"{head} ÷ {bases[t]}" for t, (head, _) in POOLED.items())], rows)
+
+
+def _pooled_base(res: Results, base: str) -> str:
+    """What a pooler target is divided by: ``base``; for `BASELINE`, absent from the run, datasvc-1w."""
+    return MAIN if base == BASELINE and base not in res.targets else base
 
 
 def _round_by_round(res: Results, target: str, base: str, scenario: str) -> str:
@@ -277,8 +288,7 @@ def _pooled(key: str) -> Callable[[Results], float | None]:
     """PgBouncer 1.24 ÷ the direct target: the median of the round-by-round ratios."""
 
     def value(res: Results) -> float | None:
-        base = BASELINE if BASELINE in res.targets else MAIN
-        ratios = res.round_ratios("pgbouncer-1.24", base, key)
+        ratios = res.round_ratios("pgbouncer-1.24", _pooled_base(res, BASELINE), key)
         return statistics.median(ratios) if ratios else None
 
     return value
