@@ -41,9 +41,10 @@ def pinned(cpus: str | None, argv: list[str]) -> list[str]:
 def split_cpus(cpus: set[int]) -> tuple[str, str]:
     """``--pin``: the first half of ``cpus`` for the service under test, the other half for the load.
 
-    On a 2-core machine wrk (about a third of a core) otherwise shares a core with the service it measures,
-    and the scheduler's hand-offs between the two move the figures by more than a pooler's cost; pinned,
-    the service has its core, as it would on a host of its own.
+    On a 2-core machine wrk otherwise shares a core with the service it measures, and the scheduler's
+    hand-offs between the two moved the figures by more than a pooler's cost (3-5x the service's context
+    switches through PgBouncer, docs/benchmarks.md); pinned, the service has its core, as on a host of its
+    own.
     """
     ordered = sorted(cpus)
     if len(ordered) < 2:

@@ -199,9 +199,7 @@ def pairs(res: Results) -> str:
 def pooled(res: Results) -> str:
     """Each pooler target against the direct one, per scenario it ran."""
     rows = []
-    bases = {
-        t: MAIN if base == BASELINE and base not in res.targets else base for t, (_, base) in POOLED.items()
-    }
+    bases = {t: _pooled_base(res, base) for t, (_, base) in POOLED.items()}
     for s in res.scenarios:
         through = [_round_by_round(res, t, bases[t], s.key) for t in POOLED]
         if any(r != "-" for r in through):

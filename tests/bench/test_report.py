@@ -159,15 +159,13 @@ def test_a_pinned_run_says_so_in_its_report() -> None:
 
 def test_pgbouncer_with_callers_is_divided_by_its_own_baseline() -> None:
     # Four callers through PgBouncer against the same four callers direct, not against the one-caller run.
-    data = _run(
-        [
-            _row("direct-app", "by_id", 1000.0, 10.0),
-            _row("pgbouncer-1.24", "by_id", 950.0, 10.0),
-            _row("direct-app-tokens", "by_id", 800.0, 10.0),
-            _row("pgbouncer-1.24-tokens", "by_id", 600.0, 10.0),
-        ],
-        {},
-    )
+    rps = {
+        "direct-app": 1000.0,
+        "pgbouncer-1.24": 950.0,
+        "direct-app-tokens": 800.0,
+        "pgbouncer-1.24-tokens": 600.0,
+    }
+    data = _run([_row(target, "by_id", r, 10.0) for target, r in rps.items()], {})
     pooled = _cells(render(data).split("### Through PgBouncer")[1].split("###")[0])
     assert pooled[0][1] == "PgBouncer 1.24 (cache on) ÷ direct-app"
     assert pooled[0][4] == "PgBouncer 1.24 (cache on), 4 callers ÷ direct-app-tokens"
