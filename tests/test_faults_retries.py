@@ -38,10 +38,16 @@ async def _collide(db: Database, kind: str) -> tuple[list[object], Counter[str]]
     first, second = await _two_users(db)
     attempts: Counter[str] = Counter()
     meet = asyncio.Barrier(2)
+    finished = {"a": asyncio.Event(), "b": asyncio.Event()}
 
-    def worker(name: str, mine: int, theirs: int):
+    def worker(name: str, other: str, mine: int, theirs: int):
         async def work(tx: Transaction) -> str:
             attempts[name] += 1
+            if attempts[name] > 1:
+                # A retry waits for the winner to finish: on a loaded machine the retry's jittered pause
+                # (under 20 ms) can end before the winner commits, and the two collide again (CI saw a
+                # serializable loser run four times). The retry itself is what this test is about.
+                await finished[other].wait()
             if kind == "deadlock":
                 # Row locks taken in opposite orders: the deadlock detector aborts one of the two.
                 await execute(tx.conn, TOUCH, (mine, name))
@@ -59,10 +65,15 @@ async def _collide(db: Database, kind: str) -> tuple[list[object], Counter[str]]
         return work
 
     isolation = "read_committed" if kind == "deadlock" else "serializable"
+
+    async def run(name: str, other: str, mine: int, theirs: int) -> str:
+        try:
+            return await db.transaction(worker(name, other, mine, theirs), isolation=isolation)
+        finally:
+            finished[name].set()
+
     results = await asyncio.gather(
-        db.transaction(worker("a", first, second), isolation=isolation),
-        db.transaction(worker("b", second, first), isolation=isolation),
-        return_exceptions=True,
+        run("a", "b", first, second), run("b", "a", second, first), return_exceptions=True
     )
     return list(results), attempts
 

@@ -24,6 +24,20 @@ def _line(*callers: str) -> str:
     return "".join(f"{name} users:read {hash_token(TOKENS[name])}\n" for name in callers)
 
 
+def _replace(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to a new file and rename it over ``path``, as the README tells operators to.
+
+    Written in place, the file is truncated first, and a check between the truncation and the write reads
+    an empty file: every caller refused until the next check (CI saw a fix applied as that empty set).
+    """
+    new = path.with_name(path.name + ".new")
+    if isinstance(data, bytes):
+        new.write_bytes(data)
+    else:
+        new.write_text(data)
+    new.replace(path)
+
+
 def _status(base_url: str, caller: str) -> int:
     """One request on a fresh connection (with several workers, the kernel picks one each time)."""
     headers = {"Authorization": f"Bearer {TOKENS[caller]}", "Connection": "close"}
@@ -39,7 +53,7 @@ def _metric(base_url: str, name: str, labels: str = "") -> float | None:
 @pytest.mark.slow
 def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(settings, tmp_path):
     tokens = tmp_path / "tokens"
-    tokens.write_text(_line("alpha", "beta"))
+    _replace(tokens, _line("alpha", "beta"))
     reload = 1.0
     settings = settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=reload, workers=2)
     with LiveServer(settings, tmp_path / "serve.log") as server:
@@ -47,7 +61,7 @@ def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(set
             lambda: all(_status(server.base_url, "beta") == 404 for _ in range(10)), what="both workers"
         )
         removed = time.monotonic()
-        tokens.write_text(_line("alpha"))
+        _replace(tokens, _line("alpha"))
         # A worker checks every `reload` seconds and reads the file in a thread; the margin covers that
         # hop and a loaded CI machine, not a second check.
         deadline = removed + reload + 1.0
@@ -70,7 +84,7 @@ def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(set
 @pytest.fixture
 def watched(settings: Settings, tmp_path: Path):
     tokens = tmp_path / "tokens"
-    tokens.write_text(_line("alpha"))
+    _replace(tokens, _line("alpha"))
     with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
         yield base_url, tokens
 
@@ -78,7 +92,7 @@ def watched(settings: Settings, tmp_path: Path):
 def test_a_token_added_to_the_file_is_accepted_and_counted(watched):
     base_url, tokens = watched
     assert _status(base_url, "beta") == 401
-    tokens.write_text(_line("alpha", "beta"))
+    _replace(tokens, _line("alpha", "beta"))
     until_blocking(lambda: _status(base_url, "beta") == 404, what="beta accepted")
     assert _metric(base_url, "datasvc_auth_tokens_reloads_total", '{result="applied"}') == 1
     assert _metric(base_url, "datasvc_auth_tokens") == 2
@@ -100,10 +114,8 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
     with caplog.at_level(logging.ERROR, logger="datasvc.auth"):
         if bad is None:
             tokens.unlink()
-        elif isinstance(bad, bytes):
-            tokens.write_bytes(bad)
         else:
-            tokens.write_text(bad)
+            _replace(tokens, bad)
         until_blocking(
             lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 1, what="the refusal"
         )
@@ -121,7 +133,7 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
     assert len(logged) == 1  # once, not at every check
     assert error in logged[0].error
     # Fixed, it is applied and the alarm clears.
-    tokens.write_text(_line("beta"))
+    _replace(tokens, _line("beta"))
     until_blocking(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0, what="the fix")
     assert _status(base_url, "beta") == 404
     assert _status(base_url, "alpha") == 401
@@ -129,7 +141,7 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
 
 def test_an_emptied_file_refuses_everyone_and_never_opens(watched):
     base_url, tokens = watched
-    tokens.write_text("# every token revoked\n")
+    _replace(tokens, "# every token revoked\n")
     until_blocking(lambda: _status(base_url, "alpha") == 401, what="alpha refused")
     assert httpx2.get(base_url + USER).status_code == 401  # not open mode
     assert _metric(base_url, "datasvc_auth_tokens") == 0
@@ -137,8 +149,8 @@ def test_an_emptied_file_refuses_everyone_and_never_opens(watched):
 
 def test_an_empty_tokens_file_at_start_means_tokens_are_required(settings, tmp_path):
     tokens = tmp_path / "tokens"
-    tokens.write_text("")
+    _replace(tokens, "")
     with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
         assert httpx2.get(base_url + USER).status_code == 401
-        tokens.write_text(_line("alpha"))
+        _replace(tokens, _line("alpha"))
         until_blocking(lambda: _status(base_url, "alpha") == 404, what="alpha accepted")
