@@ -117,7 +117,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pooler-pool",
         type=int,
         default=int(env("BENCH_POOLER_POOL", "10")),
-        help="behind PgBouncer: the service's pool and PgBouncer's server connections (direct keeps 10)",
+        help="behind PgBouncer: its server connections (default_pool_size); the direct targets keep 10",
+    )
+    p.add_argument(
+        "--pooler-clients",
+        type=int,
+        default=int(env("BENCH_POOLER_CLIENTS", "0")),
+        help="behind PgBouncer: the service's pool, PgBouncer's clients (0: as many as --pooler-pool)",
     )
     p.add_argument(
         "--rounds",
@@ -238,8 +244,15 @@ def _load(args: argparse.Namespace) -> L.Load:
 
 
 def http_target(
-    service: services.Service, scenarios: list[Scenario], args: argparse.Namespace, db_url: str, raw: Path
+    service: services.Service,
+    scenarios: list[Scenario],
+    args: argparse.Namespace,
+    db_url: str,
+    raw: Path,
+    *,
+    pooler_pid: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Load ``service`` with each scenario in turn; ``pooler_pid``: the PgBouncer it runs behind, if any."""
     load = _load(args)
     rows = []
     log = raw / f"{service.name}-{'+'.join(s.key for s in scenarios)}.log"
@@ -255,7 +268,7 @@ def http_target(
                 L.run_wrk(load, url, s.lua, args.warmup, None, tokens=service.tokens)
                 L.wait_db_idle(db_url)
             start = log.stat().st_size
-            with CpuWindow(pid) as cpu:
+            with CpuWindow(pid, pooler_pid) as cpu:
                 r = L.run_wrk(
                     load,
                     url,
@@ -409,6 +422,7 @@ def run(args: argparse.Namespace) -> Path:
         "threads": args.threads,
         "rounds": args.rounds,
         "pooler_pool": args.pooler_pool,
+        "pooler_clients": args.pooler_clients or args.pooler_pool,
         "pin": {"service": args.service_cpus, "load": args.load_cpus} if args.pin else None,
         "targets": args.targets,
         "nproc": os.cpu_count(),
@@ -430,7 +444,9 @@ def run(args: argparse.Namespace) -> Path:
         pair = pair_ctx.enter_context(replica.started(args.rows))
     for s in args.selected:
         for round_no in range(args.rounds):
-            for target in args.targets:
+            # Every other round in reverse: a target that always ran second would always inherit what the
+            # first left behind (its dirty pages, the caches), and every ratio would carry that.
+            for target in args.targets if round_no % 2 == 0 else args.targets[::-1]:
                 rows, used = measure(target, s, args, ours, peer_url, pair, raw)
                 results += [{**row, "round": round_no} for row in rows]
                 if used is not None:
@@ -461,17 +477,18 @@ def measure(
     if target in pooler.TARGETS:
         if s.key not in pooler.scenarios(target):
             return [], None
-        with pooler.started(target, args.server, args.database, args.pooler_pool) as (url, env):
+        clients = args.pooler_clients or None
+        with pooler.started(target, args.server, args.database, args.pooler_pool, clients) as via:
             svc = services.datasvc(
                 target,
                 port=PORTS[target],
                 workers=1,
-                database_url=url,
+                database_url=via.url,
                 n=args.rows,
-                pooler_env=env,
+                pooler_env=via.env,
                 tokens=target.endswith("-tokens"),
             )
-            return http_target(svc, [s], args, ours, raw)
+            return http_target(svc, [s], args, ours, raw, pooler_pid=via.pooler_pid)
     if target in replica.TARGETS:
         if s.key not in replica.SCENARIOS:
             return [], None

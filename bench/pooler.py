@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from tests.pgbouncer import PgBouncer
@@ -49,23 +50,38 @@ def scenarios(target: str) -> tuple[str, ...]:
 ROLE = "datasvc_app"
 
 
+@dataclass(frozen=True)
+class Started:
+    """What the service needs to reach the database through ``target``, and the PgBouncer's process."""
+
+    url: str  # the service's DATABASE_URL
+    env: dict[str, str]  # and its settings
+    pooler_pid: int | None  # None for a direct target: its CPU is measured beside the service's
+
+
 @contextmanager
 def started(
-    target: str, server: str, database: str, pool_size: int = 10
-) -> Iterator[tuple[str, dict[str, str]]]:
-    """A PgBouncer for ``target`` in front of ``server``: the service's DATABASE_URL and its settings.
+    target: str, server: str, database: str, pool_size: int = 10, clients: int | None = None
+) -> Iterator[Started]:
+    """A PgBouncer for ``target`` in front of ``server`` (none for a direct target), for one service.
 
-    ``pool_size``: behind PgBouncer, the service's pool (``DATASVC_POOL_MAX``) and PgBouncer's server
-    connections (``default_pool_size``) alike, so that no request waits in PgBouncer's queue; the direct
-    target keeps the default, 10 (``--pooler-pool``).
+    ``pool_size``: PgBouncer's server connections (``default_pool_size``, ``--pooler-pool``), what the
+    database sees, as many as the direct target's pool (10) by default. ``clients``: the service's pool
+    (``DATASVC_POOL_MAX``) behind PgBouncer, its client connections (``--pooler-clients``; default
+    ``pool_size``). With more clients than server connections the requests in flight wait in PgBouncer's
+    queue, which hands a server connection to the next client the moment PostgreSQL has answered, rather
+    than in the service's, where a connection is free again only once the service's event loop has read
+    the answer (docs/scaling.md, *Sizing the pools*).
     """
     version, cache_size, via_socket = TARGETS[target]
     parts = urlsplit(server)
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     env = {"DATASVC_POOL_MODE": "transaction", "DATASVC_STATEMENT_CACHE_SIZE": str(cache_size)}
     if version is None:
-        yield f"postgresql://{ROLE}@{host}:{port}/{database}", env
+        yield Started(f"postgresql://{ROLE}@{host}:{port}/{database}", env, None)
         return
-    env["DATASVC_POOL_MAX"] = str(pool_size)
+    env["DATASVC_POOL_MAX"] = str(clients or pool_size)
     with PgBouncer(version, pool_size=pool_size, server=(host, port), unix_socket=via_socket) as bouncer:
-        yield (bouncer.socket_url if via_socket else bouncer.url)(database, ROLE), env
+        url = (bouncer.socket_url if via_socket else bouncer.url)(database, ROLE)
+        assert bouncer.process is not None
+        yield Started(url, env, bouncer.process.pid)

@@ -80,10 +80,12 @@ def machine_ticks() -> tuple[int, int]:
 
 
 class CpuWindow:
-    """CPU used over a window, in % of one core: the service tree, PostgreSQL, the load generator, the box."""
+    """CPU used over a window, in % of one core: the service tree, PostgreSQL, the pooler (PgBouncer, if
+    the service runs behind one), the load generator, and the box's busy share."""
 
-    def __init__(self, service_pid: int | None) -> None:
+    def __init__(self, service_pid: int | None, pooler_pid: int | None = None) -> None:
         self.service_pid = service_pid
+        self.pooler_pid = pooler_pid
         self.pm = postmaster_pid()
         self.result: dict[str, float | None] = {}
 
@@ -91,6 +93,7 @@ class CpuWindow:
         self.t0 = time.monotonic()
         self.svc0 = tree_ticks(self.service_pid) if self.service_pid else 0
         self.pg0 = tree_ticks(self.pm) if self.pm else 0
+        self.pooler0 = tree_ticks(self.pooler_pid) if self.pooler_pid else 0
         self.ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.m0 = machine_ticks()
         return self
@@ -109,6 +112,7 @@ class CpuWindow:
         self.result = {
             "svc_cpu": pct(tree_ticks(self.service_pid) - self.svc0) if self.service_pid else None,
             "pg_cpu": pct(tree_ticks(self.pm) - self.pg0) if self.pm else None,
+            "pooler_cpu": pct(tree_ticks(self.pooler_pid) - self.pooler0) if self.pooler_pid else None,
             "load_cpu": round(100.0 * load / wall),
             "box_busy": round(100.0 * (m1[0] - self.m0[0]) / max(1, m1[1] - self.m0[1])),
         }

@@ -155,11 +155,12 @@ def measured(res: Results) -> str:
                         _per_request(r.get("svc_cpu"), r["rps"]),
                         r.get("pg_cpu"),
                         _per_request(r.get("pg_cpu"), r["rps"]),
+                        _per_request(r.get("pooler_cpu"), r["rps"]),
                         r.get("box_busy"),
                     ]
                 )
     hdr = ["scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "svc CPU%", "svc µs/req", "pg CPU%"]
-    hdr += ["pg µs/req", "box busy%"]
+    hdr += ["pg µs/req", "pooler µs/req", "box busy%"]
     return table(hdr, rows)
 
 

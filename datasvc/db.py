@@ -201,6 +201,7 @@ class Database:
                     await task
         for target in self.targets():
             try:
+                await target.gate.drain()  # the pool's close waits for the connections parked there
                 await asyncio.wait_for(target.pool.close(), timeout=self.settings.shutdown_timeout)
             except TimeoutError:
                 log.warning("pool did not close in time; terminating", extra={"target": target.kind})

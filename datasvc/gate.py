@@ -8,8 +8,14 @@ before that one runs takes the connection, and the woken one queues again at the
 A `Gate` in front of the pool lets at most ``size`` requests hold its connections and queues the others
 in arrival order. A request done with a connection hands it straight to the next waiter (`Gate.release`),
 so nobody can take it in between, and asyncpg's release and acquire (a task and a turn of the loop each
-way) are skipped while requests queue. With nobody waiting, or a connection unfit to pass on (closed, in
-a transaction, taken before the pool was expired), it goes back to the pool.
+way) are skipped while requests queue. With nobody waiting, a connection fit to pass on is *parked* at the
+gate, and the next request to arrive takes it there, again without asyncpg's release and acquire; one
+parked for `PARK_SECONDS` goes back to the pool. A connection unfit to pass on (closed, in a transaction,
+taken before the pool was expired) goes back to the pool at once.
+
+Why park: with more connections than requests in flight nobody waits, and every request paid asyncpg's
+release and acquire: behind PgBouncer with 32 client connections and 32 requests in flight, 102 against
+89 µs of service CPU per lookup by id, 150 against 137 per create (docs/benchmarks.md, 2026-12-05).
 
 One exception to arrival order, bounded: connections carry their last caller in ``application_name``
 (`datasvc.db.Database._name_caller`), and renaming one for another caller costs a round trip: with four
@@ -26,10 +32,13 @@ from typing import Any
 
 LOOK_AHEAD = 8  # waiters searched for the released connection's caller
 MAX_PASSED = 4  # times a waiter can be overtaken by a later one of the connection's caller
-# Hand-overs in a row before a connection goes back through asyncpg's pool, which recycles it after
-# ``max_queries`` and rolls back what a request may have left open; under constant load a connection
-# would otherwise never return there.
+# Requests in a row a connection serves (handed over or parked) before it goes back through asyncpg's
+# pool, which recycles it after ``max_queries`` and rolls back what a request may have left open; under
+# constant load a connection would otherwise never return there.
 MAX_HAND_OVERS = 1000
+# How long a connection stays parked before it goes back to asyncpg's pool: under load it is taken again
+# within milliseconds; an idle one belongs to the pool, whose idle timeout, metrics and close() see it.
+PARK_SECONDS = 1.0
 
 # What a waiter receives: None, a place to take a connection from the pool; or (pool, connection), a
 # connection handed over by the request that used it last.
@@ -52,11 +61,14 @@ class Gate:
     ``is_in_transaction`` and ``get_settings`` are used).
     """
 
-    __slots__ = ("_background", "_lent", "_waiters", "epoch", "free")
+    __slots__ = ("_background", "_lent", "_parked", "_sweep", "_waiters", "epoch", "free")
 
     def __init__(self, size: int) -> None:
-        self.free = size
+        self.free = size  # places not held by a request (a parked connection's place is free)
         self._waiters: deque[_Waiter] = deque()
+        # Connections nobody waited for, most recently parked last, with when: (pool, connection, time).
+        self._parked: list[tuple[Any, Any, float]] = []
+        self._sweep: asyncio.TimerHandle | None = None
         # id(connection) -> [epoch when taken from the pool, hand-overs since]: only those are handed over.
         self._lent: dict[int, list[int]] = {}
         self.epoch = 0  # `expire` bumps it: connections taken before are not handed over any more
@@ -66,6 +78,11 @@ class Gate:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    @property
+    def parked(self) -> int:
+        """Idle connections kept at the gate rather than in the pool (the metrics count them idle)."""
+        return len(self._parked)
+
     async def enter(self, name: str) -> Handed:
         """Wait for a place; ``name``: the ``application_name`` the request will run under.
 
@@ -74,7 +91,7 @@ class Gate:
         """
         if self.free > 0 and not self._waiters:
             self.free -= 1
-            return None
+            return self._unpark()
         waiter = _Waiter(asyncio.get_running_loop().create_future(), name)
         self._waiters.append(waiter)
         try:
@@ -102,12 +119,23 @@ class Gate:
             waiter.future.set_result(None)
 
     def expire(self) -> None:
-        """The pool's connections were expired: hand none of those out now taken."""
+        """The pool's connections were expired: hand none of those out now taken; the parked go back."""
         self.epoch += 1
+        self._unpark_all()
+
+    async def drain(self) -> None:
+        """Before the pool closes: every parked connection back to it (its close waits for them)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        parked, self._parked = self._parked, []
+        for pool, conn, _ in parked:
+            self._lent.pop(id(conn), None)
+            await self._give_back(pool, conn)
 
     async def release(self, pool: Any, conn: Any, reset_within: float) -> None:
-        """Hand ``conn`` to a waiter if one waits and the connection is fit; else back to ``pool``."""
-        if self._handed_over(pool, conn):
+        """Hand ``conn`` to a waiter, or park it, if it is fit; else back to ``pool``."""
+        if self._passed(pool, conn):
             return
         # The place first: the waiter it wakes asks the pool for a connection when the loop next runs it
         # and gets this one, put back by then. Leaving only after the await below kept each connection
@@ -115,29 +143,66 @@ class Gate:
         self.leave()
         await pool.release(conn, timeout=reset_within)
 
-    def _handed_over(self, pool: Any, conn: Any) -> bool:
-        """Give ``conn`` to a waiter if one waits and it is fit; False: it goes back to the pool."""
+    def _fit(self, conn: Any) -> bool:
+        """Whether ``conn`` may serve another request without going back through the pool first."""
         record = self._lent.get(id(conn))
-        if (
-            self._waiters
-            and record is not None
-            and record[0] == self.epoch
-            and record[1] < MAX_HAND_OVERS
-            and not conn.is_closed()
-            and not conn.is_in_transaction()
-            and (waiter := self._take(conn.get_settings().application_name)) is not None
-        ):
-            record[1] += 1
+        return record is not None and record[0] == self.epoch and record[1] < MAX_HAND_OVERS and _open(conn)
+
+    def _passed(self, pool: Any, conn: Any) -> bool:
+        """Give ``conn`` to a waiter if one waits, else park it, if it is fit; False: back to the pool."""
+        if not self._fit(conn):
+            self._lent.pop(id(conn), None)
+            return False
+        self._lent[id(conn)][1] += 1
+        waiter = self._take(conn.get_settings().application_name) if self._waiters else None
+        if waiter is not None:
             waiter.future.set_result((pool, conn))
             return True
-        self._lent.pop(id(conn), None)
-        return False
+        self._parked.append((pool, conn, asyncio.get_running_loop().time()))
+        if self._sweep is None:
+            self._sweep = asyncio.get_running_loop().call_later(PARK_SECONDS, self._sweep_parked)
+        self.free += 1  # nobody waits (`_take` found none): the place is free, its connection parked
+        return True
+
+    def _unpark(self) -> Handed:
+        """The most recently parked connection still fit to serve, for a request given a place; or None."""
+        while self._parked:
+            pool, conn, _ = self._parked.pop()
+            if self._fit(conn):
+                return pool, conn
+            self._lent.pop(id(conn), None)
+            self._give_back_later(pool, conn)
+        return None
+
+    def _sweep_parked(self) -> None:
+        """The connections parked `PARK_SECONDS` ago or more go back to the pool (they are the first)."""
+        self._sweep = None
+        now = asyncio.get_running_loop().time()
+        stale = 0
+        while stale < len(self._parked) and now - self._parked[stale][2] >= PARK_SECONDS:
+            stale += 1
+        for pool, conn, _ in self._parked[:stale]:
+            self._lent.pop(id(conn), None)
+            self._give_back_later(pool, conn)
+        del self._parked[:stale]
+        if self._parked:
+            wait = self._parked[0][2] + PARK_SECONDS - now
+            self._sweep = asyncio.get_running_loop().call_later(wait, self._sweep_parked)
+
+    def _unpark_all(self) -> None:
+        parked, self._parked = self._parked, []
+        for pool, conn, _ in parked:
+            self._lent.pop(id(conn), None)
+            self._give_back_later(pool, conn)
 
     def _pass_on(self, pool: Any, conn: Any) -> None:
         """A connection handed to a waiter cancelled meanwhile: to the next waiter, or back to the pool."""
-        if self._handed_over(pool, conn):
+        if self._passed(pool, conn):
             return
         self.leave()
+        self._give_back_later(pool, conn)
+
+    def _give_back_later(self, pool: Any, conn: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._give_back(pool, conn))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -172,3 +237,15 @@ class Gate:
         waiter = waiters[chosen]
         del waiters[chosen]
         return waiter
+
+
+def _open(conn: Any) -> bool:
+    """Whether ``conn`` is open and outside a transaction.
+
+    A pooled connection that dies (its backend killed, say, while it was parked) is taken back by asyncpg
+    itself, and its proxy then raises InterfaceError ("released back to the pool") even for `is_closed`.
+    """
+    try:
+        return not conn.is_closed() and not conn.is_in_transaction()
+    except Exception:  # asyncpg's InterfaceError; whatever fails here, the connection is not used
+        return False

@@ -92,7 +92,9 @@ def _pool_numbers(source: PoolSource) -> dict[str, tuple[int, int, int, int]]:
     out: dict[str, tuple[int, int, int, int]] = {}
     for target in source.targets():
         pool = target.pool
-        numbers = (pool.get_size(), pool.get_idle_size(), pool.get_max_size(), target.waiting)
+        # Idle: in the pool, or parked at the gate for the next request (`datasvc.gate`).
+        idle = pool.get_idle_size() + target.gate.parked
+        numbers = (pool.get_size(), idle, pool.get_max_size(), target.waiting)
         before = out.get(target.kind, (0, 0, 0, 0))
         out[target.kind] = tuple(a + b for a, b in zip(before, numbers, strict=True))
     return out

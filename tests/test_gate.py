@@ -7,6 +7,7 @@ Real connections to the test database throughout: a request "holds" a connection
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,6 +17,7 @@ from datasvc import gate as gate_module
 from datasvc.context import Timing, request_caller, request_timing
 from datasvc.db import CONNECTION_LOST, Database
 from datasvc.gate import MAX_PASSED, Gate
+from datasvc.metrics import _pool_numbers
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests.waits import until
@@ -192,7 +194,8 @@ async def test_a_connection_handed_to_a_cancelled_waiter_is_passed_on(database_u
         third.cancel()
         with pytest.raises(asyncio.CancelledError):
             await third
-        # Nobody else waits: the connection went back to the pool and the place is free again.
+        # Nobody else waits: the connection is parked at the gate (back in the pool after PARK_SECONDS)
+        # and the place is free again.
         await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
         assert gate.free == 1
         assert gate.waiting == 0
@@ -270,3 +273,78 @@ async def test_a_connection_goes_back_to_the_pool_after_max_hand_overs(
         # Twice straight over; the third time back to the pool, and the waiter got a place to take it.
         assert received == [(pool, conn), (pool, conn), None]
         await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
+
+
+async def test_a_connection_nobody_waits_for_is_parked_for_the_next_request(db: Database) -> None:
+    """Not back through asyncpg's pool (a task and a turn of the loop each way): kept at the gate."""
+    gate, pool = db.primary.gate, db.primary.pool
+    requests = Requests(db)
+    await requests.start("first", None)
+    assert (gate.parked, pool.get_idle_size(), gate.free) == (1, 0, 1)
+    assert _pool_numbers(db)["primary"][1] == 1  # the metrics count it idle
+    _, hold = await _holding(requests, "second", None)
+    assert requests.pids["second"] == requests.pids["first"]
+    assert (gate.parked, gate.free) == (0, 0)
+    hold.set()
+
+
+async def test_a_parked_connection_goes_back_to_the_pool_after_a_while(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle, it belongs to the pool: asyncpg's idle timeout and close() see it there."""
+    monkeypatch.setattr(gate_module, "PARK_SECONDS", 0.05)
+    gate, pool = db.primary.gate, db.primary.pool
+    await Requests(db).start("first", None)
+    assert gate.parked == 1
+    await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
+    assert (gate.parked, gate.free) == (0, 1)
+
+
+async def test_a_parked_connection_whose_server_died_is_not_handed_out(
+    db: Database, database_url: str
+) -> None:
+    gate = db.primary.gate
+    requests = Requests(db)
+    await requests.start("first", None)
+    ((_, parked, _),) = gate._parked
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", requests.pids["first"])
+    finally:
+        await admin.close()
+    await until(lambda: not gate_module._open(parked), what="asyncpg sees the connection closed")
+    await requests.start("second", None)
+    assert requests.pids["second"] != requests.pids["first"]
+
+
+async def test_after_a_lost_connection_the_parked_go_back_to_the_pool(settings: Settings) -> None:
+    db = await Database.connect(settings.with_overrides(pool_min_size=2, pool_max_size=2), REGISTRY)
+    try:
+        requests = Requests(db)
+        first, hold_first = await _holding(requests, "first", None)
+        await requests.start("parked", None)
+        hold_first.set()
+        await first
+        assert db.primary.gate.parked == 2
+        with pytest.raises(CONNECTION_LOST):
+            async with db.connection() as conn:  # one of the two; the other stays parked
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        # The pool was expired: the connection still parked went back to it, to be replaced.
+        assert db.primary.gate.parked == 0
+        await requests.start("after", None)
+        assert requests.pids["after"] not in (requests.pids["first"], requests.pids["parked"])
+    finally:
+        await db.close()
+
+
+async def test_closing_returns_the_parked_connections_first(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg's close waits for every connection taken from the pool: a parked one must go back first."""
+    db = await Database.connect(settings.with_overrides(pool_min_size=1, pool_max_size=1), REGISTRY)
+    await Requests(db).start("first", None)
+    assert db.primary.gate.parked == 1
+    with caplog.at_level(logging.WARNING, logger="datasvc.db"):
+        await db.close()
+    assert "pool did not close in time" not in caplog.text
+    assert db.primary.pool.get_size() == 0
