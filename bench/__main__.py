@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--pooler-clients",
         type=int,
         default=int(env("BENCH_POOLER_CLIENTS", "0")),
-        help="behind PgBouncer: the service's pool, PgBouncer's clients (0: as many as --pooler-pool)",
+        help="behind PgBouncer: the service's pool, PgBouncer's clients (0: as many as wrk's --conns)",
     )
     p.add_argument(
         "--rounds",
@@ -422,7 +422,7 @@ def run(args: argparse.Namespace) -> Path:
         "threads": args.threads,
         "rounds": args.rounds,
         "pooler_pool": args.pooler_pool,
-        "pooler_clients": args.pooler_clients or args.pooler_pool,
+        "pooler_clients": args.pooler_clients or args.conns,
         "pin": {"service": args.service_cpus, "load": args.load_cpus} if args.pin else None,
         "targets": args.targets,
         "nproc": os.cpu_count(),
@@ -477,7 +477,9 @@ def measure(
     if target in pooler.TARGETS:
         if s.key not in pooler.scenarios(target):
             return [], None
-        clients = args.pooler_clients or None
+        # As many client connections as requests in flight: they wait in PgBouncer's queue for one of its
+        # server connections (as many as the direct targets' pool), not at the service's gate.
+        clients = args.pooler_clients or args.conns
         with pooler.started(target, args.server, args.database, args.pooler_pool, clients) as via:
             svc = services.datasvc(
                 target,

@@ -67,11 +67,11 @@ def started(
 
     ``pool_size``: PgBouncer's server connections (``default_pool_size``, ``--pooler-pool``), what the
     database sees, as many as the direct target's pool (10) by default. ``clients``: the service's pool
-    (``DATASVC_POOL_MAX``) behind PgBouncer, its client connections (``--pooler-clients``; default
-    ``pool_size``). With more clients than server connections the requests in flight wait in PgBouncer's
-    queue, which hands a server connection to the next client the moment PostgreSQL has answered, rather
-    than in the service's, where a connection is free again only once the service's event loop has read
-    the answer (docs/scaling.md, *Sizing the pools*).
+    (``DATASVC_POOL_MAX``) behind PgBouncer, its client connections (``--pooler-clients``, by default
+    wrk's connections; None here: ``pool_size``). With more clients than server connections the requests
+    in flight wait in PgBouncer's queue, which hands a server connection to the next client the moment
+    PostgreSQL has answered, rather than at the service's gate, where a connection is free again only once
+    the service's event loop has read the answer (docs/scaling.md, *Sizing the pools*).
     """
     version, cache_size, via_socket = TARGETS[target]
     parts = urlsplit(server)
