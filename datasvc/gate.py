@@ -13,9 +13,10 @@ gate, and the next request to arrive takes it there, again without asyncpg's rel
 parked for `PARK_SECONDS` goes back to the pool. A connection unfit to pass on (closed, in a transaction,
 taken before the pool was expired) goes back to the pool at once.
 
-Why park: with more connections than requests in flight nobody waits, and every request paid asyncpg's
-release and acquire: behind PgBouncer with 32 client connections and 32 requests in flight, 102 against
-89 µs of service CPU per lookup by id, 150 against 137 per create (docs/benchmarks.md, 2026-12-05).
+Why park: with as many connections as requests in flight nobody waits, and every request paid asyncpg's
+release and acquire. Behind PgBouncer, 32 requests in flight on 32 client connections cost the service
+102 µs of CPU per lookup by id, against 85 µs on 10 connections handed over at the gate
+(docs/benchmarks.md, 2026-12-05).
 
 One exception to arrival order, bounded: connections carry their last caller in ``application_name``
 (`datasvc.db.Database._name_caller`), and renaming one for another caller costs a round trip: with four
