@@ -170,3 +170,15 @@ def test_pgbouncer_with_callers_is_divided_by_its_own_baseline() -> None:
     assert pooled[0][1] == "PgBouncer 1.24 (cache on) ÷ direct-app"
     assert pooled[0][4] == "PgBouncer 1.24 (cache on), 4 callers ÷ direct-app-tokens"
     assert (pooled[2][1], pooled[2][4]) == ("0.95", "0.75")
+
+
+def test_pgbouncers_own_cpu_is_reported_per_request() -> None:
+    # 20% of a core at 10,000 req/s is 20 µs a request; a direct target has no pooler to measure.
+    rows = [
+        {**_row("direct-app", "by_id", 10_000.0, 5.0), "pooler_cpu": None},
+        {**_row("pgbouncer-1.24", "by_id", 10_000.0, 5.0), "pooler_cpu": 20.0},
+    ]
+    text = render(_run(rows, {}))
+    header, _, *cells = _cells(text.split("### Measured")[1].split("###")[0])
+    column = header.index("pooler µs/req")
+    assert {row[1]: row[column] for row in cells} == {"direct-app": "-", "pgbouncer-1.24": "20"}
