@@ -11,7 +11,7 @@ package (``scripts/apt-deps``), which passes prepared statements' names through 
 refuses to run as root, so as root it runs as the ``postgres`` account, from a private directory holding
 its configuration, its log and a copy of the binary (the cache under /root is not readable by others).
 Every database of the test server is reachable through it under its own name, as any role listed in
-``users`` (trust, as the test server itself).
+``users`` (trust, as the test server itself). ``settings``: more lines for its ``[pgbouncer]`` section.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class PgBouncer:
         prepared_statements: bool = True,
         server: tuple[str, int] | None = None,
         unix_socket: bool = False,
+        settings: dict[str, str] | None = None,
     ) -> None:
         server_host, server_port = server or address()  # default: DATASVC_TEST_DATABASE_URL's
         binary = BINARIES[version]
@@ -77,9 +78,9 @@ class PgBouncer:
         self.socket_dir = self.directory if unix_socket else None
         self.binary = self.directory / "pgbouncer"
         shutil.copy2(binary, self.binary)
-        extra = ""
+        extra = "".join(f"{name} = {value}\n" for name, value in (settings or {}).items())
         if version != "1.18":  # 1.18 knows no such setting: it passes statement names through
-            extra = f"max_prepared_statements = {200 if prepared_statements else 0}"
+            extra += f"max_prepared_statements = {200 if prepared_statements else 0}"
         (self.directory / "pgbouncer.ini").write_text(
             _CONFIG.format(
                 server_host=server_host,
