@@ -160,6 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS + EXTRA_TARGETS)}")
     try:
         args.selected = selected(args.scenarios)
+        args.pooler_clients = args.pooler_clients or args.conns
         args.service_cpus, args.load_cpus = (
             L.split_cpus(os.sched_getaffinity(0)) if args.pin else (None, None)
         )
@@ -422,7 +423,7 @@ def run(args: argparse.Namespace) -> Path:
         "threads": args.threads,
         "rounds": args.rounds,
         "pooler_pool": args.pooler_pool,
-        "pooler_clients": args.pooler_clients or args.conns,
+        "pooler_clients": args.pooler_clients,
         "pin": {"service": args.service_cpus, "load": args.load_cpus} if args.pin else None,
         "targets": args.targets,
         "nproc": os.cpu_count(),
@@ -477,10 +478,9 @@ def measure(
     if target in pooler.TARGETS:
         if s.key not in pooler.scenarios(target):
             return [], None
-        # As many client connections as requests in flight: they wait in PgBouncer's queue for one of its
-        # server connections (as many as the direct targets' pool), not at the service's gate.
-        clients = args.pooler_clients or args.conns
-        with pooler.started(target, args.server, args.database, args.pooler_pool, clients) as via:
+        # By default as many client connections as requests in flight: they wait in PgBouncer's queue for
+        # one of its server connections (as many as the direct targets' pool), not at the service's gate.
+        with pooler.started(target, args.server, args.database, args.pooler_pool, args.pooler_clients) as via:
             svc = services.datasvc(
                 target,
                 port=PORTS[target],

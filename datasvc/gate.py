@@ -129,10 +129,9 @@ class Gate:
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
-        parked, self._parked = self._parked, []
-        for pool, conn, _ in parked:
-            self._lent.pop(id(conn), None)
-            await self._give_back(pool, conn)
+        self._unpark_all()
+        if self._background:
+            await asyncio.gather(*self._background)
 
     async def release(self, pool: Any, conn: Any, reset_within: float) -> None:
         """Hand ``conn`` to a waiter, or park it, if it is fit; else back to ``pool``."""
@@ -171,8 +170,7 @@ class Gate:
             pool, conn, _ = self._parked.pop()
             if self._fit(conn):
                 return pool, conn
-            self._lent.pop(id(conn), None)
-            self._give_back_later(pool, conn)
+            self._to_pool(pool, conn)
         return None
 
     def _sweep_parked(self) -> None:
@@ -183,8 +181,7 @@ class Gate:
         while stale < len(self._parked) and now - self._parked[stale][2] >= PARK_SECONDS:
             stale += 1
         for pool, conn, _ in self._parked[:stale]:
-            self._lent.pop(id(conn), None)
-            self._give_back_later(pool, conn)
+            self._to_pool(pool, conn)
         del self._parked[:stale]
         if self._parked:
             wait = self._parked[0][2] + PARK_SECONDS - now
@@ -193,8 +190,12 @@ class Gate:
     def _unpark_all(self) -> None:
         parked, self._parked = self._parked, []
         for pool, conn, _ in parked:
-            self._lent.pop(id(conn), None)
-            self._give_back_later(pool, conn)
+            self._to_pool(pool, conn)
+
+    def _to_pool(self, pool: Any, conn: Any) -> None:
+        """A parked connection back to ``pool``, no longer one the gate may hand out."""
+        self._lent.pop(id(conn), None)
+        self._give_back_later(pool, conn)
 
     def _pass_on(self, pool: Any, conn: Any) -> None:
         """A connection handed to a waiter cancelled meanwhile: to the next waiter, or back to the pool."""

@@ -105,6 +105,12 @@ def test_rounds_are_counted_and_interleaved() -> None:
     assert parse_args([]).rounds == 1
 
 
+def test_behind_pgbouncer_the_service_has_a_client_connection_per_request_in_flight() -> None:
+    assert parse_args([]).pooler_clients == parse_args([]).conns == 32
+    assert parse_args(["--conns", "64"]).pooler_clients == 64
+    assert parse_args(["--pooler-clients", "10"]).pooler_clients == 10
+
+
 def test_several_rounds_give_medians_and_ratios_round_by_round() -> None:
     # The machine was slow for both targets in round 1: ratios are taken round by round (0.96, 0.95, 0.86),
     # never one round's figure against another's, and their median is reported.
