@@ -13,12 +13,12 @@ import asyncpg
 from datasvc import migrations
 from datasvc.auth import hash_token
 from datasvc.connections import server_settings
-from datasvc.db import check_statements
 from datasvc.embedded import DATABASE, EmbeddedError, embedded
 from datasvc.explain import ExplainError, Report, report
 from datasvc.registry import Registry, RegistryError
 from datasvc.serve import serve
 from datasvc.settings import Settings, SettingsError, redact_url
+from datasvc.statements import check_statements
 
 
 def main(argv: Sequence[str] | None = None) -> int:

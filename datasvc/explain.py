@@ -24,8 +24,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from datasvc.db import execute
 from datasvc.registry import Registry, Statement
+from datasvc.statements import execute
 
 # Below this many rows a table fits in a few pages, and reading them all costs the planner less than an
 # index descent plus a heap fetch: a sequential scan there is the planner being right, not a missing index.

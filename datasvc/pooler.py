@@ -34,7 +34,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from datasvc.connections import role_settings
-from datasvc.db import execute
+from datasvc.statements import execute
 
 if TYPE_CHECKING:
     from datasvc.db import Database

@@ -20,8 +20,8 @@ import asyncpg
 import httpx2
 import orjson
 
-from datasvc.db import execute
 from datasvc.registry import Registry
+from datasvc.statements import execute
 from tests.values import HASH
 
 TEST_SQL = Registry.load(Path(__file__).parent / "sql")

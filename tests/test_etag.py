@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 
 from datasvc.conditional import etag
-from datasvc.db import execute
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.statements import execute
 from tests import load
 from tests.values import HASH
 

@@ -8,9 +8,10 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from datasvc.db import Database, Transaction, execute
+from datasvc.db import Database, Transaction
 from datasvc.errors import ServiceUnavailable, translate
 from datasvc.registry import Registry
+from datasvc.statements import execute
 from tests import load
 from tests.values import HASH
 

@@ -4,9 +4,10 @@ import asyncio
 
 import asyncpg
 
-from datasvc.db import Database, check_statements, execute
+from datasvc.db import Database
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.statements import check_statements, execute
 
 
 async def _check(url: str, registry: Registry):

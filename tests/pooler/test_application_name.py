@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from datasvc.db import execute
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.statements import execute
 from tests.load import TEST_SQL
 from tests.pgbouncer import PgBouncer
 from tests.pooler.conftest import APP_ROLE, dbname

@@ -21,10 +21,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from datasvc.app import create_app
-from datasvc.db import execute
 from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
+from datasvc.statements import execute
 from tests.pgbouncer import PgBouncer
 from tests.pooler.conftest import APP_ROLE, dbname, through
 from tests.test_privileges import as_role

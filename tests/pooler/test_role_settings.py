@@ -19,10 +19,11 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.connections import server_settings
-from datasvc.db import Database, execute
+from datasvc.db import Database
 from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
+from datasvc.statements import execute
 from tests import load
 from tests.liveserver import environment, free_port
 from tests.pgbouncer import PgBouncer

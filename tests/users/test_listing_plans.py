@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from datasvc.connections import server_settings
-from datasvc.db import execute
 from datasvc.registry import PlanCache, Registry
 from datasvc.settings import Settings
+from datasvc.statements import execute
 from tests.values import HASH
 
 ROWS = 120_000
