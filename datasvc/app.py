@@ -32,6 +32,7 @@ from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
 from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
+from datasvc.replicas import ReplicaCollector
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings, SettingsError
@@ -141,6 +142,8 @@ def create_app(
                 await db.close()
                 raise
         metrics.watch_pool(db)
+        if db.replicas:
+            metrics.register(ReplicaCollector(db.replicas))
         if take_sigterm:
             drain.take_sigterm()
         background = [asyncio.create_task(warn_if_privileged(db))]
