@@ -52,6 +52,7 @@ class RequestContextMiddleware:
         request_id = request_id or new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["arrived"] = started  # the clock a caller's deadline (Prefer: wait) counts from
         timing = Timing()
         token = request_timing.set(timing)
         status = 500
