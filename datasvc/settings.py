@@ -94,6 +94,19 @@ def _on_off(raw: str) -> str:
         raise ValueError("must be on or off") from None
 
 
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or len(raw) <= len("https://"):
+        raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+    return raw
+
+
+def _traces_exporter(raw: str) -> str:
+    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+    if not names <= {"otlp", "none"} or names == {"otlp", "none"}:
+        raise ValueError("must be otlp or none (spans are sent as OTLP over HTTP)")
+    return names.pop()
+
+
 @dataclass(frozen=True)
 class Env:
     """How a `Settings` field is read: its environment variable, the parser of its text, and its doc."""
@@ -337,6 +350,40 @@ class Settings:
             "by its workers; set it when several instances serve one API.",
         ),
     ] = None
+    # OpenTelemetry's own variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/):
+    # setting any of the first three turns tracing on (datasvc.tracing); the SDK reads the rest itself.
+    otel_exporter_otlp_endpoint: Annotated[
+        str | None,
+        Env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            _http_url,
+            "OTLP/HTTP collector base URL (`/v1/traces` is appended). Set: tracing on (see Tracing).",
+        ),
+    ] = None
+    otel_exporter_otlp_traces_endpoint: Annotated[
+        str | None,
+        Env(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            _http_url,
+            "OTLP/HTTP URL spans are posted to, as is. Set: tracing on.",
+        ),
+    ] = None
+    otel_traces_exporter: Annotated[
+        str | None,
+        Env(
+            "OTEL_TRACES_EXPORTER",
+            _traces_exporter,
+            "`otlp`: tracing on (to http://localhost:4318 unless an endpoint is set); `none`: off.",
+        ),
+    ] = None
+    otel_service_name: Annotated[
+        str | None,
+        Env(
+            "OTEL_SERVICE_NAME",
+            str,
+            "`service.name` of the spans. Unset: `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, else datasvc.",
+        ),
+    ] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -355,6 +402,13 @@ class Settings:
         if settings.pool_min_size > settings.pool_max_size:
             raise SettingsError("DATASVC_POOL_MIN must not exceed DATASVC_POOL_MAX")
         return settings
+
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are made and exported: an OTLP endpoint or ``OTEL_TRACES_EXPORTER=otlp`` is set."""
+        if self.otel_traces_exporter is not None:
+            return self.otel_traces_exporter == "otlp"
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @property
     def replicas(self) -> tuple[str, ...]:
