@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.otlp import Receiver
+from tests.support.otlp import Receiver
 
 DASHBOARD = PROJECT_ROOT / "docs" / "grafana" / "datasvc.json"
 _METRIC = re.compile(r"\b(datasvc_[a-z0-9_]+)\b")

@@ -27,13 +27,12 @@ from datasvc.context import Timing, request_timing
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings, SettingsError
 from datasvc.statements import execute
-from tests.faultproxy import FaultProxy
-from tests.liveserver import LiveServer
-from tests.load import ADMIN_NAME, admin
-from tests.otlp import ReceivedSpan, Receiver, SilentCollector
-from tests.server import serve
-from tests.values import HASH
-from tests.waits import until, until_blocking
+from tests.support.faultproxy import FaultProxy
+from tests.support.load import ADMIN_NAME, admin
+from tests.support.otlp import ReceivedSpan, Receiver, SilentCollector
+from tests.support.servers import ProcessServer, ThreadServer
+from tests.support.values import HASH
+from tests.support.waits import until, until_blocking
 
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -69,7 +68,7 @@ def _traced_server(settings: Settings, log_path: Path) -> Iterator[tuple[Receive
     """A `datasvc serve` exporting to a receiver of the test's, its access log in ``log_path``, a user."""
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint)
-        with LiveServer(traced, log_path, access_log=True) as server:
+        with ProcessServer(traced, log_path, access_log=True) as server:
             yield receiver, server.base_url, _create(server.base_url, "ada")
 
 
@@ -261,7 +260,7 @@ def test_a_collector_that_never_answers_costs_requests_nothing(
         traced = settings.with_overrides(
             otel_exporter_otlp_endpoint=collector.endpoint, shutdown_timeout=2.0, drain_seconds=0.0
         )
-        server = LiveServer(traced, tmp_path / "serve.log")
+        server = ProcessServer(traced, tmp_path / "serve.log")
         server.start()
         try:
             user_id = _create(server.base_url, "ada")
@@ -286,7 +285,7 @@ def test_shutdown_flushes_the_spans_still_queued(
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # nothing leaves on the timer: only the flush
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, drain_seconds=0.0)
-        server = LiveServer(traced, tmp_path / "serve.log")
+        server = ProcessServer(traced, tmp_path / "serve.log")
         server.start()
         try:
             _create(server.base_url, "ada")
@@ -304,7 +303,8 @@ async def test_a_statement_run_again_shows_both_attempts(settings: Settings, dat
         traced = settings.with_overrides(
             database_url=proxy.url_for(database_url), otel_exporter_otlp_endpoint=receiver.endpoint
         )
-        with serve(traced) as base_url:
+        with ThreadServer(traced) as server:
+            base_url = server.base_url
             user_id = _create(base_url, "ada")
             held = proxy.held
             proxy.set_mode("stall")
@@ -340,7 +340,8 @@ async def test_errors_carry_their_sqlstate_and_a_5xx_its_error_type(
 ) -> None:
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, lock_timeout=0.2)
-        with serve(traced) as base_url:
+        with ThreadServer(traced) as server:
+            base_url = server.base_url
             user_id = _create(base_url, "ada")
             body = {"email": "ada@example.org", "username": "ada", "hashed_password": HASH}
             duplicate = httpx2.post(base_url + "/api/v1/users", json=body)
@@ -377,7 +378,8 @@ async def test_the_caller_is_named_on_the_server_span(settings: Settings) -> Non
     entry = f"billing users:read,users:write {hashlib.sha256(token.encode()).hexdigest()}"
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, auth_tokens=entry)
-        with serve(traced) as base_url:
+        with ThreadServer(traced) as server:
+            base_url = server.base_url
             answer = httpx2.get(base_url + "/api/v1/users/1", headers={"authorization": f"Bearer {token}"})
             spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got))
     assert answer.status_code == 404

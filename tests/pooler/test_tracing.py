@@ -13,10 +13,10 @@ import httpx2
 
 from datasvc.registry import Registry
 from datasvc.settings import Settings
-from tests.load import ADMIN_NAME, admin
-from tests.otlp import Receiver
-from tests.server import serve
-from tests.values import HASH
+from tests.support.load import ADMIN_NAME, admin
+from tests.support.otlp import Receiver
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
 
 SAMPLED = "5" * 32
 UNSAMPLED = "6" * 32
@@ -30,7 +30,7 @@ async def test_the_comment_reaches_postgresql_through_the_pooler(
     plain = Registry.load(settings.sql_dir)["users.get_by_id"]
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint)
-        with serve(traced) as base_url, httpx2.Client(base_url=base_url) as client:
+        with ThreadServer(traced) as server, httpx2.Client(base_url=server.base_url) as client:
             body = {"email": "ada@example.org", "username": "ada", "hashed_password": HASH}
             created = client.post("/api/v1/users", json=body)
             assert created.status_code == 201
