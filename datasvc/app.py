@@ -26,6 +26,7 @@ from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
+from datasvc.listener import Listener
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
@@ -36,7 +37,7 @@ from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings
 from datasvc.tokenfile import TokensFileWatcher
-from datasvc.users import listing
+from datasvc.users import changes, export, listing, retention
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -65,7 +66,14 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 
 
 def operations() -> tuple[Operation, ...]:
-    return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
+    return (
+        *users.OPERATIONS,
+        *listing.OPERATIONS,
+        *changes.OPERATIONS,
+        *export.OPERATIONS,
+        *HEALTH_OPERATIONS,
+        *METRICS_OPERATIONS,
+    )
 
 
 def create_app(
@@ -102,6 +110,7 @@ def create_app(
         metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
+    listener = Listener(settings, registry)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -119,7 +128,11 @@ def create_app(
         metrics.watch_pool(db)
         if take_sigterm:
             drain.take_sigterm()
-        background = [asyncio.create_task(warn_if_privileged(db))]
+        listener.start()
+        background = [
+            asyncio.create_task(warn_if_privileged(db)),
+            asyncio.create_task(retention.purge_forever(db, settings.changes_retention)),
+        ]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
         try:
@@ -132,6 +145,8 @@ def create_app(
                     "settings": settings,
                     "cursors": cursors,
                     "drain": drain,
+                    "listener": listener,
+                    "exports": export.Exports(),
                 }
         finally:
             for task in background:
@@ -139,13 +154,14 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             metrics.watch_pool(None)
+            await listener.close()
             await db.close()
             if access_log is not None:
                 # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
                 access_log.close()
 
     routes = [
-        *build_routes(ops, guard=authenticator.authorize),
+        *build_routes(ops, guard=authenticator.authorize, after_write=listener.nudge),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *docs.routes(),
     ]
