@@ -37,7 +37,7 @@ from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings
 from datasvc.tokenfile import TokensFileWatcher
-from datasvc.users import changes, export, listing, retention
+from datasvc.users import batches, changes, export, listing, retention
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -68,6 +68,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 def operations() -> tuple[Operation, ...]:
     return (
         *users.OPERATIONS,
+        *batches.OPERATIONS,
         *listing.OPERATIONS,
         *changes.OPERATIONS,
         *export.OPERATIONS,

@@ -69,8 +69,10 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
 
 def convert(raw: str, type_name: str) -> Any:
     """A command-line string as the Python value asyncpg binds for ``type_name`` (arrays: comma-separated)."""
-    if type_name.startswith("_"):  # asyncpg names array types after their element with a leading "_"
-        return [convert(item, type_name[1:]) for item in raw.split(",")] if raw else []
+    # An array: asyncpg names the built-in ones `int8[]`, others after pg_type (`_int8`).
+    element = type_name.removesuffix("[]") if type_name.endswith("[]") else type_name.removeprefix("_")
+    if element != type_name:
+        return [convert(item, element) for item in raw.split(",")] if raw else []
     return _CONVERTERS.get(type_name, str)(raw)
 
 

@@ -111,6 +111,25 @@ def test_hot_statement_uses_the_index_its_header_names(seeded_url, name, params)
     assert plan["Plan"]["Shared Hit Blocks"] + plan["Plan"].get("Shared Read Blocks", 0) < 20
 
 
+# The batchGet statements (POST /api/v1/users:batchGet): 100 keys, one of them matching no user.
+_IDS = [54321 + 7 * i for i in range(99)] + [-1]
+BATCHES: list[tuple[str, dict[str, str]]] = [
+    ("users.batch_get_by_id", {"ids": ",".join(map(str, _IDS))}),
+    ("users.batch_get_by_username", {"usernames": ",".join(f"user_{i}" for i in _IDS)}),
+    ("users.batch_get_by_email", {"emails": ",".join(f"USER.{i}@example.COM" for i in _IDS)}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), BATCHES, ids=[n for n, _ in BATCHES])
+def test_batch_statement_probes_the_index_its_header_names_once_per_key(seeded_url, name, params):
+    stmt = REGISTRY[name]
+    plan = _plan(seeded_url, stmt, params)
+    assert gate(stmt, plan) == [], f"{name}: {node_types(plan)}"
+    assert plan["Plan"]["Actual Rows"] == 99
+    # A probe per key reads a few index pages and one heap page: nowhere near the table's thousands.
+    assert plan["Plan"]["Shared Hit Blocks"] + plan["Plan"].get("Shared Read Blocks", 0) < 100 * 8
+
+
 def test_the_gate_fails_a_statement_without_an_index(seeded_url, tmp_path):
     (tmp_path / "users").mkdir()
     (tmp_path / "users" / "by_bio.sql").write_text(
