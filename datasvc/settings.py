@@ -69,7 +69,17 @@ def _cursor_secret(raw: str) -> str:
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _duration(raw: str) -> float:
+class Duration(float):
+    """Seconds, shown in the largest whole unit (``7d``, ``90m``) as the configuration table writes it."""
+
+    def __str__(self) -> str:
+        for unit, seconds in sorted(_DURATION_UNITS.items(), key=lambda item: -item[1]):
+            if self % seconds == 0:
+                return f"{int(self // seconds)}{unit}"
+        return f"{float(self):g}s"
+
+
+def _duration(raw: str) -> Duration:
     """Seconds from ``45s``, ``30m``, ``12h``, ``7d`` or a plain number of seconds; more than zero."""
     text = raw.strip().lower()
     unit = _DURATION_UNITS.get(text[-1:], 0)
@@ -80,7 +90,7 @@ def _duration(raw: str) -> float:
         raise ValueError("must be a duration such as 7d, 12h, 30m, 45s or a number of seconds") from None
     if not value > 0:
         raise ValueError("must be more than zero")
-    return value
+    return Duration(value)
 
 
 def _log_level(raw: str) -> str:
@@ -353,7 +363,7 @@ class Settings:
             "How long the audit trail (users_changes) keeps a change: `7d`, `12h`, `30m`, `45s` or seconds. "
             "Older changes are purged in batches; a feed cursor behind them is 410 cursor-expired.",
         ),
-    ] = 7 * 86400.0
+    ] = Duration(7 * 86400)
     cursor_secret: Annotated[
         str | None,
         Env(
