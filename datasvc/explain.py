@@ -7,7 +7,7 @@ the statement, so it always runs inside a transaction that is rolled back: expla
 nothing.
 
 `report` adds what a reader needs to judge the plan: the planner's row estimate of each table it reads,
-and, when the plan scans a table sequentially where the statement's ``-- plan:`` header expects no such
+and, when the plan scans a table sequentially where the statement's ``-- expect-plan:`` header expects no such
 scan, the plan again with sequential scans discouraged (``explain.discourage_seqscan``, local to the
 rolled-back transaction): on a tiny table a scan is cheaper than any index, which is not a defect.
 """
@@ -141,7 +141,7 @@ class Report:
 
     plan: list[str]  # EXPLAIN's text, as PostgreSQL prints it
     rows: dict[str, int]  # each table the plan reads -> the planner's row estimate
-    scanned: list[str]  # tables read by a Seq Scan that the statement's `-- plan:` does not expect
+    scanned: list[str]  # tables read by a Seq Scan that the statement's `-- expect-plan:` does not expect
     without_scans: list[str]  # the plan with sequential scans discouraged, when `scanned`
 
     @property

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
-from datasvc import consistency
+from datasvc import consistency, preferences
 from datasvc.context import request_min_lsn
 from datasvc.errors import MethodNotAllowed
 
@@ -61,6 +61,8 @@ class Operation:
     scope: str | None = None  # the caller scope the operation requires when auth is on
     # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
     consistency: str | None = None
+    # The status of its answer to `Prefer: return=minimal` (headers, no body); None: always the full one.
+    minimal: int | None = None
 
 
 def build_routes(
@@ -142,14 +144,14 @@ class _Dispatch:
         if self.guard is not None:
             self.guard(request, operation)
         if operation.consistency == "write":
-            response = await endpoint(request)
+            response = await preferences.within_wait(endpoint, request)
             await consistency.stamp(request, response)
             if self.after_write is not None and 200 <= response.status_code < 300:
                 self.after_write()
         else:
             pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
             try:
-                response = await endpoint(request)
+                response = await preferences.within_wait(endpoint, request)
             finally:
                 if pinned is not None:
                     request_min_lsn.reset(pinned)

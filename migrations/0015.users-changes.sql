@@ -1,7 +1,7 @@
+-- depends: 0011.users-status-index-comment
 -- The audit trail of users: one row per created, updated or deleted user, written by triggers in the
 -- writing transaction, so a change made with psql is recorded as one made by the service; the change
 -- feed (GET /api/v1/users/changes) reads it.
--- depends: 0011.users-status-index-comment
 --
 -- What a row says: the operation, the user, the version the write left (a delete: one past the last
 -- version, so per user the versions of the trail only grow), the writing transaction's id (xid), when

@@ -1,5 +1,5 @@
 -- name: ping :value
 -- The change feed's listening connection still answers: a network that went silent never closes it.
--- plan: Result
+-- expect-plan: Result
 -- retry: safe
 SELECT true;

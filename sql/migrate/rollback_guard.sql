@@ -3,7 +3,7 @@
 -- them would lose before it runs. count(*) goes through query_to_xml with the table's regclass (quoted by
 -- PostgreSQL), so no statement text is assembled outside this file; tables that do not exist are left out.
 -- params: tables
--- plan: Function Scan on unnest (one count(*) per table named)
+-- expect-plan: Function Scan on unnest (one count(*) per table named)
 -- retry: safe
 SELECT
     c.oid::regclass::text AS table_name,
@@ -20,7 +20,7 @@ ORDER BY t.name;
 -- authenticated caller's request), other than this one: `datasvc migrate --rollback` refuses to take the
 -- schema from under them unless --force.
 -- params: application_name
--- plan: Function Scan on pg_stat_get_activity
+-- expect-plan: Function Scan on pg_stat_get_activity
 -- retry: safe
 SELECT
     pid,

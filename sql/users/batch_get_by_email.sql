@@ -7,10 +7,9 @@
 -- `caseless(email) = any(...)` could use the index but would lose which requested key matched; a join on
 -- the unnested array keeps it, probing users_email_caseless_key once per key.
 -- params: emails
--- plan: Index Scan using users_email_caseless_key on users
+-- expect-plan: Index Scan using users_email_caseless_key on users
 -- route: replica
 -- retry: safe
--- plan-cache: generic
 SELECT
     requested.position,
     users.id, users.email, users.username, users.full_name, users.bio, users.status,

@@ -14,7 +14,7 @@
 -- (committed changes wait at or above `below`, behind a transaction still running). The page's columns
 -- are NULL when it is empty. xid8 travels as text: asyncpg has no codec for it.
 -- params: after_xid, after_seq, limit
--- plan: Index Scan using users_changes_pkey on users_changes under Limit
+-- expect-plan: Index Scan using users_changes_pkey on users_changes under Limit
 -- retry: safe
 WITH snap AS (
     SELECT pg_current_snapshot() AS taken

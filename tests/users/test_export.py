@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from datasvc.settings import Settings
 from datasvc.users.export import PAGE, negotiate
-from tests.server import serve
+from tests.support.servers import ThreadServer
 
 EXPORT = "/api/v1/users/export"
 ROWS = PAGE * 2 + 345  # three pages, the last one short
@@ -144,8 +144,8 @@ def test_bad_filters_are_422(client: TestClient) -> None:
 def live(settings: Settings, database_url: str) -> Iterator[str]:
     """A real server (sockets: a client that stops reading, one that goes away)."""
     seed(database_url, PAGE * 20)
-    with serve(settings) as base_url:
-        yield base_url
+    with ThreadServer(settings) as server:
+        yield server.base_url
 
 
 def _in_use(base_url: str) -> float:
