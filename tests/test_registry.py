@@ -82,9 +82,6 @@ def test_shipped_routes_are_the_reviewed_reads():
         "users.batch_get_by_email",
         "users.list",
         "users.list_search",
-        "users.batch_get_by_id",
-        "users.batch_get_by_username",
-        "users.batch_get_by_email",
         "users.export_json",
         "users.export_rows",
     }
