@@ -207,6 +207,7 @@ def create_app(
     # of their own (`Operation.aliases`); any other path is a 404 problem.
     app.router.redirect_slashes = False
     app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
+    app.state.tracing = tracing  # None when tracing is off; for tests and tooling: close(), dropped
     return app
 
 
