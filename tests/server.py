@@ -23,7 +23,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from datasvc.app import create_app
-from datasvc.protocol import limited
+from datasvc.protocol import for_settings
 from datasvc.settings import Settings
 
 
@@ -91,8 +91,8 @@ def serve_app(app: ASGIApp, **config: Any) -> Iterator[ThreadServer]:
 def serve(settings: Settings, **config: Any) -> Iterator[str]:
     """`create_app(settings)` served on a free 127.0.0.1 port; yields its base URL.
 
-    The HTTP protocol is `datasvc serve`'s: httptools with the request-head bound of ``settings``.
+    The HTTP protocol is `datasvc serve`'s: httptools with the bounds and timeouts of ``settings``.
     """
-    config.setdefault("http", limited(settings.max_header_bytes))
+    config.setdefault("http", for_settings(settings))
     with serve_app(create_app(settings), **config) as server:
         yield server.base_url
