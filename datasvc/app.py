@@ -38,7 +38,7 @@ from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings
 from datasvc.tokenfile import TokensFileWatcher
-from datasvc.users import listing
+from datasvc.users import batches, listing
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -67,7 +67,13 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 
 
 def operations() -> tuple[Operation, ...]:
-    return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
+    return (
+        *users.OPERATIONS,
+        *batches.OPERATIONS,
+        *listing.OPERATIONS,
+        *HEALTH_OPERATIONS,
+        *METRICS_OPERATIONS,
+    )
 
 
 def create_app(

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, RegistryError, EmbeddedError, migrations.MigrationLockTimeout) as exc:
         print(f"datasvc: {exc}", file=sys.stderr)
         return 2
+    except migrations.RollbackRefused as exc:
+        print(f"datasvc: {exc}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,10 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--rollback",
         nargs="?",
-        type=int,
+        type=_rollback_count,
         const=1,
         metavar="N",
-        help="roll back the N most recent migrations (default 1; 0 rolls back all)",
+        help="roll back the N most recent migrations (default 1; 0 rolls back all). Refused (exit 1, "
+        "nothing changed) while the service is connected, and, without --yes, when it would drop a table "
+        "holding rows or every migration",
     )
     group.add_argument(
         "--status",
@@ -78,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
         default=migrations.DEFAULT_WAIT,
         metavar="SECONDS",
         help="how long to wait for another migrator to finish (default %(default)s)",
+    )
+    migrate.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm a rollback that drops rows or the whole schema (needed when stdin is not a terminal)",
+    )
+    migrate.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back even while sessions of the service (DATASVC_APPLICATION_NAME) are connected",
     )
     migrate.set_defaults(handler=_migrate)
 
@@ -123,6 +138,14 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--no-analyze", action="store_true", help="plain EXPLAIN: plan only, nothing runs")
     plan.set_defaults(handler=_sql_explain)
     return parser
+
+
+def _rollback_count(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: N must be a whole number of migrations, 1 or more (0: all of them)"
+        )
+    return int(raw)
 
 
 def _require_url(settings: Settings) -> str:
@@ -192,13 +215,43 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.rollback is not None:
         count = None if args.rollback == 0 else args.rollback
         done = migrations.rollback(
-            url, settings.migrations_dir, count, sql_dir=settings.sql_dir, wait=args.wait
+            url,
+            settings.migrations_dir,
+            count,
+            sql_dir=settings.sql_dir,
+            wait=args.wait,
+            confirm=_rollback_guard(yes=args.yes, force=args.force, app=settings.application_name),
+            application_name=settings.application_name,
         )
         print("rolled back: " + (", ".join(done) or "nothing"))
         return 0
     done = migrations.apply(url, settings.migrations_dir, sql_dir=settings.sql_dir, wait=args.wait)
     print("applied: " + (", ".join(done) or "nothing (up to date)"))
     return 0
+
+
+def _rollback_guard(*, yes: bool, force: bool, app: str) -> Callable[[migrations.RollbackPlan], None]:
+    """Refuse a rollback under a live service (unless --force) or one that loses data unconfirmed."""
+
+    def confirm(plan: migrations.RollbackPlan) -> None:
+        if plan.sessions and not force:
+            pids = ", ".join(f"{pid} from {client}" for pid, _, client in plan.sessions[:5])
+            more = f" and {len(plan.sessions) - 5} more" if len(plan.sessions) > 5 else ""
+            raise migrations.RollbackRefused(
+                f"{len(plan.sessions)} session(s) of the service ({app!r}) are connected to this database "
+                f"(pid {pids}{more}): stop it first, or pass --force; nothing rolled back"
+            )
+        if yes or not (plan.everything or plan.loses_rows):
+            return
+        scope = "every migration (the whole schema)" if plan.everything else ", ".join(plan.migrations)
+        what = f"--rollback would undo {scope} and drop {plan.losses()}"
+        if not sys.stdin.isatty():
+            raise migrations.RollbackRefused(f"{what}: pass --yes to confirm; nothing rolled back")
+        print(f"datasvc: {what}.", file=sys.stderr)
+        if input("Type 'yes' to roll back: ").strip() != "yes":
+            raise migrations.RollbackRefused("not confirmed; nothing rolled back")
+
+    return confirm
 
 
 def _sql_list(args: argparse.Namespace, settings: Settings) -> int:

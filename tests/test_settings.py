@@ -68,6 +68,20 @@ def _readme_configuration_table() -> dict[str, str]:
     return {env: default.strip() for env, default in rows}
 
 
+# Read by the test suite, not by the service; the README names them below its table.
+TEST_ONLY = {"DATASVC_TEST_DATABASE_URL", "DATASVC_TEST_DATA_DIR"}
+VARIABLE = re.compile(r"\bDATASVC_[A-Z][A-Z_]*[A-Z]\b")
+
+
+def test_every_variable_the_package_or_the_readme_names_is_a_declared_setting():
+    """No setting read or documented beside `Settings`: each one the code or the README names is declared."""
+    declared = {spec.env for spec in FIELDS}
+    code = "\n".join(p.read_text() for p in (PROJECT_ROOT / "datasvc").rglob("*.py"))
+    assert set(VARIABLE.findall(code)) <= declared, set(VARIABLE.findall(code)) - declared
+    named = set(VARIABLE.findall((PROJECT_ROOT / "README.md").read_text())) - TEST_ONLY
+    assert named <= declared, named - declared
+
+
 def test_the_readme_configuration_table_is_the_declared_settings_in_order():
     table = _readme_configuration_table()
     assert list(table) == [spec.env for spec in FIELDS]
