@@ -335,7 +335,8 @@ class Settings:
             "DATASVC_AUTH_TOKENS_FILE",
             Path,
             "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
-            "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
+            "changes; a token it no longer lists is refused, even when it does not parse. Set, even empty: "
+            "tokens required.",
         ),
     ] = None
     auth_reload_seconds: Annotated[
