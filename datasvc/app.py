@@ -36,7 +36,7 @@ from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
-from datasvc.settings import Settings
+from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
 from datasvc.users import batches, listing
 from datasvc.users import routes as users
@@ -114,6 +114,24 @@ def create_app(
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
+    routes = [
+        *build_routes(ops, guard=authenticator.authorize),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *docs.routes(),
+    ]
+    templates = {r.endpoint: r.path_format for r in routes}
+    tracing = None
+    if settings.tracing:
+        try:  # only when on: the SDK stays unloaded otherwise
+            from datasvc.tracing import SpanCollector, Tracing
+        except ImportError as exc:
+            raise SettingsError(
+                f"tracing is configured (OTEL_*) but OpenTelemetry is not installed ({exc.name}): "
+                "install datasvc[tracing]"
+            ) from None
+        tracing = Tracing.create(settings, templates)
+        metrics.register(SpanCollector(tracing))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         authenticator.log_mode()
@@ -148,15 +166,12 @@ def create_app(
                     await task
             metrics.watch_pool(None)
             await db.close()
+            if tracing is not None:
+                tracing.close(settings.shutdown_timeout)
             if access_log is not None:
                 # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
                 access_log.close()
 
-    routes = [
-        *build_routes(ops, guard=authenticator.authorize),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        *docs.routes(),
-    ]
     app = Starlette(
         routes=routes,
         middleware=[
@@ -164,8 +179,9 @@ def create_app(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 access_log=access_log,
-                observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
+                observe=metrics.request_observer(templates),
                 on_client_closed=functools.partial(metrics.count_closed, "client-closed"),
+                tracing=tracing,
             ),
             # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
             Middleware(GZipMiddleware),

@@ -43,7 +43,7 @@ from asyncpg import exceptions as pg
 
 from datasvc.connections import create_pool
 from datasvc.consistency import UNREACHABLE
-from datasvc.context import request_caller, request_min_lsn
+from datasvc.context import request_caller, request_min_lsn, request_timing
 from datasvc.errors import DatabaseUnavailable, PoolTimeout, connect_refused
 from datasvc.registry import Registry, Retry, Route, Statement
 from datasvc.replicas import Replica, ReplicaSet, Target
@@ -272,8 +272,12 @@ class Database:
         finally:
             timer.cancel()
             target.waiting -= 1
+            waited = time.perf_counter() - started
             if self.metrics is not None:
-                self.metrics.observe_acquire(time.perf_counter() - started, target.kind)
+                self.metrics.observe_acquire(waited, target.kind)
+            timing = request_timing.get()
+            if timing is not None and timing.trace is not None:
+                timing.trace.waited(waited, target.kind)
 
     async def _release(self, target: Target, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
         try:

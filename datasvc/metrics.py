@@ -191,6 +191,10 @@ class Metrics:
         """One request or connection ended early for ``reason`` (one of `CLOSED_REASONS`)."""
         self._closed[reason].inc()
 
+    def register(self, collector: Collector) -> None:
+        """A feature's own collector, read when scraped (with ``--workers N``: the answering worker's)."""
+        (self.registry if self.group is None else self._worker).register(collector)
+
     def watch_pool(self, source: PoolSource | None) -> None:
         """Report this pool from now on (None: stop, e.g. after the lifespan closed it)."""
         self._pool.source = source
