@@ -69,6 +69,7 @@ class RequestContextMiddleware:
         request_id = request_id or new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["arrived"] = started  # the clock a caller's deadline (Prefer: wait) counts from
         timing = Timing()
         if self.tracing is not None:
             timing.trace = self.tracing.start(scope)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from datasvc import consistency
+from datasvc import consistency, preferences
 from datasvc.context import request_min_lsn
 from datasvc.errors import MethodNotAllowed
 
@@ -59,6 +59,8 @@ class Operation:
     scope: str | None = None  # the caller scope the operation requires when auth is on
     # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
     consistency: str | None = None
+    # The status of its answer to `Prefer: return=minimal` (headers, no body); None: always the full one.
+    minimal: int | None = None
 
 
 def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:
@@ -118,12 +120,12 @@ class _Dispatch:
         if self.guard is not None:
             self.guard(request, operation)
         if operation.consistency == "write":
-            response = await endpoint(request)
+            response = await preferences.within_wait(endpoint, request)
             await consistency.stamp(request, response)
         else:
             pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
             try:
-                response = await endpoint(request)
+                response = await preferences.within_wait(endpoint, request)
             finally:
                 if pinned is not None:
                     request_min_lsn.reset(pinned)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from contextlib import contextmanager
 
 import httpx2
 import orjson
 
-from tests.rawhttp import statuses
-from tests.server import serve
-from tests.waits import until_blocking
+from tests.support.rawhttp import statuses
+from tests.support.servers import ThreadServer
+from tests.support.waits import until_blocking
 
 STALLED = (
     b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -38,7 +39,7 @@ def _closed_count(base_url: str, reason: str) -> float:
 
 
 def test_a_body_that_does_not_arrive_in_time_is_408_and_closes(settings):
-    with serve(settings.with_overrides(body_timeout=0.3)) as base_url:
+    with _serve(settings.with_overrides(body_timeout=0.3)) as base_url:
         sock = _connect(base_url)
         sock.sendall(STALLED)
         raw = _until_closed(sock)  # the socket's 10 s timeout bounds a server that never answers
@@ -54,7 +55,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_closes(settings):
 
 def test_a_stalled_upload_holds_no_slot(settings):
     """With one slot, an upload that never completes leaves it to the next caller (no 503)."""
-    with serve(settings.with_overrides(max_in_flight=1, body_timeout=30)) as base_url:
+    with _serve(settings.with_overrides(max_in_flight=1, body_timeout=30)) as base_url:
         stalled = [_connect(base_url) for _ in range(3)]
         for sock in stalled:
             sock.sendall(STALLED)
@@ -71,7 +72,7 @@ def test_a_stalled_upload_holds_no_slot(settings):
 
 def test_a_client_gone_mid_upload_is_counted_as_client_closed_not_an_error(settings, caplog):
     caplog.set_level(logging.INFO, logger="datasvc.client")
-    with serve(settings) as base_url:
+    with _serve(settings) as base_url:
         sock = _connect(base_url)
         sock.sendall(STALLED)
         sock.close()
@@ -80,3 +81,9 @@ def test_a_client_gone_mid_upload_is_counted_as_client_closed_not_an_error(setti
     closed = [r for r in caplog.records if r.name == "datasvc.client"]
     assert [r.getMessage() for r in closed] == ["client closed the connection mid-request"]
     assert closed[0].exc_info is None
+
+
+@contextmanager
+def _serve(settings):
+    with ThreadServer(settings) as server:
+        yield server.base_url

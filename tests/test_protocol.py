@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import re
 import socket
+from contextlib import contextmanager
 
 import httpx2
 import orjson
 import pytest
 
 from datasvc.protocol import MAX_PIPELINED
-from tests.rawhttp import exchange, statuses
-from tests.server import serve
-from tests.values import HASH
-from tests.waits import until_blocking
+from tests.support.rawhttp import exchange, statuses
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
+from tests.support.waits import until_blocking
 
 
 @pytest.fixture
 def live(settings):
-    with serve(settings) as base_url:
-        yield base_url
+    with ThreadServer(settings) as server:
+        yield server.base_url
 
 
 def _problem(raw: bytes) -> tuple[dict[bytes, bytes], dict[str, object]]:
@@ -184,7 +185,7 @@ def _closed_within(sock: socket.socket, seconds: float) -> bytes:
 
 
 def test_a_head_that_does_not_arrive_in_time_closes_the_connection(settings):
-    with serve(settings.with_overrides(head_timeout=0.3)) as base_url:
+    with _serve(settings.with_overrides(head_timeout=0.3)) as base_url:
         silent = _connect(base_url)
         partial = _connect(base_url)
         partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -209,7 +210,7 @@ def _closed_count(base_url: str, reason: str) -> float:
 
 def test_a_client_that_does_not_read_is_disconnected_after_the_send_timeout(settings):
     """Four 1.4 MB documents asked for and never read: the send buffer stays full, the server aborts."""
-    with serve(settings.with_overrides(send_timeout=0.5)) as base_url:
+    with _serve(settings.with_overrides(send_timeout=0.5)) as base_url:
         sock = _connect(base_url)
         sock.sendall(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
         until_blocking(lambda: _closed_count(base_url, "send-timeout") == 1, what="the send timeout")
@@ -226,7 +227,7 @@ def test_pipelining_is_bounded_per_connection(live):
 
 
 def test_connections_past_the_bound_are_refused_at_once_and_open_ones_served(settings):
-    with serve(settings.with_overrides(max_connections=3)) as base_url:
+    with _serve(settings.with_overrides(max_connections=3)) as base_url:
         held = [_connect(base_url) for _ in range(3)]
         held[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(held[0].recv(65536)) == [200]
@@ -241,3 +242,9 @@ def test_connections_past_the_bound_are_refused_at_once_and_open_ones_served(set
             assert statuses(sock.recv(65536)) == [200]
         for sock in (*held, refused):
             sock.close()
+
+
+@contextmanager
+def _serve(settings):
+    with ThreadServer(settings) as server:
+        yield server.base_url

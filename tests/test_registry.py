@@ -77,6 +77,9 @@ def test_shipped_routes_are_the_reviewed_reads():
         "users.get_by_id",
         "users.get_by_username",
         "users.get_by_email",
+        "users.batch_get_by_id",
+        "users.batch_get_by_username",
+        "users.batch_get_by_email",
         "users.list",
         "users.list_search",
     }
