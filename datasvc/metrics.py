@@ -53,6 +53,14 @@ if TYPE_CHECKING:
     from datasvc.tokenfile import ReloadState
 
 UNMATCHED = "unmatched"
+CLOSED_REASONS = (
+    "client-closed",
+    "body-timeout",
+    "head-timeout",
+    "send-timeout",
+    "too-many-connections",
+    "too-many-pipelined",
+)
 # Point lookups take ~0.2-2 ms in the database; the tail we care about is 10 ms to a few seconds.
 _QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -132,6 +140,12 @@ class Metrics:
             ["statement", "error", "target"],
             registry=self.registry,
         )
+        self.problems = Counter(
+            "datasvc_http_problems",
+            "Problem answers by type (the problem type's last path segment, docs/api.md) and status.",
+            ["type", "status"],
+            registry=self.registry,
+        )
         self.acquire = Histogram(
             "datasvc_db_pool_acquire_seconds",
             "Time spent waiting for a pooled connection (including acquires that timed out).",
@@ -139,6 +153,15 @@ class Metrics:
             buckets=_ACQUIRE_BUCKETS,
             registry=self.registry,
         )
+        self.closed = Counter(
+            "datasvc_http_closed",
+            "Requests and connections ended early, by reason: client-closed (the caller closed its "
+            "connection mid-request), body-timeout (408), head-timeout, send-timeout (the caller did not "
+            "read its answer), too-many-connections, too-many-pipelined.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._closed = {reason: self.closed.labels(reason) for reason in CLOSED_REASONS}
         self._pool = _PoolCollector()
         self._access_log = _AccessLogCollector()
         self._auth = _AuthCollector()
@@ -170,6 +193,10 @@ class Metrics:
         self._tallies.append(tally)
         return tally.observe
 
+    def count_closed(self, reason: str) -> None:
+        """One request or connection ended early for ``reason`` (one of `CLOSED_REASONS`)."""
+        self._closed[reason].inc()
+
     def register(self, collector: Collector) -> None:
         """A feature's own collector, read when scraped (with ``--workers N``: the answering worker's)."""
         (self.registry if self.group is None else self._worker).register(collector)
@@ -200,6 +227,8 @@ class Metrics:
             if observer is None:
                 observer = observers[key] = self._request_observer(templates.get(key[0], UNMATCHED), *key[1:])
             observer(seconds)
+            if status >= 400 and (problem := scope.get("state", {}).get("problem")) is not None:
+                self.problems.labels(problem, str(status)).inc()
 
         return observe
 
