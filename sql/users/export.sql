@@ -9,7 +9,7 @@
 -- One page of the export as NDJSON lines, built by the server (json_build_object: what psql's
 -- `COPY (SELECT row_to_json(...))` costs), timestamps in UTC with microseconds, RFC 3339.
 -- params: status, is_verified, is_admin, search, after_id, limit
--- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx)
+-- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_text_trgm_idx)
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -33,18 +33,14 @@ WHERE
     AND ($1::text IS NULL OR status = $1)
     AND ($2::boolean IS NULL OR is_verified = $2)
     AND ($3::boolean IS NULL OR is_admin = $3)
-    AND (
-        $4::text IS NULL
-        OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
-        LIKE caseless($4)
-    )
+    AND ($4::text IS NULL OR users_search_text(username, email, full_name) LIKE caseless($4))
 ORDER BY id
 LIMIT $6;
 
 -- name: export_rows :many
 -- One page of the export as columns, for the CSV the service writes.
 -- params: status, is_verified, is_admin, search, after_id, limit
--- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx)
+-- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_text_trgm_idx)
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -58,10 +54,6 @@ WHERE
     AND ($1::text IS NULL OR status = $1)
     AND ($2::boolean IS NULL OR is_verified = $2)
     AND ($3::boolean IS NULL OR is_admin = $3)
-    AND (
-        $4::text IS NULL
-        OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
-        LIKE caseless($4)
-    )
+    AND ($4::text IS NULL OR users_search_text(username, email, full_name) LIKE caseless($4))
 ORDER BY id
 LIMIT $6;
