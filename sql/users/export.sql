@@ -33,7 +33,10 @@ WHERE
     AND ($1::text IS NULL OR status = $1)
     AND ($2::boolean IS NULL OR is_verified = $2)
     AND ($3::boolean IS NULL OR is_admin = $3)
-    AND ($4::text IS NULL OR users_search_text(username, email, full_name) LIKE caseless($4))
+    AND (
+        $4::text IS NULL
+        OR users_search_text(username, email, full_name) LIKE caseless($4)
+    )
 ORDER BY id
 LIMIT $6;
 
@@ -54,6 +57,9 @@ WHERE
     AND ($1::text IS NULL OR status = $1)
     AND ($2::boolean IS NULL OR is_verified = $2)
     AND ($3::boolean IS NULL OR is_admin = $3)
-    AND ($4::text IS NULL OR users_search_text(username, email, full_name) LIKE caseless($4))
+    AND (
+        $4::text IS NULL
+        OR users_search_text(username, email, full_name) LIKE caseless($4)
+    )
 ORDER BY id
 LIMIT $6;
