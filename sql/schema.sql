@@ -508,10 +508,7 @@ BEGIN
         WHERE ($1::text IS NULL OR status = $1)
             AND ($2::boolean IS NULL OR is_verified = $2)
             AND ($3::boolean IS NULL OR is_admin = $3)
-            AND (
-                $4::text IS NULL
-                OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, '')) LIKE caseless($4)
-            )
+            AND ($4::text IS NULL OR users_search_text(username, email, full_name) LIKE caseless($4))
     $sql$ INTO plan USING status, is_verified, is_admin, search;
     RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
 END;
@@ -523,7 +520,57 @@ ALTER FUNCTION public.users_estimate(status text, is_verified boolean, is_admin 
 -- Name: FUNCTION users_estimate(status text, is_verified boolean, is_admin boolean, search text); Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON FUNCTION public.users_estimate(status text, is_verified boolean, is_admin boolean, search text) IS 'The planner''s row estimate for the listing''s filters (NULL: no filter; search: an ILIKE pattern). Plans, never runs.';
+COMMENT ON FUNCTION public.users_estimate(status text, is_verified boolean, is_admin boolean, search text) IS 'The planner''s row estimate for the listing''s filters (NULL: no filter; search: a LIKE pattern over users_search_text()). Plans, never runs.';
+
+--
+-- Name: users_estimate_before_0013(text, boolean, boolean, text); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text) RETURNS bigint
+    LANGUAGE plpgsql PARALLEL RESTRICTED
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    plan json;
+BEGIN
+    EXECUTE $sql$
+        EXPLAIN (FORMAT JSON)
+        SELECT FROM users
+        WHERE ($1::text IS NULL OR status = $1)
+            AND ($2::boolean IS NULL OR is_verified = $2)
+            AND ($3::boolean IS NULL OR is_admin = $3)
+            AND (
+                $4::text IS NULL
+                OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, '')) LIKE caseless($4)
+            )
+    $sql$ INTO plan USING status, is_verified, is_admin, search;
+    RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
+END;
+$_$;
+
+ALTER FUNCTION public.users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text) OWNER TO datasvc_owner;
+
+--
+-- Name: FUNCTION users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text); Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON FUNCTION public.users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text) IS 'The planner''s row estimate for the listing''s filters (NULL: no filter; search: an ILIKE pattern). Plans, never runs.';
+
+--
+-- Name: users_search_text(text, text, text); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_search_text(username text, email text, full_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN public.caseless(((((username || chr(31)) || email) || chr(31)) || COALESCE(full_name, ''::text)));
+
+ALTER FUNCTION public.users_search_text(username text, email text, full_name text) OWNER TO datasvc_owner;
+
+--
+-- Name: FUNCTION users_search_text(username text, email text, full_name text); Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON FUNCTION public.users_search_text(username text, email text, full_name text) IS 'What the listing''s search reads: caseless() of username, email and full_name joined by chr(31) (a search term holds no control character, so it cannot match across two fields). Inlined by the planner.';
 
 --
 -- Name: users_touch_updated_at(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
@@ -887,16 +934,16 @@ COMMENT ON INDEX public.users_full_name_id_idx IS 'Keyset order of the listing s
 COMMENT ON INDEX public.users_pkey IS 'Primary key. get_by_id, update, delete; listing sorted by id; list_search joins its page back through it.';
 
 --
--- Name: users_search_caseless_trgm_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
+-- Name: users_search_text_trgm_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
 --
 
-CREATE INDEX users_search_caseless_trgm_idx ON public.users USING gin (public.caseless(((((username || chr(31)) || email) || chr(31)) || COALESCE(full_name, ''::text))) public.gin_trgm_ops);
+CREATE INDEX users_search_text_trgm_idx ON public.users USING gin (public.users_search_text(username, email, full_name) public.gin_trgm_ops);
 
 --
--- Name: INDEX users_search_caseless_trgm_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
+-- Name: INDEX users_search_text_trgm_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON INDEX public.users_search_caseless_trgm_idx IS 'Trigram index for the listing''s search filter: caseless() of username, email, full_name joined by chr(31) (LIKE %term%, terms of 3+ characters).';
+COMMENT ON INDEX public.users_search_text_trgm_idx IS 'Trigram index for the listing''s search filter: users_search_text() LIKE caseless(pattern), terms of 3+ characters.';
 
 --
 -- Name: users_status_created_at_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -908,7 +955,7 @@ CREATE INDEX users_status_created_at_idx ON public.users USING btree (status, cr
 -- Name: INDEX users_status_created_at_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON INDEX public.users_status_created_at_idx IS 'Listing sorted by created_at (the default) with a status filter: reads only that status''s rows. Without it a first page of suspended users walks back past every recent active user (0.07 against 171 ms after 74k sign-ups); offset 5000: 20 against 64 ms.';
+COMMENT ON INDEX public.users_status_created_at_idx IS 'Listing sorted by created_at (the default) with a status filter: reads only that status''s rows, where the created_at index alone would walk back past every recent user of the other statuses.';
 
 --
 -- Name: users_status_is_verified_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -920,7 +967,7 @@ CREATE INDEX users_status_is_verified_idx ON public.users USING btree (status, i
 -- Name: INDEX users_status_is_verified_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON INDEX public.users_status_is_verified_idx IS 'Listing pages filtered by status with is_admin=true or a search term: a bitmap of those rows instead of walking the sort key''s index past the others (full_name desc, inactive admins: 48 against 385 ms on 374k rows). Filter-only totals come from users_counts (0009).';
+COMMENT ON INDEX public.users_status_is_verified_idx IS 'Listing pages filtered by status with is_admin=true or a search term: a bitmap of those rows instead of walking the sort key''s index past the others. Filter-only totals come from users_counts (0009).';
 
 --
 -- Name: users_updated_at_id_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
