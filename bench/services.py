@@ -52,6 +52,7 @@ def datasvc(
     access_log: bool = True,
     pooler_env: dict[str, str] | None = None,
     tokens: bool = False,
+    root: Path = PROJECT_ROOT,
 ) -> Service:
     """`datasvc serve` as deployed, every production feature (access log included) on.
 
@@ -59,6 +60,7 @@ def datasvc(
     the deep cursor can be fetched (the default bound is 100,000; deeper pages are meant for cursors).
     ``pooler_env``: more settings: those of a service behind a transaction pooler (bench/pooler.py), or
     its replicas (bench/replica.py). ``tokens``: authentication on, with `BENCH_CALLERS` configured.
+    ``root``: the checkout whose code serves (``--checkout``): its package is imported first.
     """
     auth = {"DATASVC_AUTH_TOKENS": ";".join(BENCH_CALLERS)} if tokens else {}
     return Service(
@@ -72,7 +74,9 @@ def datasvc(
             "DATASVC_ACCESS_LOG": "on" if access_log else "off",
             **(pooler_env or {}),
             **auth,
+            **({"PYTHONPATH": str(root)} if root != PROJECT_ROOT else {}),
         },
+        cwd=root,
         tokens=BENCH_TOKENS if tokens else (),
     )
 

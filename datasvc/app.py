@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import docs, health, openapi, pooler
+from datasvc import consistency, docs, health, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.compression import GZipMiddleware
@@ -26,7 +27,7 @@ from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
-from datasvc.metrics import METRICS_OPERATIONS, Metrics
+from datasvc.metrics import Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
@@ -64,6 +65,25 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 )
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: the metrics of every worker process, in the Prometheus text format."""
+    metrics: Metrics = request.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+METRICS_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        method="GET",
+        path="/metrics",
+        endpoint=metrics_endpoint,
+        operation_id="metrics",
+        summary="Prometheus metrics of the whole service process group (text exposition format)",
+        tag="ops",
+        media_type="text/plain",
+    ),
+)
+
+
 def operations() -> tuple[Operation, ...]:
     return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
 
@@ -94,12 +114,14 @@ def create_app(
     callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0, authenticator.identify)
     document = openapi.build(ops)
     metrics = Metrics(registry)
-    metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
+    if watcher is not None:
+        metrics.register(watcher.state, shared=False)  # each worker reloads the file on its own
+    metrics.register(callers, shared=False)  # a caller's share is per worker
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
     access_log = None
     if settings.access_log and settings.log_level.lower() in ("debug", "info"):
         access_log = AccessLog(interval=settings.access_log_flush)
-        metrics.watch_access_log(access_log)
+        metrics.register(access_log)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
 
@@ -116,7 +138,7 @@ def create_app(
             except BaseException:
                 await db.close()
                 raise
-        metrics.watch_pool(db)
+        metrics.register(db.collector)
         if take_sigterm:
             drain.take_sigterm()
         background = [asyncio.create_task(warn_if_privileged(db))]
@@ -138,14 +160,16 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            metrics.watch_pool(None)
+            metrics.unregister(db.collector)
             await db.close()
             if access_log is not None:
                 # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
                 access_log.close()
 
     routes = [
-        *build_routes(ops, guard=authenticator.authorize),
+        *build_routes(
+            consistency.apply(ops, replicas=bool(settings.replicas)), guard=authenticator.authorize
+        ),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *docs.routes(),
     ]

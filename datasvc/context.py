@@ -22,5 +22,7 @@ class Timing:
 request_timing: ContextVar[Timing | None] = ContextVar("request_timing", default=None)
 # The authenticated caller of the current request (None when auth is off), named to the database on acquire.
 request_caller: ContextVar[str | None] = ContextVar("request_caller", default=None)
-# The WAL position a replica must have replayed to answer this request's reads (X-Consistency-Token).
+# The WAL position a replica must have replayed to answer this request's reads (X-Consistency-Token);
+# `UNREACHABLE` for a token we did not issue: past any WAL position, so only the primary answers.
+UNREACHABLE = 1 << 64
 request_min_lsn: ContextVar[int | None] = ContextVar("request_min_lsn", default=None)

@@ -16,8 +16,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from datasvc import consistency
-from datasvc.context import request_min_lsn
 from datasvc.errors import MethodNotAllowed
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -57,7 +55,8 @@ class Operation:
     # Extra paths served by the same handler (the trailing-slash form): routed, not listed in OpenAPI.
     aliases: Sequence[str] = ()
     scope: str | None = None  # the caller scope the operation requires when auth is on
-    # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
+    # "write": a successful answer carries X-Consistency-Token; "read": honours one. Declared here for the
+    # OpenAPI document; `datasvc.consistency.apply` wraps the endpoints when the app is wired.
     consistency: str | None = None
 
 
@@ -117,14 +116,5 @@ class _Dispatch:
         scope["operation"] = operation
         if self.guard is not None:
             self.guard(request, operation)
-        if operation.consistency == "write":
-            response = await endpoint(request)
-            await consistency.stamp(request, response)
-        else:
-            pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
-            try:
-                response = await endpoint(request)
-            finally:
-                if pinned is not None:
-                    request_min_lsn.reset(pinned)
+        response = await endpoint(request)
         await response(scope, receive, send)
