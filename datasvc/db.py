@@ -109,18 +109,19 @@ class Database:
         """Open the pools; if the database is down, start empty and connect on first use."""
         if settings.database_url is None:
             raise ValueError("settings.database_url is required to open the pool")
-        rename = registry["session.set_application_name"]
         # Replica pools start empty (asyncpg connects nothing at min_size 0): a replica that is down at
         # start-up is only out of rotation. The first sample below opens a connection to each.
         replicas = ReplicaSet(
             [
-                Replica(url, await Pool.open("replica", settings, rename=rename, metrics=metrics, url=url))
+                Replica(
+                    url, await Pool.open("replica", settings, registry=registry, metrics=metrics, url=url)
+                )
                 for url in settings.replicas
             ],
             max_lag=settings.replica_max_lag,
         )
         primary = await Pool.open(
-            "primary", settings, rename=rename, metrics=metrics, min_size=settings.pool_min_size
+            "primary", settings, registry=registry, metrics=metrics, min_size=settings.pool_min_size
         )
         db = cls(primary, registry, settings, metrics, replicas)
         if replicas:

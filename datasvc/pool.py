@@ -46,7 +46,7 @@ from datasvc.statements import execute
 
 if TYPE_CHECKING:
     from datasvc.metrics import Metrics
-    from datasvc.registry import Statement
+    from datasvc.registry import Registry
     from datasvc.settings import Settings
 
 log = logging.getLogger("datasvc.pool")
@@ -131,7 +131,7 @@ class Pool:
         pool: asyncpg.Pool,
         settings: Settings,
         *,
-        rename: Statement,
+        registry: Registry,
         metrics: Metrics | None = None,
     ) -> None:
         self.kind = kind
@@ -141,7 +141,7 @@ class Pool:
         self.per_caller = max(1, self.size - RESERVE)
         self._pool = pool
         self._settings = settings
-        self._rename = rename
+        self._registry = registry
         self._metrics = metrics
         self._waiters: deque[_Waiter] = deque()
         self._held: dict[str, int] = {}  # connections held per authenticated caller
@@ -159,7 +159,7 @@ class Pool:
         kind: str,
         settings: Settings,
         *,
-        rename: Statement,
+        registry: Registry,
         metrics: Metrics | None = None,
         url: str | None = None,
         min_size: int = 0,
@@ -175,10 +175,10 @@ class Pool:
                 extra={"error": type(exc).__name__},
             )
             raw = await create_pool(settings, min_size=0, url=url)
-            pool = cls(kind, raw, settings, rename=rename, metrics=metrics)
+            pool = cls(kind, raw, settings, registry=registry, metrics=metrics)
             pool._refill = asyncio.create_task(pool._restore_floor(min_size, url))
             return pool
-        return cls(kind, raw, settings, rename=rename, metrics=metrics)
+        return cls(kind, raw, settings, registry=registry, metrics=metrics)
 
     @property
     def parked(self) -> int:
@@ -236,7 +236,7 @@ class Pool:
             # The server reports every change of application_name, so comparing costs nothing; the
             # round trip is paid only when the caller differs from the connection's previous one.
             try:
-                await execute(conn, self._rename, (name,))
+                await execute(conn, self._registry["session.set_application_name"], (name,))
             except BaseException as exc:
                 await self.release(conn, exc)
                 raise

@@ -15,6 +15,9 @@ A request the parser cannot read at all (a malformed request line, an unknown me
 answered 400 problem+json too, instead of uvicorn's ``text/plain``: every answer, even one the app never
 saw, is problem+json and carries an ``X-Request-ID`` (the caller's, if it had sent a safe one already).
 
+``HttpToolsProtocol`` is uvicorn's private API: pyproject.toml pins the tested uvicorn, and
+tests/test_private_apis.py names each callback and attribute this relies on.
+
 It also serves the drain window (`datasvc.drain`): once the process drains, each request is answered
 with ``Connection: close`` and its connection closed after the answer, never before.
 """

@@ -32,7 +32,7 @@ SETTLE_NS = 2_000_000_000
 Signature = tuple[int, int, int, int, int]
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a collector: compared and hashed by identity
 class ReloadState:
     """What ``/metrics`` shows: how many reloads were applied or refused, and the last refusal."""
 

@@ -30,7 +30,7 @@ async def _raw(settings: Settings) -> Pool:
     return await Pool.open(
         "primary",
         settings.with_overrides(pool_min_size=1, pool_max_size=1),
-        rename=REGISTRY["session.set_application_name"],
+        registry=REGISTRY,
         min_size=1,
     )
 
