@@ -14,7 +14,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY datasvc ./datasvc
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-compile .
+    && /opt/venv/bin/pip install --no-compile ".[tracing]"
 
 # Runtime stage: the virtualenv, the SQL statements and the migrations; nothing else.
 FROM python:3.11-slim-bookworm

@@ -271,6 +271,24 @@ def _vs_by_id(key: str, target: str) -> Callable[[Results], float | None]:
     return lambda res: ratio(res.get(target, key, "rps"), res.get(target, "by_id", "rps"))
 
 
+def _rows_vs(key: str, base: str) -> Callable[[Results], float | None]:
+    """Users per second of a batch scenario ÷ those of its one-user counterpart, same target, same run."""
+    rows = {s.key: s.rows for s in SCENARIOS}
+    return lambda res: ratio(
+        _times(res.get(MAIN, key, "rps"), rows.get(key, 1)),
+        _times(res.get(MAIN, base, "rps"), rows.get(base, 1)),
+    )
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _p99_within(key: str, base: str, factor: float) -> Callable[[Results], float | None]:
+    """``factor`` times the base scenario's p99 ÷ this one's: at least 1 when within the factor."""
+    return lambda res: ratio(_times(res.get(MAIN, base, "p99_ms"), factor), res.get(MAIN, key, "p99_ms"))
+
+
 def _session(key: str) -> Callable[[Results], float | None]:
     return lambda res: ratio(res.get("pgbench-session", key, "rps"), res.get("pgbench", key, "rps"))
 
@@ -325,6 +343,17 @@ GOALS = (
     Goal("deep keyset page: within 1.5x of the first keyset page (ratio ≥ 0.67)", _keyset_flatness, 1 / 1.5),
     Goal("deep keyset page: ≥ 100x the peer's deep offset page", _vs_peer("list_deep_keyset"), 100.0),
     Goal("peak RSS ≤ peer's (peer ÷ ours ≥ 1)", _rss, 1.0),
+    # Issue 23: batches and idempotency keys, against the one-user requests of the same run.
+    Goal("batchGet of 100 ids: users/s ≥ 20x GET by id", _rows_vs("batch_get", "by_id"), 20.0),
+    Goal(
+        "batchGet of 100 ids: p99 ≤ 3x GET by id's (3x its p99 ÷ ours ≥ 1)",
+        _p99_within("batch_get", "by_id", 3),
+        1.0,
+    ),
+    Goal("batchCreate of 100 users: users/s ≥ 10x POST create", _rows_vs("batch_create", "create"), 10.0),
+    Goal(
+        "POST create with an Idempotency-Key: ≥ 0.85x without", _rows_vs("create_idempotent", "create"), 0.85
+    ),
     Goal("GET by id through PgBouncer 1.24: ≥ 0.95x direct", _pooled("by_id"), 0.95),
     Goal("POST create through PgBouncer 1.24: ≥ 0.95x direct", _pooled("create"), 0.95),
 )

@@ -81,6 +81,9 @@ _L = f"{_sql_array(LASTS)}[1 + (:id::int / 20) % 20]"
 USERNAME_SQL = f"{_F} || '_' || {_L} || '_' || :id::int"
 EMAIL_SQL = f"{_F} || '.' || {_L} || '.' || :id::int || '@' || {_sql_array(DOMAINS)}[1 + :id::int % 4]"
 RANDOM_ID = r"\set id random(1, :n)"
+BATCH = 100  # keys or users per batch request (lua/batch_*.lua read the same default)
+# pgbench's batch: BATCH ids spread over the table from its random :id, as wrk's are uniform in 1..N.
+BATCH_IDS_SQL = f"ARRAY(SELECT 1 + (:id::bigint + k * 7919) % :n FROM generate_series(1, {BATCH}) AS k)"  # noqa: S608
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +109,7 @@ class Scenario:
     # Afterwards rows with id > N are removed and the table vacuumed, so the next scenario sees N rows
     # and a visibility map as set as the peer's.
     writes: bool = False
+    rows: int = 1  # users each request reads or writes (a batch's size): rows/s is rps times this
 
     def for_peer(self) -> bool:
         return self.peer_same or self.peer_path is not None
@@ -179,6 +183,26 @@ SCENARIOS: tuple[Scenario, ...] = (
                 ),
             ),
         ),
+    ),
+    Scenario(
+        key="create_idempotent",
+        title="POST create with an Idempotency-Key",
+        lua="create_idempotent.lua",
+        writes=True,
+    ),
+    Scenario(
+        key="batch_get",
+        title=f"POST :batchGet of {BATCH} ids",
+        lua="batch_get.lua",
+        rows=BATCH,
+        sql=(Sql(name="users.batch_get_by_id", args=(BATCH_IDS_SQL,)),),
+    ),
+    Scenario(
+        key="batch_create",
+        title=f"POST :batchCreate of {BATCH} users",
+        lua="batch_create.lua",
+        rows=BATCH,
+        writes=True,
     ),
     Scenario(
         key="patch",
@@ -298,7 +322,17 @@ def sample_request(scenario: Scenario, n: int, *, peer: bool = False) -> tuple[s
             return "PATCH", f"{PREFIX}/{i}", b'{"full_name":"Bench Patched"}'
         case "auth_lookup.lua":
             return "POST", "/api/v1/auth/lookup", b'{"login":"' + username_for(i).encode() + b'"}'
-        case "create.lua":
+        case "batch_get.lua":
+            ids = ",".join(str(1 + (i + k * 7919) % n) for k in range(BATCH))
+            return "POST", PREFIX + ":batchGet", f'{{"ids":[{ids}]}}'.encode()
+        case "batch_create.lua":
+            users = ",".join(
+                f'{{"email":"smoke_batch_{k}@bench.example.com","username":"smoke_batch_{k}",'
+                f'"hashed_password":"{HASH}"}}'
+                for k in range(BATCH)
+            )
+            return "POST", PREFIX + ":batchCreate", f'{{"users":[{users}]}}'.encode()
+        case "create.lua" | "create_idempotent.lua":
             body = (
                 '{"email":"smoke_bench@bench.example.com","username":"smoke_bench",'
                 f'"hashed_password":"{HASH}","full_name":"Bench User"}}'

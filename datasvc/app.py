@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import consistency, docs, health, openapi, pooler
+from datasvc import consistency, docs, health, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.compression import GZipMiddleware
@@ -35,9 +36,9 @@ from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
-from datasvc.settings import Settings
+from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
-from datasvc.users import listing
+from datasvc.users import batches, listing
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -85,7 +86,23 @@ METRICS_OPERATIONS: tuple[Operation, ...] = (
 
 
 def operations() -> tuple[Operation, ...]:
-    return (*users.OPERATIONS, *listing.OPERATIONS, *HEALTH_OPERATIONS, *METRICS_OPERATIONS)
+    return (
+        *users.OPERATIONS,
+        *batches.OPERATIONS,
+        *listing.OPERATIONS,
+        *HEALTH_OPERATIONS,
+        *METRICS_OPERATIONS,
+    )
+
+
+def wired(ops: Sequence[Operation], settings: Settings) -> tuple[Operation, ...]:
+    """The operations with the features their declarations ask for, wrapped around their endpoints.
+
+    ``Prefer: wait`` bounds the handler alone (`datasvc.preferences`); the consistency token is stamped
+    after it (`datasvc.consistency`), so a write that committed is never answered 504 for the stamp.
+    """
+    bounded = [dataclasses.replace(op, endpoint=preferences.bounded(op.endpoint)) for op in ops]
+    return consistency.apply(bounded, replicas=bool(settings.replicas))
 
 
 def create_app(
@@ -115,18 +132,36 @@ def create_app(
     document = openapi.build(ops)
     metrics = Metrics(registry)
     if watcher is not None:
-        metrics.register(watcher.state, shared=False)  # each worker reloads the file on its own
-    metrics.register(callers, shared=False)  # a caller's share is per worker
+        metrics.register(watcher.state)  # each worker reloads the file on its own
+    metrics.register(callers)  # a caller's share is per worker
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
     access_log = None
     if settings.access_log and settings.log_level.lower() in ("debug", "info"):
         access_log = AccessLog(interval=settings.access_log_flush)
-        metrics.register(access_log)
+        metrics.register(access_log, shared=True)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
+
+    routes = [
+        *build_routes(wired(ops, settings), guard=authenticator.authorize),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *docs.routes(),
+    ]
+    templates = {r.endpoint: r.path_format for r in routes}
+    tracing = None
+    if settings.tracing:
+        try:  # only when on: the SDK stays unloaded otherwise
+            from datasvc.tracing import SpanCollector, Tracing
+        except ImportError as exc:
+            raise SettingsError(
+                f"tracing is configured (OTEL_*) but OpenTelemetry is not installed ({exc.name}): "
+                "install datasvc[tracing]"
+            ) from None
+        tracing = Tracing.create(settings, templates)
+        metrics.register(SpanCollector(tracing))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -138,7 +173,7 @@ def create_app(
             except BaseException:
                 await db.close()
                 raise
-        metrics.register(db.collector)
+        metrics.register(db.collector, shared=True)
         if take_sigterm:
             drain.take_sigterm()
         background = [asyncio.create_task(warn_if_privileged(db))]
@@ -162,17 +197,12 @@ def create_app(
                     await task
             metrics.unregister(db.collector)
             await db.close()
+            if tracing is not None:
+                tracing.close(settings.shutdown_timeout)
             if access_log is not None:
                 # After uvicorn let in-flight requests finish (SIGTERM included): their lines are queued.
                 access_log.close()
 
-    routes = [
-        *build_routes(
-            consistency.apply(ops, replicas=bool(settings.replicas)), guard=authenticator.authorize
-        ),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        *docs.routes(),
-    ]
     app = Starlette(
         routes=routes,
         middleware=[
@@ -180,7 +210,8 @@ def create_app(
                 RequestContextMiddleware,
                 max_body_bytes=settings.max_body_bytes,
                 access_log=access_log,
-                observe=metrics.request_observer({r.endpoint: r.path_format for r in routes}),
+                observe=metrics.request_observer(templates),
+                tracing=tracing,
             ),
             # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
             Middleware(GZipMiddleware),

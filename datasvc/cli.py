@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
+import psycopg
 
 from datasvc import migrations
 from datasvc.auth import hash_token
@@ -17,20 +19,57 @@ from datasvc.embedded import DATABASE, EmbeddedError, embedded
 from datasvc.explain import ExplainError, Report, report
 from datasvc.registry import Registry, RegistryError
 from datasvc.serve import serve
-from datasvc.settings import Settings, SettingsError, redact_url
+from datasvc.settings import Settings, SettingsError, port, positive_int, redact_url
 from datasvc.statements import check_statements
+
+# What a command that talks to the database may meet when it cannot (refused, unknown host, timeout, a
+# login or SQL error): one line naming the cause, exit 1, never a traceback.
+_DATABASE_ERRORS = (psycopg.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes: 0 done; 1 refused or failed (the database cannot be reached, a statement failed);
+    2 usage or configuration error, nothing done; 3 `db status` of a stopped cluster, or `serve` could
+    not listen (the port is taken); 130 interrupted."""
     parser = _parser()
     args = parser.parse_args(argv)
+    url: str | None = None
     try:
         settings = Settings.from_env()
+        url = settings.database_url
         result: int = args.handler(args, settings)
         return result
     except (SettingsError, RegistryError, EmbeddedError, migrations.MigrationLockTimeout) as exc:
-        print(f"datasvc: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a configuration may have several problems: each on its line
+            print(f"datasvc: {line}", file=sys.stderr)
         return 2
+    except migrations.RollbackRefused as exc:
+        print(f"datasvc: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `datasvc sql list | head -1`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's last flush does not fail again on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except _DATABASE_ERRORS as exc:
+        print(f"datasvc: {_database_problem(exc, url)}", file=sys.stderr)
+        return 1
+
+
+def _database_problem(exc: BaseException, url: str | None) -> str:
+    """One line: which database, and the first line of what the driver said."""
+    where = f" ({redact_url(url)})" if url else " (the embedded PostgreSQL)"
+    said = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    if isinstance(exc, OSError) and (exc.errno or 0) > 0:  # "Connection refused", not "[Errno 111] …"
+        said = os.strerror(exc.errno or 0)
+    elif isinstance(exc, OSError) and exc.strerror:  # a resolver's "Name or service not known"
+        said = exc.strerror
+    if isinstance(exc, (psycopg.OperationalError, OSError, TimeoutError, asyncpg.InterfaceError)):
+        return f"the database cannot be reached{where}: {said}"
+    state = getattr(exc, "sqlstate", None)
+    return f"the database refused{where}: {state + ': ' if state else ''}{said}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL if DATABASE_URL is unset)")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--port", type=_checked(port))
+    serve.add_argument("--workers", type=_checked(positive_int))
     serve.set_defaults(handler=_serve)
 
     db = sub.add_parser(
@@ -62,10 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--rollback",
         nargs="?",
-        type=int,
+        type=_rollback_count,
         const=1,
         metavar="N",
-        help="roll back the N most recent migrations (default 1; 0 rolls back all)",
+        help="roll back the N most recent migrations (default 1; 0 rolls back all). Refused (exit 1, "
+        "nothing changed) while the service is connected, and, without --yes, when it would drop a table "
+        "holding rows or every migration",
     )
     group.add_argument(
         "--status",
@@ -78,6 +119,16 @@ def _parser() -> argparse.ArgumentParser:
         default=migrations.DEFAULT_WAIT,
         metavar="SECONDS",
         help="how long to wait for another migrator to finish (default %(default)s)",
+    )
+    migrate.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm a rollback that drops rows or the whole schema (needed when stdin is not a terminal)",
+    )
+    migrate.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back even while sessions of the service (DATASVC_APPLICATION_NAME) are connected",
     )
     migrate.set_defaults(handler=_migrate)
 
@@ -123,6 +174,26 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--no-analyze", action="store_true", help="plain EXPLAIN: plan only, nothing runs")
     plan.set_defaults(handler=_sql_explain)
     return parser
+
+
+def _checked(parse: Callable[[str], int]) -> Callable[[str], int]:
+    """A settings parser as an argparse type: its reason in the usage error (exit 2)."""
+
+    def checked(raw: str) -> int:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{raw!r} {exc}") from None
+
+    return checked
+
+
+def _rollback_count(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{raw!r}: N must be a whole number of migrations, 1 or more (0: all of them)"
+        )
+    return int(raw)
 
 
 def _require_url(settings: Settings) -> str:
@@ -192,13 +263,43 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     if args.rollback is not None:
         count = None if args.rollback == 0 else args.rollback
         done = migrations.rollback(
-            url, settings.migrations_dir, count, sql_dir=settings.sql_dir, wait=args.wait
+            url,
+            settings.migrations_dir,
+            count,
+            sql_dir=settings.sql_dir,
+            wait=args.wait,
+            confirm=_rollback_guard(yes=args.yes, force=args.force, app=settings.application_name),
+            application_name=settings.application_name,
         )
         print("rolled back: " + (", ".join(done) or "nothing"))
         return 0
     done = migrations.apply(url, settings.migrations_dir, sql_dir=settings.sql_dir, wait=args.wait)
     print("applied: " + (", ".join(done) or "nothing (up to date)"))
     return 0
+
+
+def _rollback_guard(*, yes: bool, force: bool, app: str) -> Callable[[migrations.RollbackPlan], None]:
+    """Refuse a rollback under a live service (unless --force) or one that loses data unconfirmed."""
+
+    def confirm(plan: migrations.RollbackPlan) -> None:
+        if plan.sessions and not force:
+            pids = ", ".join(f"{pid} from {client}" for pid, _, client in plan.sessions[:5])
+            more = f" and {len(plan.sessions) - 5} more" if len(plan.sessions) > 5 else ""
+            raise migrations.RollbackRefused(
+                f"{len(plan.sessions)} session(s) of the service ({app!r}) are connected to this database "
+                f"(pid {pids}{more}): stop it first, or pass --force; nothing rolled back"
+            )
+        if yes or not (plan.everything or plan.loses_rows):
+            return
+        scope = "every migration (the whole schema)" if plan.everything else ", ".join(plan.migrations)
+        what = f"--rollback would undo {scope} and drop {plan.losses()}"
+        if not sys.stdin.isatty():
+            raise migrations.RollbackRefused(f"{what}: pass --yes to confirm; nothing rolled back")
+        print(f"datasvc: {what}.", file=sys.stderr)
+        if input("Type 'yes' to roll back: ").strip() != "yes":
+            raise migrations.RollbackRefused("not confirmed; nothing rolled back")
+
+    return confirm
 
 
 def _sql_list(args: argparse.Namespace, settings: Settings) -> int:

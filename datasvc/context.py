@@ -1,4 +1,4 @@
-"""What the current request carries across layers: its database timing, its caller, its consistency token.
+"""What the current request carries across layers: its database timing and trace, its caller, its token.
 
 The middleware sets `request_timing`, auth sets `request_caller`, the router sets `request_min_lsn` from
 ``X-Consistency-Token``, and the database layer reads them. They
@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datasvc.tracing import RequestTrace
 
 
 @dataclass(slots=True)
 class Timing:
-    """Database time of one request, in seconds, and how many statements it ran."""
+    """Database time of one request, in seconds, how many statements it ran, and its trace if traced."""
 
     db_seconds: float = 0.0
     statements: int = 0
+    # Set by the middleware when tracing is configured (datasvc.tracing); None costs the hooks one test.
+    trace: RequestTrace | None = None
 
 
 request_timing: ContextVar[Timing | None] = ContextVar("request_timing", default=None)

@@ -145,7 +145,19 @@ class EmbeddedPostgres:
         return _server_version(self.bindir)
 
     def _prepare_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A read-only install (a container's site-packages, a system package): say so, with the way out,
+        # before anything is half made.
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            writable = os.access(self.data_dir, os.W_OK)
+            why = "not writable"
+        except OSError as exc:
+            writable, why = False, exc.strerror or type(exc).__name__
+        if not writable:
+            raise EmbeddedError(
+                f"the embedded PostgreSQL cannot keep its data in {self.data_dir} ({why}): set DATABASE_URL "
+                "to your database (or DATASVC_DATA_DIR to a folder this user can write)"
+            )
         if self.run_as is not None:
             account = pwd.getpwnam(self.run_as)
             os.chown(self.data_dir, account.pw_uid, account.pw_gid)

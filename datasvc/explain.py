@@ -7,7 +7,7 @@ the statement, so it always runs inside a transaction that is rolled back: expla
 nothing.
 
 `report` adds what a reader needs to judge the plan: the planner's row estimate of each table it reads,
-and, when the plan scans a table sequentially where the statement's ``-- plan:`` header expects no such
+and, when the plan scans a table sequentially where the statement's ``-- expect-plan:`` header expects no such
 scan, the plan again with sequential scans discouraged (``explain.discourage_seqscan``, local to the
 rolled-back transaction): on a tiny table a scan is cheaper than any index, which is not a defect.
 """
@@ -69,8 +69,10 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
 
 def convert(raw: str, type_name: str) -> Any:
     """A command-line string as the Python value asyncpg binds for ``type_name`` (arrays: comma-separated)."""
-    if type_name.startswith("_"):  # asyncpg names array types after their element with a leading "_"
-        return [convert(item, type_name[1:]) for item in raw.split(",")] if raw else []
+    # An array: asyncpg names the built-in ones `int8[]`, others after pg_type (`_int8`).
+    element = type_name.removesuffix("[]") if type_name.endswith("[]") else type_name.removeprefix("_")
+    if element != type_name:
+        return [convert(item, element) for item in raw.split(",")] if raw else []
     return _CONVERTERS.get(type_name, str)(raw)
 
 
@@ -139,7 +141,7 @@ class Report:
 
     plan: list[str]  # EXPLAIN's text, as PostgreSQL prints it
     rows: dict[str, int]  # each table the plan reads -> the planner's row estimate
-    scanned: list[str]  # tables read by a Seq Scan that the statement's `-- plan:` does not expect
+    scanned: list[str]  # tables read by a Seq Scan that the statement's `-- expect-plan:` does not expect
     without_scans: list[str]  # the plan with sequential scans discouraged, when `scanned`
 
     @property

@@ -116,8 +116,9 @@ class Metrics:
         histogram = Histogram(name, documentation, list(labels), buckets=buckets, registry=self.registry)
         return lambda *values: histogram.labels(*values).observe
 
-    def register(self, collector: Collector, *, shared: bool = True) -> None:
-        """Report ``collector`` from now on; ``shared``: summed over a process group's live workers."""
+    def register(self, collector: Collector, *, shared: bool = False) -> None:
+        """Report ``collector`` from now on: with ``--workers N``, the answering worker's own view, or with
+        ``shared`` the sum of every live worker's."""
         if self.group is not None and shared:
             self.group.collectors.append(collector)
         else:

@@ -10,6 +10,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +18,9 @@ from datasvc.accesslog import AccessLog
 from datasvc.context import Timing, request_timing
 from datasvc.errors import InternalError, PayloadTooLarge
 from datasvc.responses import send_problem
+
+if TYPE_CHECKING:
+    from datasvc.tracing import Tracing
 
 error_log = logging.getLogger("datasvc.error")
 
@@ -37,11 +41,13 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         access_log: AccessLog | None = None,
         observe: Callable[[Scope, int, float], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log  # None: no access log (DATASVC_ACCESS_LOG=off)
         self.observe = observe  # metrics: called once per request with its status and duration
+        self.tracing = tracing  # None: tracing not configured (datasvc.tracing is then never imported)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +58,10 @@ class RequestContextMiddleware:
         request_id = request_id or new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["arrived"] = started  # the clock a caller's deadline (Prefer: wait) counts from
         timing = Timing()
+        if self.tracing is not None:
+            timing.trace = self.tracing.start(scope)
         token = request_timing.set(timing)
         status = 500
         response_started = False
@@ -83,19 +92,23 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             if self.observe is not None:
                 self.observe(scope, status, elapsed)
+            trace = timing.trace
+            if trace is not None:
+                trace.end(scope, status, state.get("caller"))
             if self.access_log is not None:
-                self.access_log.write(
-                    {
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "db_ms": round(timing.db_seconds * 1000, 3),
-                        "statements": timing.statements,
-                        "caller": state.get("caller"),
-                    }
-                )
+                fields: dict[str, Any] = {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "db_ms": round(timing.db_seconds * 1000, 3),
+                    "statements": timing.statements,
+                    "caller": state.get("caller"),
+                }
+                if trace is not None and (ids := trace.ids()) is not None:
+                    fields["trace_id"], fields["span_id"] = ids
+                self.access_log.write(fields)
 
 
 class _RequestIds:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,49 @@ APPLICATION_NAME = "datasvc-migrate"
 
 class MigrationLockTimeout(Exception):
     """Another migrator held the advisory lock for longer than we were willing to wait."""
+
+
+class RollbackRefused(Exception):
+    """A rollback was not confirmed (data would be lost, or the service is connected); nothing changed."""
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What a rollback would do, seen under the migration lock before anything changes."""
+
+    migrations: list[str]  # ids, most recent first, as they would be rolled back
+    everything: bool  # every applied migration: the schema goes
+    rows: dict[str, int]  # tables the rollback files drop -> rows they hold now
+    sessions: list[tuple[int, str, str]]  # other sessions of the service: pid, application_name, client
+
+    @property
+    def loses_rows(self) -> bool:
+        return any(self.rows.values())
+
+    def losses(self) -> str:
+        """``users (1200 rows), users_counts (4 rows)``: what would be lost, for a person to confirm."""
+        held = [
+            f"{table} ({rows} row{'s' if rows != 1 else ''})" for table, rows in self.rows.items() if rows
+        ]
+        return ", ".join(held) or "no rows"
+
+
+# `DROP TABLE [IF EXISTS] a, b` in a rollback file: the tables whose rows a rollback would destroy.
+_DROP_TABLE = re.compile(
+    r"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?([\w.\",\s]+?)\s*(?:CASCADE|RESTRICT)?\s*;", re.I
+)
+
+
+def dropped_tables(migrations_dir: Path, ids: Sequence[str]) -> list[str]:
+    """Tables the rollback files of ``ids`` drop, in order (read from the files, not run)."""
+    found: list[str] = []
+    for mid in ids:
+        path = migrations_dir / f"{mid}.rollback.sql"
+        text = path.read_text() if path.exists() else ""
+        text = re.sub(r"--[^\n]*", "", text)
+        for names in _DROP_TABLE.findall(text):
+            found += [n.strip() for n in names.split(",") if n.strip() and n.strip() not in found]
+    return found
 
 
 def yoyo_url(database_url: str) -> str:
@@ -208,19 +252,47 @@ def rollback(
     *,
     sql_dir: Path | None = None,
     wait: float = DEFAULT_WAIT,
+    confirm: Callable[[RollbackPlan], None] | None = None,
+    application_name: str = "datasvc",
 ) -> list[str]:
-    """Roll back the ``count`` most recent migrations (all of them when ``count`` is None)."""
+    """Roll back the ``count`` most recent migrations (all of them when ``count`` is None).
+
+    ``confirm`` sees the plan under the migration lock, before anything changes, and raises
+    `RollbackRefused` to change nothing; ``application_name`` is the service's, whose sessions it lists.
+    """
+    if count is not None and count < 1:
+        raise ValueError("count must be >= 1 (None: all)")
     registry = _registry(sql_dir)
     with _exclusive(database_url, registry, wait) as conn:
         _rows(conn, registry, "migrate.create_file_table")
         with _yoyo(database_url, migrations_dir, conn, registry) as (backend, migrations):
             applied = backend.to_rollback(migrations)
             chosen = applied[:count] if count is not None else applied
+            if confirm is not None and chosen:
+                confirm(_plan(conn, registry, migrations_dir, chosen, applied, application_name))
             backend.rollback_migrations(chosen)
         done = [m.id for m in chosen]
         if done:
             _rows(conn, registry, "migrate.forget_files", done)
     return done
+
+
+def _plan(
+    conn: psycopg.Connection[Any],
+    registry: Registry,
+    migrations_dir: Path,
+    chosen: Sequence[Any],
+    applied: Sequence[Any],
+    application_name: str,
+) -> RollbackPlan:
+    ids = [m.id for m in chosen]
+    tables = dropped_tables(migrations_dir, ids)
+    rows = {str(t): int(n) for t, n in _rows(conn, registry, "migrate.table_rows", tables)} if tables else {}
+    sessions = [
+        (int(p), str(a), str(c))
+        for p, a, c, _ in _rows(conn, registry, "migrate.other_sessions", application_name)
+    ]
+    return RollbackPlan(migrations=ids, everything=len(chosen) == len(applied), rows=rows, sessions=sessions)
 
 
 def status(database_url: str, migrations_dir: Path, *, sql_dir: Path | None = None) -> Status:

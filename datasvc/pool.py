@@ -41,6 +41,7 @@ from asyncpg import exceptions as pg
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from datasvc.connections import create_pool
+from datasvc.context import request_timing
 from datasvc.errors import PoolTimeout, ShuttingDown, connect_refused
 from datasvc.statements import execute
 
@@ -230,8 +231,12 @@ class Pool:
         finally:
             timer.cancel()
             self.waiting -= 1
+            waited = time.perf_counter() - started
             if self._metrics is not None:
-                self._metrics.observe_acquire(time.perf_counter() - started, self.kind)
+                self._metrics.observe_acquire(waited, self.kind)
+            timing = request_timing.get()
+            if timing is not None and timing.trace is not None:
+                timing.trace.waited(waited, self.kind)
         if conn.get_settings().application_name != name:
             # The server reports every change of application_name, so comparing costs nothing; the
             # round trip is paid only when the caller differs from the connection's previous one.
@@ -566,6 +571,9 @@ def _open(conn: asyncpg.Connection) -> bool:
     and its proxy then raises InterfaceError ("released back to the pool") even for `is_closed`.
     """
     try:
-        return not conn.is_closed() and not conn.is_in_transaction()
+        # A connection whose statement was cancelled (a caller's deadline, `datasvc.preferences`) still
+        # awaits the server's answer to the cancel request: only asyncpg's own release waits for that.
+        # `_protocol._is_cancelling()` is private: pinned in pyproject.toml, tests/test_private_apis.py.
+        return not conn.is_closed() and not conn.is_in_transaction() and not conn._protocol._is_cancelling()
     except Exception:  # asyncpg's InterfaceError; whatever fails here, the connection is not used
         return False

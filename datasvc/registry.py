@@ -5,18 +5,21 @@ A file holds one or more statements, each opened by a header of ``--`` lines::
     -- name: get_by_id :one
     -- Fetch one user by primary key.
     -- params: id
-    -- plan: Index Scan using users_pkey
+    -- expect-plan: Index Scan using users_pkey
+    -- expect-plan-cache: generic
     -- route: replica
     -- retry: safe
-    -- plan-cache: generic
     SELECT ... WHERE id = $1
 
 The namespace is the folder under ``sql/`` (``sql/users/get_by_id.sql`` → ``users.get_by_id``); a file
 directly in ``sql/`` uses its stem. Result kinds map onto asyncpg: ``one`` → ``fetchrow``, ``many`` →
 ``fetch``, ``value`` → ``fetchval``, ``exec`` → ``execute``. What a statement may do is declared beside
 it, reviewed with the SQL, never guessed from it: ``route`` (may a hot standby answer it), ``retry`` (may
-it be sent again after its connection died) and ``plan-cache`` (generic or custom plans); see `Route`,
-`Retry`, `PlanCache`. Placeholders are PostgreSQL's own ``$1 … $n``;
+it be sent again after its connection died) and ``plan-cache`` (``custom``: sent as the unnamed statement,
+planned for its values every time); see `Route`, `Retry`, `PlanCache`. Keys that start with ``expect-``
+change nothing the service does: they state what the author expects of PostgreSQL, and a test checks it
+(``expect-plan``: tests/test_plans.py; ``expect-plan-cache``: tests/users/test_listing_plans.py).
+Placeholders are PostgreSQL's own ``$1 … $n``;
 ``params`` names them in order and must account for every one. Any defect refuses the whole load with
 ``file:line``, so a broken statement never reaches a running service.
 
@@ -31,7 +34,7 @@ direction)::
 makes one statement per combination, named by the first value of each line (``list_seek__created_at_asc``
 …), each checked like a written-out one and listed by ``datasvc sql list``. A long value list may go on
 over header lines that start with ``--``, two or more spaces and ``(``. ``{{marker}}`` is replaced in
-the SQL, the description and the plan; a marker no ``expand`` line defines refuses the load.
+the SQL, the description and the expected plan; a marker no ``expand`` line defines refuses the load.
 """
 
 from __future__ import annotations
@@ -70,23 +73,33 @@ class Retry(StrEnum):
 
 
 class PlanCache(StrEnum):
-    """How PostgreSQL should plan a statement that asyncpg has prepared.
+    """How the service sends a statement, and so how PostgreSQL plans it.
 
-    ``generic``: one plan for every value (lookups by key); ``custom``: planned for its values on every
-    execution (optional filters written as ``$n IS NULL OR …`` fold away only in a custom plan);
-    ``auto``: PostgreSQL's own choice after five executions.
+    ``auto``: asyncpg's named prepared statement, cached per connection; PostgreSQL plans it with its
+    values five times, then keeps one generic plan if that costs no more (``expect-plan-cache: generic``
+    says the author expects that, and a test checks it). ``custom``: PostgreSQL's unnamed statement,
+    planned for its values on every execution (optional filters written as ``$n IS NULL OR …`` fold away
+    only in a custom plan), at the price of a parse each time.
     """
 
     AUTO = "auto"
-    GENERIC = "generic"
     CUSTOM = "custom"
+
+
+class ExpectPlanCache(StrEnum):
+    """``expect-plan-cache``: what PostgreSQL's plan cache settles on; checked by a test, changes nothing."""
+
+    GENERIC = "generic"
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "route": tuple(Route),
     "retry": tuple(Retry),
     "plan-cache": tuple(PlanCache),
+    "expect-plan-cache": tuple(ExpectPlanCache),
 }
+# Keys renamed to say they are expectations: a file still using the old form is refused with the new one.
+_RENAMED = {"plan": "expect-plan"}
 
 
 class RegistryError(Exception):
@@ -99,13 +112,14 @@ class Statement:
     kind: Kind
     params: tuple[str, ...]
     description: str
-    plan: str
+    plan: str  # ``expect-plan``: the access path the author expects (tests/test_plans.py checks it)
     sql: str
     file: Path
     line: int
     route: Route = Route.PRIMARY
     retry: Retry = Retry.NEVER
     plan_cache: PlanCache = PlanCache.AUTO
+    expect_plan_cache: ExpectPlanCache | None = None
 
     @property
     def text(self) -> str:
@@ -118,7 +132,9 @@ class Statement:
 
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>\S+)(?:\s+:(?P<kind>\S+))?\s*$")
-_KEY_LINE = re.compile(r"^--\s*(?P<key>params|plan|expand|route|retry|plan-cache):\s*(?P<value>.*?)\s*$")
+_KEY_LINE = re.compile(
+    r"^--\s*(?P<key>params|plan|expect-plan|expand|route|retry|plan-cache|expect-plan-cache):\s*(?P<value>.*?)\s*$"
+)
 _EXPAND = re.compile(r"^(?P<names>[a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)\s+in\s+(?P<values>.+)$")
 _TUPLE = re.compile(r"\(([^()]*)\)")
 _CONTINUATION = re.compile(r"^\s*--\s{2,}\(")  # an indented "(…" line continues the expand line above
@@ -186,7 +202,7 @@ class _Draft:
     params: tuple[str, ...] | None = None
     plan: str = ""
     expand_lines: list[tuple[str, str]] = field(default_factory=list)  # (value, file:line)
-    declared: dict[str, str] = field(default_factory=dict)  # route, retry, plan-cache as written
+    declared: dict[str, str] = field(default_factory=dict)  # route, retry, plan-cache, … as written
 
 
 @dataclass(frozen=True)
@@ -300,7 +316,11 @@ def _apply_key(draft: _Draft, key: str, value: str, where: str) -> None:
         bad = [p for p in draft.params if not _IDENT.match(p)]
         if bad or len(set(draft.params)) != len(draft.params):
             raise RegistryError(f"{where}: params must be distinct identifiers, got {bad!r}")
-    elif key == "plan":
+    elif key in _RENAMED:
+        raise RegistryError(
+            f"{where}: '-- {key}:' is now '-- {_RENAMED[key]}:' (an expectation a test checks)"
+        )
+    elif key == "expect-plan":
         draft.plan = value
     elif key == "expand":
         draft.expand_lines.append((value, where))
@@ -393,4 +413,7 @@ def _build(draft: _Draft, body: list[str], namespace: str, path: Path) -> Statem
         route=route,
         retry=retry,
         plan_cache=PlanCache(draft.declared.get("plan-cache", PlanCache.AUTO)),
+        expect_plan_cache=ExpectPlanCache(cache)
+        if (cache := draft.declared.get("expect-plan-cache"))
+        else None,
     )

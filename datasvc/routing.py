@@ -58,6 +58,8 @@ class Operation:
     # "write": a successful answer carries X-Consistency-Token; "read": honours one. Declared here for the
     # OpenAPI document; `datasvc.consistency.apply` wraps the endpoints when the app is wired.
     consistency: str | None = None
+    # The status of its answer to `Prefer: return=minimal` (headers, no body); None: always the full one.
+    minimal: int | None = None
 
 
 def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:

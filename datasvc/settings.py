@@ -8,11 +8,13 @@ secrets redacted.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
@@ -22,41 +24,109 @@ MIN_SECRET_BYTES = 32
 
 
 class SettingsError(ValueError):
-    """An environment variable holds a value the service cannot use."""
+    """An environment variable holds a value the service cannot use (one problem a line)."""
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0:
+SECRET_VARIABLES = frozenset(
+    {"DATABASE_URL", "DATASVC_REPLICA_URLS", "DATASVC_CURSOR_SECRET", "DATASVC_AUTH_TOKENS"}
+)
+
+
+# Every duration setting is at most a day: far past any sensible timeout, and well inside what the server
+# (`statement_timeout` in milliseconds, a 32-bit int) and asyncio's timers accept; `inf` is refused.
+MAX_SECONDS = 86_400.0
+SCHEMES = ("postgresql", "postgres")
+
+
+def _seconds(raw: str, *, zero: bool) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of seconds") from None
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise ValueError(f"must be a finite number of seconds, at most {MAX_SECONDS:g} (one day)")
+    if zero and not value >= 0:
+        raise ValueError("must be >= 0")
+    if not zero and not value > 0:
         raise ValueError("must be > 0")
     return value
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
+def _positive_float(raw: str) -> float:
+    return _seconds(raw, zero=False)
+
+
+def _non_negative_float(raw: str) -> float:
+    return _seconds(raw, zero=True)
+
+
+def _whole(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def positive_int(raw: str) -> int:
+    """A whole number, 1 or more."""
+    value = _whole(raw)
     if value < 1:
         raise ValueError("must be >= 1")
     return value
 
 
 def _non_negative_int(raw: str) -> int:
-    value = int(raw)
+    value = _whole(raw)
     if value < 0:
         raise ValueError("must be >= 0")
     return value
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError("must be >= 0")
+def port(raw: str) -> int:
+    """A TCP port, 1-65535 (the parser of ``DATASVC_PORT`` and of ``datasvc serve --port``)."""
+    value = _whole(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number, 1-65535")
     return value
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a libpq URL (scheme, host list, ports), or None; never quotes it."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        return "must be a URL like postgresql://user:password@host:5432/dbname"
+    if scheme not in SCHEMES:
+        named = f" {scheme!r}" if scheme.isalnum() and len(scheme) < 20 else ""
+        return f"scheme{named} is not supported: use postgresql://"
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
+    for entry in hosts.split(",") if hosts else []:
+        if entry.startswith("["):  # [IPv6]:port
+            host, _, tail = entry[1:].partition("]")
+            if tail and not tail.startswith(":"):
+                return "has a malformed [IPv6] host"
+            number = tail[1:]
+        else:
+            host, _, number = entry.partition(":")
+        if not host and number:
+            return "has a port but no host"
+        if number and not (number.isdigit() and 1 <= int(number) <= 65535):
+            return "port must be a number, 1-65535"
+    return None
+
+
+def _database_url(raw: str) -> str:
+    problem = url_problem(raw.strip())
+    if problem:
+        raise ValueError(problem)
+    return raw.strip()
 
 
 def _url_list(raw: str) -> str:
     urls = [u.strip() for u in raw.split(",")]
-    if not all(u.startswith(("postgresql://", "postgres://")) and len(u) > len("postgres://") for u in urls):
-        raise ValueError("must be postgresql:// URLs separated by commas")
+    for i, url in enumerate(urls, 1):
+        problem = "is empty" if not url else url_problem(url)
+        if problem:
+            raise ValueError(f"entry {i} {problem} (postgresql:// URLs separated by commas)")
     return ",".join(urls)
 
 
@@ -94,6 +164,19 @@ def _on_off(raw: str) -> str:
         raise ValueError("must be on or off") from None
 
 
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or len(raw) <= len("https://"):
+        raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
+    return raw
+
+
+def _traces_exporter(raw: str) -> str:
+    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+    if not names <= {"otlp", "none"} or names == {"otlp", "none"}:
+        raise ValueError("must be otlp or none (spans are sent as OTLP over HTTP)")
+    return names.pop()
+
+
 @dataclass(frozen=True)
 class Env:
     """How a `Settings` field is read: its environment variable, the parser of its text, and its doc."""
@@ -111,7 +194,7 @@ class Settings:
         str | None,
         Env(
             "DATABASE_URL",
-            str,
+            _database_url,
             "libpq URL of the database. Unset: `datasvc serve` starts a private PostgreSQL.",
         ),
     ] = None
@@ -119,7 +202,7 @@ class Settings:
         int, Env("DATASVC_POOL_MIN", _non_negative_int, "Connections the pool keeps open.")
     ] = 2
     pool_max_size: Annotated[
-        int, Env("DATASVC_POOL_MAX", _positive_int, "Most connections the pool opens.")
+        int, Env("DATASVC_POOL_MAX", positive_int, "Most connections the pool opens.")
     ] = 10
     pool_mode: Annotated[
         str,
@@ -210,19 +293,19 @@ class Settings:
         ),
     ] = "datasvc"
     max_body_bytes: Annotated[
-        int, Env("DATASVC_MAX_BODY_BYTES", _positive_int, "Largest request body accepted; larger is 413.")
+        int, Env("DATASVC_MAX_BODY_BYTES", positive_int, "Largest request body accepted; larger is 413.")
     ] = 65536
     max_header_bytes: Annotated[
         int,
         Env(
             "DATASVC_MAX_HEADER_BYTES",
-            _positive_int,
+            positive_int,
             "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
         ),
     ] = 16384
     host: Annotated[str, Env("DATASVC_HOST", str, "Address `datasvc serve` binds.")] = "127.0.0.1"
-    port: Annotated[int, Env("DATASVC_PORT", _positive_int, "Port `datasvc serve` binds.")] = 8000
-    workers: Annotated[int, Env("DATASVC_WORKERS", _positive_int, "Worker processes of `datasvc serve`.")] = 1
+    port: Annotated[int, Env("DATASVC_PORT", port, "Port `datasvc serve` binds.")] = 8000
+    workers: Annotated[int, Env("DATASVC_WORKERS", positive_int, "Worker processes of `datasvc serve`.")] = 1
     shutdown_timeout: Annotated[
         float,
         Env(
@@ -258,7 +341,7 @@ class Settings:
         int,
         Env(
             "DATASVC_EMBEDDED_PORT",
-            _positive_int,
+            port,
             "Port (127.0.0.1) of the embedded PostgreSQL when `DATABASE_URL` is unset.",
         ),
     ] = 54329
@@ -337,12 +420,47 @@ class Settings:
             "by its workers; set it when several instances serve one API.",
         ),
     ] = None
+    # OpenTelemetry's own variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/):
+    # setting any of the first three turns tracing on (datasvc.tracing); the SDK reads the rest itself.
+    otel_exporter_otlp_endpoint: Annotated[
+        str | None,
+        Env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            _http_url,
+            "OTLP/HTTP collector base URL (`/v1/traces` is appended). Set: tracing on (see Tracing).",
+        ),
+    ] = None
+    otel_exporter_otlp_traces_endpoint: Annotated[
+        str | None,
+        Env(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            _http_url,
+            "OTLP/HTTP URL spans are posted to, as is. Set: tracing on.",
+        ),
+    ] = None
+    otel_traces_exporter: Annotated[
+        str | None,
+        Env(
+            "OTEL_TRACES_EXPORTER",
+            _traces_exporter,
+            "`otlp`: tracing on (to http://localhost:4318 unless an endpoint is set); `none`: off.",
+        ),
+    ] = None
+    otel_service_name: Annotated[
+        str | None,
+        Env(
+            "OTEL_SERVICE_NAME",
+            str,
+            "`service.name` of the spans. Unset: `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, else datasvc.",
+        ),
+    ] = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every ``DATASVC_*`` variable (and ``DATABASE_URL``); unknown values fail loudly."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        problems: list[str] = []
         for spec in FIELDS:
             raw = env.get(spec.env)
             if raw is None or raw == "":
@@ -350,11 +468,28 @@ class Settings:
             try:
                 values[spec.attr] = spec.parse(raw)
             except ValueError as exc:
-                raise SettingsError(f"{spec.env}={raw!r}: {exc}") from None
-        settings = cls(**values)
-        if settings.pool_min_size > settings.pool_max_size:
-            raise SettingsError("DATASVC_POOL_MIN must not exceed DATASVC_POOL_MAX")
-        return settings
+                # A secret's value is never repeated (a URL's password, the cursor key, token hashes).
+                shown = "" if spec.env in SECRET_VARIABLES else f"={raw[:40]!r}"
+                problems.append(f"{spec.env}{shown}: {exc}")
+        settings = cls(**{k: v for k, v in values.items() if k not in ("pool_min_size", "pool_max_size")})
+        low = values.get("pool_min_size", settings.pool_min_size)
+        high = values.get("pool_max_size", settings.pool_max_size)
+        if low > high and not any(p.startswith(("DATASVC_POOL_MIN", "DATASVC_POOL_MAX")) for p in problems):
+            problems.append(
+                f"DATASVC_POOL_MIN={low} is more than DATASVC_POOL_MAX={high}: the pool cannot keep more "
+                "connections open than it may open"
+            )
+        if problems:
+            # Every problem at once, one a line: an operator fixes them in one go.
+            raise SettingsError("\n".join(problems))
+        return replace(settings, pool_min_size=low, pool_max_size=high)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are made and exported: an OTLP endpoint or ``OTEL_TRACES_EXPORTER=otlp`` is set."""
+        if self.otel_traces_exporter is not None:
+            return self.otel_traces_exporter == "otlp"
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @property
     def replicas(self) -> tuple[str, ...]:

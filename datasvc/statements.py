@@ -28,10 +28,16 @@ async def execute(
     """Run ``stmt`` with ``args`` on ``conn``; its time goes to ``metrics`` (by target) and the request."""
     if len(args) != len(stmt.params):
         raise TypeError(f"{stmt.name} takes {len(stmt.params)} parameters ({stmt.params}), got {len(args)}")
+    timing = request_timing.get()
+    span = None
+    if timing is not None and timing.trace is not None and timing.trace.sampled:
+        span = timing.trace.statement(stmt.name, target)
     started = time.perf_counter()
     try:
+        if span is not None:  # a one-off text (its traceparent): never a cached prepared statement
+            return await _execute_unnamed(conn, stmt, args, span.sql(stmt.text))
         if stmt.plan_cache is PlanCache.CUSTOM:
-            return await _execute_unnamed(conn, stmt, args)
+            return await _execute_unnamed(conn, stmt, args, stmt.text)
         if stmt.kind is Kind.ONE:
             return await conn.fetchrow(stmt.text, *args)
         if stmt.kind is Kind.MANY:
@@ -42,19 +48,25 @@ async def execute(
     except BaseException as exc:
         if metrics is not None:
             metrics.query_failed(stmt.name, exc, target)
+        if span is not None:
+            span.failed(exc)
         raise
     finally:
         elapsed = time.perf_counter() - started
         if metrics is not None:
             metrics.observe_query(stmt.name, elapsed, target)
-        timing = request_timing.get()
         if timing is not None:
             timing.db_seconds += elapsed
             timing.statements += 1
+        if span is not None:
+            span.end()
 
 
-async def _execute_unnamed(conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...]) -> Any:
-    """``-- plan-cache: custom``: sent as PostgreSQL's unnamed statement, planned for its values every time.
+async def _execute_unnamed(
+    conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...], text: str
+) -> Any:
+    """``-- plan-cache: custom`` (or a traced ``text``): sent as PostgreSQL's unnamed statement, planned
+    for its values every time.
 
     A named prepared statement (asyncpg's cache, every other statement) may switch to a generic plan after
     five executions under ``plan_cache_mode = auto``; the unnamed statement is parsed anew on each use, so
@@ -63,7 +75,7 @@ async def _execute_unnamed(conn: asyncpg.Connection, stmt: Statement, args: tupl
     asyncpg describes it first (types, codecs), then, marked unprepared, sends Parse, Bind and Execute
     under one Sync, so a transaction pooler cannot hand the Bind to another server than the Parse.
     """
-    prepared = await conn.prepare(stmt.text, name="")
+    prepared = await conn.prepare(text, name="")
     # A private API, pinned in pyproject.toml and guarded by tests/test_private_apis.py: asyncpg's own path
     # when its statement cache is off (PgBouncer).
     prepared._state.mark_unprepared()

@@ -69,7 +69,14 @@ def test_a_generated_client_drives_every_users_operation(settings, tmp_path, mon
         models = _import("models")
         users = {
             name: _import(f"api.users.{name}")
-            for name in ("create_user", "get_user", "update_user", "list_users", "delete_user")
+            for name in (
+                "create_user",
+                "get_user",
+                "update_user",
+                "list_users",
+                "delete_user",
+                "batch_get_users",
+            )
         }
         lookup = _import("api.auth.lookup_credentials")
         client = clients.enter_context(client_mod.AuthenticatedClient(base_url=server.base_url, token=TOKEN))
@@ -129,6 +136,13 @@ def test_a_generated_client_drives_every_users_operation(settings, tmp_path, mon
             assert isinstance(page, models.UserPage)
             backward = [u.username for u in page.items] + backward
         assert backward == forward[:4]
+
+        batch = users["batch_get_users"].sync(
+            client=client, body=models.BatchGet(usernames=["john", "nobody", "ada", "john"])
+        )
+        assert isinstance(batch, models.BatchGetResult)
+        assert [u.username for u in batch.items] == ["john", "ada"]
+        assert batch.missing == ["nobody"]
 
         credentials = lookup.sync(client=client, body=models.AuthLookup(login="grace"))
         assert isinstance(credentials, models.Credentials)

@@ -31,6 +31,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.tokenfile",
         "datasvc.openapi",
         "datasvc.docs",
+        "datasvc.tracing",
     },
     # Resource handlers, how they are declared (`routing.Operation`) and what they parse and answer.
     "handlers": {
@@ -40,7 +41,9 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.conditional",
         "datasvc.inputs",
         "datasvc.pagination",
+        "datasvc.preferences",
         "datasvc.users",
+        "datasvc.users.batches",
         "datasvc.users.routes",
         "datasvc.users.listing",
         "datasvc.users.models",

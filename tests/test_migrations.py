@@ -40,10 +40,17 @@ def _migrate(url: str, migrations_dir: Path, *args: str) -> subprocess.Popen[str
     return subprocess.Popen(
         [sys.executable, "-m", "datasvc", "migrate", *args],
         env=env,
+        stdin=subprocess.DEVNULL,  # not a terminal: a rollback that loses data needs --yes
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _run_migrate(url: str, migrations_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = _migrate(url, migrations_dir, *args)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @pytest.fixture
@@ -94,7 +101,7 @@ def test_the_cli_applies_reports_and_rolls_back(empty_database_url):
     assert run().stdout.strip() == f"applied: {', '.join(SHIPPED)}"
     assert run().stdout.strip() == "applied: nothing (up to date)"
     assert run("--status").stdout.split() == [w for m in SHIPPED for w in ("applied", m)]
-    done = run("--rollback", "0")
+    done = run("--rollback", "0", "--yes")
     assert (done.returncode, done.stdout.strip()) == (0, f"rolled back: {', '.join(reversed(SHIPPED))}")
 
 
@@ -219,3 +226,76 @@ def test_readiness_reports_drift_without_failing(settings, migrations_dir):
 
 def test_readiness_without_drift(client):
     assert client.get("/health/ready").json()["drift"] == {"changed": [], "unknown": [], "unrecorded": []}
+
+
+# -- issue 22: a rollback is guarded ---------------------------------------------------------------
+
+
+def _insert_user(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn, psycopg.RawCursor(conn) as cur:
+        cur.execute(REGISTRY["users.create"].text, ("keep@example.com", "keep_me", "x" * 60, None, None))
+
+
+@pytest.mark.parametrize("count", ["-1", "abc", "1.5", "-0"], ids=["negative", "word", "fraction", "minus-0"])
+def test_a_rollback_count_that_is_not_a_whole_number_is_a_usage_error_changing_nothing(database_url, count):
+    done = _run_migrate(database_url, MIGRATIONS, "--rollback", count, "--yes")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "N must be a whole number of migrations" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert migrations.status(database_url, MIGRATIONS).applied == SHIPPED
+
+
+def test_rolling_back_everything_is_refused_without_yes_naming_what_would_be_lost(database_url):
+    _insert_user(database_url)
+    done = _run_migrate(database_url, MIGRATIONS, "--rollback", "0")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "every migration (the whole schema)" in done.stderr
+    assert "users (1 row)" in done.stderr
+    assert "pass --yes" in done.stderr
+    assert migrations.status(database_url, MIGRATIONS).applied == SHIPPED
+    assert _scalar(database_url, "SELECT count(*) FROM users") == 1
+
+    done = _run_migrate(database_url, MIGRATIONS, "--rollback", "0", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert not _table_exists(database_url, "users")
+
+
+def test_rolling_back_a_migration_that_drops_a_table_with_rows_needs_yes(empty_database_url, migrations_dir):
+    url = empty_database_url
+    _add(migrations_dir, "9004.kept", "CREATE TABLE kept (id int);\n", "DROP TABLE IF EXISTS kept;\n")
+    migrations.apply(url, migrations_dir)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO kept VALUES (1), (2)")
+    done = _run_migrate(url, migrations_dir, "--rollback")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "undo 9004.kept and drop kept (2 rows)" in done.stderr
+    assert _table_exists(url, "kept")
+
+    assert _run_migrate(url, migrations_dir, "--rollback", "--yes").returncode == 0
+    assert not _table_exists(url, "kept")
+
+
+def test_rolling_back_an_empty_table_needs_no_confirmation(empty_database_url, migrations_dir):
+    _add(migrations_dir, "9005.empty", "CREATE TABLE empty_one (id int);\n", "DROP TABLE empty_one;\n")
+    migrations.apply(empty_database_url, migrations_dir)
+    done = _run_migrate(empty_database_url, migrations_dir, "--rollback")
+    assert (done.returncode, done.stdout.strip()) == (0, "rolled back: 9005.empty"), done.stderr
+
+
+def test_a_rollback_is_refused_while_the_service_is_connected_unless_forced(
+    empty_database_url, migrations_dir
+):
+    url = empty_database_url
+    _add(migrations_dir, "9006.extra", "CREATE TABLE extra (id int);\n", "DROP TABLE extra;\n")
+    migrations.apply(url, migrations_dir)
+    with psycopg.connect(url, autocommit=True, application_name="datasvc:billing") as service:
+        pid = service.info.backend_pid
+        done = _run_migrate(url, migrations_dir, "--rollback", "--yes")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert f"pid {pid} from 127.0.0.1" in done.stderr
+        assert "--force" in done.stderr
+        assert _table_exists(url, "extra")
+
+        forced = _run_migrate(url, migrations_dir, "--rollback", "--yes", "--force")
+        assert forced.returncode == 0, forced.stderr
+    assert not _table_exists(url, "extra")

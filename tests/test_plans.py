@@ -1,7 +1,7 @@
 """The plan gate: hot statements are EXPLAINed against 100k users and must use the index their header names.
 
-Each statement's ``-- plan:`` header states the expected access path; this test is its proof. The keyset
-page statements have their own plan tests next to the listing (tests/users/test_listing.py).
+Each statement's ``-- expect-plan:`` header states the expected access path; this test is its proof. The
+keyset page statements have their own plan tests next to the listing (tests/users/test_listing.py).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _plan(url: str, stmt: Statement, params: dict[str, str]) -> dict[str, Any]:
 
 
 def expected_path(header: str) -> tuple[str, list[list[str]]]:
-    """From a ``-- plan:`` header: the node type, and the indexes it names as groups of alternatives.
+    """From a ``-- expect-plan:`` header: the node type, and the indexes it names as groups of alternatives.
 
     ``BitmapOr of (a_key or b_idx) and c_key`` → ``("BitmapOr", [["a_key", "b_idx"], ["c_key"]])``.
     """
@@ -104,18 +104,37 @@ def gate(stmt: Statement, plan: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize(("name", "params"), HOT, ids=[f"{n}-{next(iter(p.values()))}" for n, p in HOT])
 def test_hot_statement_uses_the_index_its_header_names(seeded_url, name, params):
     stmt = REGISTRY[name]
-    assert stmt.plan, f"{name} has no -- plan: header"
+    assert stmt.plan, f"{name} has no -- expect-plan: header"
     plan = _plan(seeded_url, stmt, params)
     assert gate(stmt, plan) == [], f"{name}: {node_types(plan)}"
     assert plan["Plan"]["Actual Rows"] == 1  # it ran (ANALYZE) and found the one row
     assert plan["Plan"]["Shared Hit Blocks"] + plan["Plan"].get("Shared Read Blocks", 0) < 20
 
 
+# The batchGet statements (POST /api/v1/users:batchGet): 100 keys, one of them matching no user.
+_IDS = [54321 + 7 * i for i in range(99)] + [-1]
+BATCHES: list[tuple[str, dict[str, str]]] = [
+    ("users.batch_get_by_id", {"ids": ",".join(map(str, _IDS))}),
+    ("users.batch_get_by_username", {"usernames": ",".join(f"user_{i}" for i in _IDS)}),
+    ("users.batch_get_by_email", {"emails": ",".join(f"USER.{i}@example.COM" for i in _IDS)}),
+]
+
+
+@pytest.mark.parametrize(("name", "params"), BATCHES, ids=[n for n, _ in BATCHES])
+def test_batch_statement_probes_the_index_its_header_names_once_per_key(seeded_url, name, params):
+    stmt = REGISTRY[name]
+    plan = _plan(seeded_url, stmt, params)
+    assert gate(stmt, plan) == [], f"{name}: {node_types(plan)}"
+    assert plan["Plan"]["Actual Rows"] == 99
+    # A probe per key reads a few index pages and one heap page: nowhere near the table's thousands.
+    assert plan["Plan"]["Shared Hit Blocks"] + plan["Plan"].get("Shared Read Blocks", 0) < 100 * 8
+
+
 def test_the_gate_fails_a_statement_without_an_index(seeded_url, tmp_path):
     (tmp_path / "users").mkdir()
     (tmp_path / "users" / "by_bio.sql").write_text(
         "-- name: by_bio :many\n-- Users with a given bio: no index on bio.\n-- params: bio\n"
-        "-- plan: Index Scan using users_pkey on users\nSELECT id FROM users WHERE bio = $1\n"
+        "-- expect-plan: Index Scan using users_pkey on users\nSELECT id FROM users WHERE bio = $1\n"
     )
     stmt = Registry.load(tmp_path)["users.by_bio"]
     problems = gate(stmt, _plan(seeded_url, stmt, {"bio": "nobody"}))
@@ -127,7 +146,7 @@ def test_the_gate_fails_a_plan_other_than_the_header_promises(seeded_url, tmp_pa
     (tmp_path / "users").mkdir()
     (tmp_path / "users" / "by_name.sql").write_text(
         "-- name: by_name :one\n-- Says email, uses username.\n-- params: username\n"
-        "-- plan: Index Scan using users_email_caseless_key on users\n"
+        "-- expect-plan: Index Scan using users_email_caseless_key on users\n"
         "SELECT id, email FROM users WHERE username = $1\n"
     )
     stmt = Registry.load(tmp_path)["users.by_name"]

@@ -2,14 +2,23 @@ from pathlib import Path
 
 import pytest
 
-from datasvc.registry import Kind, PlanCache, Registry, RegistryError, Retry, Route, placeholders
+from datasvc.registry import (
+    ExpectPlanCache,
+    Kind,
+    PlanCache,
+    Registry,
+    RegistryError,
+    Retry,
+    Route,
+    placeholders,
+)
 from datasvc.settings import PROJECT_ROOT
 
 GOOD = """\
 -- name: get_by_id :one
 -- Fetch one thing.
 -- params: id
--- plan: Index Scan using things_pkey
+-- expect-plan: Index Scan using things_pkey
 SELECT id FROM things WHERE id = $1;
 
 -- name: rename :exec
@@ -46,17 +55,19 @@ def test_what_a_statement_may_do_is_declared_and_defaults_to_the_primary_without
         tmp_path,
         "things/x.sql",
         GOOD.replace(
-            "-- plan: Index Scan using things_pkey\n",
-            "-- plan: Index Scan using things_pkey\n"
-            "-- route: replica\n-- retry: safe\n-- plan-cache: generic\n",
+            "-- expect-plan: Index Scan using things_pkey\n",
+            "-- expect-plan: Index Scan using things_pkey\n"
+            "-- route: replica\n-- retry: safe\n-- expect-plan-cache: generic\n",
         ),
     )
     registry = Registry.load(tmp_path)
     read, write_ = registry["things.get_by_id"], registry["things.rename"]
-    assert (read.route, read.retry, read.plan_cache) == (Route.REPLICA, Retry.SAFE, PlanCache.GENERIC)
+    assert (read.route, read.retry, read.plan_cache) == (Route.REPLICA, Retry.SAFE, PlanCache.AUTO)
+    assert read.expect_plan_cache is ExpectPlanCache.GENERIC
     assert read.plan == "Index Scan using things_pkey"
     assert read.description == "Fetch one thing."
     assert (write_.route, write_.retry, write_.plan_cache) == (Route.PRIMARY, Retry.NEVER, PlanCache.AUTO)
+    assert write_.expect_plan_cache is None
 
 
 def test_shipped_routes_are_the_reviewed_reads():
@@ -66,6 +77,9 @@ def test_shipped_routes_are_the_reviewed_reads():
         "users.get_by_id",
         "users.get_by_username",
         "users.get_by_email",
+        "users.batch_get_by_id",
+        "users.batch_get_by_username",
+        "users.batch_get_by_email",
         "users.list",
         "users.list_search",
     }
@@ -111,7 +125,15 @@ BAD = {
     "unknown-retry": ("-- name: a :one\n-- d\n-- retry: yes\nSELECT 1\n", r"x\.sql:3: retry must be one of"),
     "unknown-plan-cache": (
         "-- name: a :one\n-- d\n-- plan-cache: force_custom_plan\nSELECT 1\n",
-        r"x\.sql:3: plan-cache must be one of auto, generic, custom",
+        r"x\.sql:3: plan-cache must be one of auto, custom",
+    ),
+    "generic-is-an-expectation": (
+        "-- name: a :one\n-- d\n-- plan-cache: generic\nSELECT 1\n",
+        r"x\.sql:3: plan-cache must be one of auto, custom, got 'generic'",
+    ),
+    "old-plan-key": (
+        "-- name: a :one\n-- d\n-- plan: Seq Scan\nSELECT 1\n",
+        r"x\.sql:3: '-- plan:' is now '-- expect-plan:'",
     ),
     "twice-declared": (
         "-- name: a :one\n-- d\n-- retry: safe\n-- retry: never\nSELECT 1\n",

@@ -14,7 +14,7 @@ TEMPLATE = """\
 --   (name, text)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: key, id
--- plan: Index Scan using things_{{sort}}_idx
+-- expect-plan: Index Scan using things_{{sort}}_idx
 SELECT id FROM things WHERE ({{sort}}, id) {{op}} ($1::{{type}}, $2) ORDER BY {{sort}} {{dir}}, id {{dir}}
 """
 

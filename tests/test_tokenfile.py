@@ -25,7 +25,7 @@ def _line(*callers: str) -> str:
 
 
 def _replace(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to a new file and rename it over ``path``, as the README tells operators to.
+    """Write ``data`` to a new file and rename it over ``path``, as docs/api.md tells operators to.
 
     Written in place, the file is truncated first, and a check between the truncation and the write reads
     an empty file: every caller refused until the next check (CI saw a fix applied as that empty set).

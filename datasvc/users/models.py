@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from datasvc.errors import FieldError
-from datasvc.inputs import NFC, SafeStr
+from datasvc.inputs import BIGINT_MAX, NFC, SafeStr
 
 UserStatus = Literal["active", "inactive", "suspended"]
 
@@ -143,3 +143,51 @@ class Credentials(BaseModel):
     hashed_password: str
     status: UserStatus
     is_verified: bool
+
+
+BATCH_MAX = 1000
+UserId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+# Keys of a batchGet: any text the lookups by username and email accept; a key no user has is `missing`.
+UsernameKey = Annotated[SafeStr, Field(min_length=1, max_length=50)]
+EmailKey = Annotated[SafeStr, Field(min_length=1, max_length=254), NFC]
+
+
+def _batch_of(what: str) -> Any:
+    return Field(default=None, min_length=1, max_length=BATCH_MAX, description=f"1 to {BATCH_MAX} {what}.")
+
+
+class BatchGet(StrictInput):
+    """Exactly one of ``ids``, ``usernames``, ``emails``: the users to fetch, answered in this order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"ids": [1, 2, 3]}, {"emails": ["ada@example.com"]}]}
+    )
+    reasons: ClassVar[dict[str, str]] = {
+        key: f"must hold 1 to {BATCH_MAX} entries (the batch limit)" for key in ("ids", "usernames", "emails")
+    }
+
+    ids: list[UserId] | None = _batch_of("user ids")
+    usernames: list[UsernameKey] | None = _batch_of("usernames (exact)")
+    emails: list[EmailKey] | None = _batch_of("emails (matched ignoring case and Unicode form)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BatchGet:
+        given = [name for name in ("ids", "usernames", "emails") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("must hold exactly one of ids, usernames or emails")
+        return self
+
+    def keys(self) -> tuple[str, list[Any]]:
+        """Which kind of key, and the keys once each in the order asked."""
+        for name in ("ids", "usernames", "emails"):
+            values = getattr(self, name)
+            if values is not None:
+                return name, list(dict.fromkeys(values))
+        raise AssertionError("validated: exactly one kind of key")
+
+
+class BatchGetResult(BaseModel):
+    """The users found, in the order of the request (each once), and the keys no user has."""
+
+    items: list[User]
+    missing: list[int | str] = Field(description="The keys of the request that match no user, in its order.")

@@ -3,12 +3,12 @@
 -- users.get_by_email); the caller verifies the hash.
 -- At most one row matches: usernames cannot contain '@' and emails must. So one branch runs, chosen by
 -- the login itself: the other's One-Time Filter is false and its index is never touched. One index
--- probe per lookup, where `username = $1 OR caseless(email) = caseless($1)` probed both indexes (BitmapOr)
--- and cost the backend ~5 µs more per call (docs/benchmarks.md).
+-- probe per lookup, where `username = $1 OR caseless(email) = caseless($1)` would probe both indexes
+-- (BitmapOr) on every call (docs/benchmarks.md).
 -- params: login
--- plan: Index Scan using users_username_key or users_email_caseless_key
+-- expect-plan: Index Scan using users_username_key or users_email_caseless_key
 -- retry: safe
--- plan-cache: generic
+-- expect-plan-cache: generic
 SELECT id, username, email, hashed_password, status, is_verified
 FROM users
 WHERE username = $1 AND strpos($1, '@') = 0

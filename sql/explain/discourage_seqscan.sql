@@ -3,5 +3,5 @@
 -- set_config(..., true) is SET LOCAL enable_seqscan = off as a function, so it prepares like any
 -- statement. `datasvc sql explain` runs it, inside the transaction it rolls back, to show the plan a
 -- statement whose table is still tiny gets once the table has grown.
--- plan: Result (no table access)
+-- expect-plan: Result (no table access)
 SELECT set_config('enable_seqscan', 'off', true)

@@ -3,7 +3,7 @@
 -- or VACUUM; for a table never analyzed, the live rows the statistics system counted), and its pages:
 -- `datasvc sql explain` prints them beside a plan, because a tiny table is scanned rather than indexed.
 -- params: tables
--- plan: Nested Loop Left Join (catalog lookups by name and oid)
+-- expect-plan: Nested Loop Left Join (catalog lookups by name and oid)
 -- retry: safe
 SELECT
     c.relname AS table_name,

@@ -3,7 +3,7 @@
 -- promoted), the WAL position it has replayed up to (bytes since 0/0; NULL on a primary), and whether
 -- replay is paused (pg_wal_replay_pause). Run on the replica itself, never routed; also asked before a
 -- read that carries a consistency token no sample has seen the replica reach yet.
--- plan: Result (no table access)
+-- expect-plan: Result (no table access)
 -- retry: safe
 SELECT
     pg_is_in_recovery() AS in_recovery,

@@ -4,7 +4,7 @@
 -- prepared statements, PgBouncer >= 1.21, renames them; an older one passes names through, and asyncpg's
 -- names then collide between clients). Run inside a transaction, right after preparing it.
 -- params: name
--- plan: Function Scan on pg_prepared_statement
+-- expect-plan: Function Scan on pg_prepared_statement
 -- retry: safe
 SELECT
     pg_backend_pid() AS backend_pid,

@@ -2,7 +2,7 @@
 -- Whether the service's login is a superuser, or owns (or may become the owner of) the users table:
 -- either can drop the schema or read and write any column, which the runtime role datasvc_app cannot.
 -- Checked once at start-up for a warning (docs/security.md).
--- plan: Nested Loop Left Join (catalog lookups by name and oid)
+-- expect-plan: Nested Loop Left Join (catalog lookups by name and oid)
 -- retry: safe
 SELECT
     r.rolname AS login_role,

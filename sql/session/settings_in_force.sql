@@ -1,7 +1,7 @@
 -- name: settings_in_force :one
 -- The timeouts (in milliseconds) and plan_cache_mode this session runs under. DATASVC_POOL_MODE=transaction sends no session SET, so at start-up these
 -- must already be the role's (migration 0008) and match the service's settings (datasvc/pooler.py).
--- plan: Function Scan on pg_show_all_settings
+-- expect-plan: Function Scan on pg_show_all_settings
 -- retry: safe
 SELECT
     current_user AS role_name,

@@ -4,8 +4,8 @@
 --   id not NULL: deleted; id NULL, changed true: the row exists at another version (412);
 --   id NULL, changed false: no such user (404). `changed` reads the statement's snapshot.
 -- params: id, versions
--- plan: Index Scan using users_pkey on users
--- plan-cache: generic
+-- expect-plan: Index Scan using users_pkey on users
+-- expect-plan-cache: generic
 WITH deleted AS (
     DELETE FROM users
     WHERE id = $1 AND ($2::bigint[] IS NULL OR version = any($2::bigint[]))

@@ -2,10 +2,10 @@
 -- Fetch one user by email, ignoring case and Unicode form on any cluster: caseless() (migration 0007)
 -- is the expression of users_email_caseless_key.
 -- params: email
--- plan: Index Scan using users_email_caseless_key on users
+-- expect-plan: Index Scan using users_email_caseless_key on users
 -- route: replica
 -- retry: safe
--- plan-cache: generic
+-- expect-plan-cache: generic
 SELECT
     id, email, username, full_name, bio, status,
     is_verified, is_admin, created_at, updated_at, version

@@ -30,7 +30,7 @@
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, count, limit, offset, cursor_key, cursor_id
--- plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx); total: Index Only Scan using users_counts_combination_idx (Seq Scan while users_counts is one page)
+-- expect-plan: Index Scan using {{index}} under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx); total: Index Only Scan using users_counts_combination_idx (Seq Scan while users_counts is one page)
 -- route: replica
 -- retry: safe
 -- plan-cache: custom

@@ -1,9 +1,9 @@
 -- GET /api/v1/users with a search term and count=exact: the same page as users.list__<sort>_<dir>
 -- (sql/users/list.sql), but the matching rows are found once and both the total and the page are taken
 -- from them. list.sql's sub-select count would run the trigram index scan a second time, and for a
--- search that scan is most of the cost. Measured on 1M rows: 11 ms against 38 ms for a one-row term,
--- 30 against 56 ms for 2,500 rows, 79 against 90 ms for 50,000 rows; worse only when nearly every row
--- matches (2.7 s against 0.9 s for a term in every email), where a count is costly either way.
+-- search that scan is most of the cost (docs/benchmarks.md). It loses only when nearly every row matches
+-- (a term in every email): the matches are then collected before the page is cut, where list.sql's page
+-- stops at its LIMIT; a count is costly either way.
 -- The handler uses it only for terms of three or more characters, the ones trigrams can serve.
 
 -- name: list_search :many
@@ -14,7 +14,7 @@
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, limit, offset, cursor_key, cursor_id
--- plan: CTE hits: Bitmap Index Scan on users_search_caseless_trgm_idx; page: top-N sort of hits, Index Scan using users_pkey
+-- expect-plan: CTE hits: Bitmap Index Scan on users_search_caseless_trgm_idx; page: top-N sort of hits, Index Scan using users_pkey
 -- route: replica
 -- retry: safe
 -- plan-cache: custom

@@ -9,8 +9,8 @@
 -- JSON null clears it. `changed` reads the statement's snapshot, which the UPDATE's own change is not
 -- part of; a row deleted by someone else meanwhile reads as changed to a conditional write (it did).
 -- params: id, patch, versions
--- plan: Index Scan using users_pkey on users
--- plan-cache: generic
+-- expect-plan: Index Scan using users_pkey on users
+-- expect-plan-cache: generic
 WITH updated AS (
     UPDATE users AS u
     SET (email, full_name, bio, status, is_verified, is_admin) = (

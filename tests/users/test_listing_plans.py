@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from datasvc.connections import server_settings
-from datasvc.registry import PlanCache, Registry
+from datasvc.registry import ExpectPlanCache, PlanCache, Registry
 from datasvc.settings import Settings
 from datasvc.statements import execute
 from tests.values import HASH
@@ -131,15 +131,43 @@ async def _auto_explain(conn: asyncpg.Connection) -> list[str]:
     return notices
 
 
-@pytest.mark.parametrize("name", ["users.get_by_id", "users.get_by_username", "auth.lookup"])
-async def test_generic_lookups_are_planned_five_times_then_reuse_a_generic_plan(conn, registry, name):
-    """``plan-cache: generic``: asyncpg's named statement, on a session with PostgreSQL's default
-    ``plan_cache_mode = auto``; from the sixth execution on, a lookup costs no planning."""
+# Arguments for each statement declared ``expect-plan-cache: generic``: a row of the big table. A statement
+# that declares it and has no arguments here fails the test, so the declaration is never left unchecked.
+GENERIC_ARGS: dict[str, tuple[Any, ...]] = {
+    "users.get_by_id": (5,),
+    "users.get_by_username": ("plan_5",),
+    "users.get_by_email": ("p5@example.com",),
+    "auth.lookup": ("plan_5",),
+    "users.update": (5, '{"bio": "x"}', None),
+    "users.delete": (5, None),
+}
+EXPECT_GENERIC = sorted(
+    s.name
+    for s in Registry.load(Settings().sql_dir).values()
+    if s.expect_plan_cache is ExpectPlanCache.GENERIC
+)
+
+
+def test_the_lookups_and_key_writes_expect_a_generic_plan():
+    assert {"users.get_by_id", "users.get_by_username", "auth.lookup", "users.update"} <= set(EXPECT_GENERIC)
+
+
+@pytest.mark.parametrize("name", EXPECT_GENERIC)
+async def test_expect_plan_cache_generic_holds_from_the_sixth_execution(conn, registry, name):
+    """``expect-plan-cache: generic``: asyncpg's named statement, on a session with PostgreSQL's default
+    ``plan_cache_mode = auto``, is planned with its values five times, then reuses one generic plan: from
+    the sixth execution on it costs no planning. Writes run in a transaction that is rolled back."""
     stmt = registry[name]
-    assert stmt.plan_cache is PlanCache.GENERIC
-    for _ in range(7):
-        await execute(conn, stmt, ("plan_5",) if stmt.params != ("id",) else (5,))
-    counts = await execute(conn, PLANS["prepared.plan_counts"], (stmt.text,))
+    assert stmt.plan_cache is PlanCache.AUTO
+    assert name in GENERIC_ARGS, f"{stmt.location}: declares expect-plan-cache, add its arguments here"
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        for _ in range(7):
+            await execute(conn, stmt, GENERIC_ARGS[name])
+        counts = await execute(conn, PLANS["prepared.plan_counts"], (stmt.text,))
+    finally:
+        await transaction.rollback()
     assert (counts["custom_plans"], counts["generic_plans"]) == (5, 2)
 
 

@@ -1,7 +1,7 @@
 -- name: select_marked :one
 -- The two-process check's reader: only ever reads, and says so in its result.
 -- params: id
--- plan: Index Scan using users_pkey on users
+-- expect-plan: Index Scan using users_pkey on users
 SELECT
     'select' AS did,
     version
@@ -12,20 +12,20 @@ WHERE id = $1
 -- The two-process check's writer: the same parameters and result shape as select_marked, so that a
 -- statement executed under the other's name runs silently, and the result names who really ran.
 -- params: id
--- plan: Update on users (Index Scan using users_pkey)
+-- expect-plan: Update on users (Index Scan using users_pkey)
 UPDATE users SET bio = 'written'
 WHERE id = $1
 RETURNING 'update' AS did, version
 
 -- name: my_name :value
 -- The application_name of the server session answering this client right now.
--- plan: Result (no table access)
+-- expect-plan: Result (no table access)
 SELECT current_setting('application_name')
 
 -- name: sleep :value
 -- Run for the seconds given (to meet statement_timeout).
 -- params: seconds
--- plan: Function Scan on pg_sleep
+-- expect-plan: Function Scan on pg_sleep
 SELECT true AS slept
 FROM pg_sleep($1::float8)
 
@@ -33,7 +33,7 @@ FROM pg_sleep($1::float8)
 -- In this (per-test) database only, give datasvc_app no statement_timeout: as a role nobody configured.
 -- A per-database role setting wins over the role-wide one and goes away with the database, so the
 -- shared, cluster-wide role is left alone.
--- plan: utility statement
+-- expect-plan: utility statement
 DO $$
 BEGIN
     EXECUTE format('ALTER ROLE datasvc_app IN DATABASE %I SET statement_timeout = 0', current_database());
@@ -43,7 +43,7 @@ $$
 -- name: role_short_timeouts_here :exec
 -- In this (per-test) database only, give datasvc_app a 300 ms statement_timeout (and the matching idle
 -- timeout), so a test can watch the role's timeout cancel a statement within a second.
--- plan: utility statement
+-- expect-plan: utility statement
 DO $$
 BEGIN
     EXECUTE format('ALTER ROLE datasvc_app IN DATABASE %I SET statement_timeout = 300', current_database());

@@ -1,12 +1,12 @@
 -- name: name_role :value
 -- Name the test role the statements below act on, in this session (role names cannot be parameters).
 -- params: name
--- plan: Result (no table access)
+-- expect-plan: Result (no table access)
 SELECT set_config('datasvc_test.role', $1, false)
 
 -- name: create_login :exec
 -- A login role of the test's own (roles are cluster-wide: never alter the shared ones).
--- plan: utility statement
+-- expect-plan: utility statement
 DO $$
 BEGIN
     EXECUTE format('CREATE ROLE %I LOGIN', current_setting('datasvc_test.role'));
@@ -15,7 +15,7 @@ $$
 
 -- name: grant_owner :exec
 -- Make the test role a member of the schema's owner, datasvc_owner.
--- plan: utility statement
+-- expect-plan: utility statement
 DO $$
 BEGIN
     EXECUTE format('GRANT datasvc_owner TO %I', current_setting('datasvc_test.role'));
@@ -24,7 +24,7 @@ $$
 
 -- name: drop_login :exec
 -- Drop the test role again.
--- plan: utility statement
+-- expect-plan: utility statement
 DO $$
 BEGIN
     EXECUTE format('DROP ROLE IF EXISTS %I', current_setting('datasvc_test.role'));
@@ -34,7 +34,7 @@ $$
 -- name: password_of :value
 -- How a role's password is stored (superuser only): a SCRAM verifier, or NULL for none.
 -- params: name
--- plan: Index Scan using pg_authid_rolname_index on pg_authid
+-- expect-plan: Index Scan using pg_authid_rolname_index on pg_authid
 SELECT rolpassword
 FROM pg_authid
 WHERE rolname = $1

@@ -1,0 +1,152 @@
+"""Every `datasvc` command meets a configuration or database problem with one line and an exit code,
+never a traceback (the codes: `datasvc.cli.main`'s docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from datasvc.cli import _parser
+from datasvc.settings import PROJECT_ROOT
+
+UNREACHABLE = "postgresql://app:s3cret@127.0.0.1:1/datasvc"  # nothing listens on port 1
+MALFORMED = "app:s3cret@db/datasvc"
+
+# Every command line, and its exit code with an unreachable DATABASE_URL (None: not run that way, see why).
+COMMANDS: dict[str, tuple[list[str], int | None]] = {
+    "serve": (["serve"], None),  # an unreachable database is waited for (readiness 503): tests/test_serve.py
+    "db status": (["db", "status"], 3),  # the embedded cluster it reports on: not initialised
+    "db start": (["db", "start"], 2),  # the embedded cluster, which cannot keep its data (below)
+    "db stop": (["db", "stop"], 0),
+    "db url": (["db", "url"], 0),
+    "migrate": (["migrate"], 1),
+    "migrate --status": (["migrate", "--status"], 1),
+    "migrate --rollback": (["migrate", "--rollback", "--yes"], 1),
+    "token hash": (["token", "hash"], 0),
+    "token new": (["token", "new"], 0),
+    "sql list": (["sql", "list"], 0),
+    "sql show": (["sql", "show", "users.get_by_id"], 0),
+    "sql check": (["sql", "check"], 1),
+    "sql explain": (["sql", "explain", "users.get_by_id", "--param", "id=1"], 1),
+}
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return {prefix.strip()}
+    return {c for name, sub in subs[0].choices.items() for c in _commands(sub, f"{prefix} {name}")}
+
+
+def test_the_walk_covers_every_command():
+    walked = {name.partition(" --")[0] for name in COMMANDS}
+    assert walked == _commands(_parser())
+
+
+def _datasvc(argv: list[str], url: str, tmp_path: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATASVC_", "DATABASE_URL"))}
+    (tmp_path / "file").write_text("")
+    # The embedded cluster's data directory cannot be made (its parent is a file): commands that would
+    # start it say so at once rather than running initdb.
+    env |= {"DATABASE_URL": url, "DATASVC_DATA_DIR": str(tmp_path / "file" / "data")}
+    return subprocess.run(
+        [sys.executable, "-m", "datasvc", *argv],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _one_line_no_traceback(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) <= 1, done.stderr
+    assert "s3cret" not in done.stderr + done.stdout or done.args[-2:] == ["db", "url"]
+    return lines[0] if lines else ""
+
+
+@pytest.mark.parametrize("name", [n for n, (_, code) in COMMANDS.items() if code is not None])
+def test_every_command_with_an_unreachable_database(name, tmp_path):
+    argv, code = COMMANDS[name]
+    done = _datasvc(argv, UNREACHABLE, tmp_path, stdin="a-token\n")
+    line = _one_line_no_traceback(done)
+    assert done.returncode == code, done.stdout + done.stderr
+    if code == 1:
+        assert line.startswith(
+            "datasvc: the database cannot be reached (postgresql://app:***@127.0.0.1:1/"
+        ), line
+        assert "refused" in line.lower()
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_command_with_a_malformed_database_url(name, tmp_path):
+    done = _datasvc(COMMANDS[name][0], MALFORMED, tmp_path, stdin="a-token\n")
+    line = _one_line_no_traceback(done)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert line == "datasvc: DATABASE_URL: must be a URL like postgresql://user:password@host:5432/dbname"
+
+
+def test_the_embedded_default_on_a_read_only_install_says_to_set_database_url(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATASVC_", "DATABASE_URL"))}
+    read_only = tmp_path / "site-packages"
+    read_only.mkdir()
+    env["DATASVC_DATA_DIR"] = str(read_only / ".datasvc")
+    argv = [sys.executable, "-m", "datasvc", "migrate"]
+    if os.geteuid() == 0:  # root writes through permission bits: make the folder truly read-only
+        if shutil.which("unshare") is None:
+            pytest.skip("as root, needs unshare -m for a read-only mount")
+        argv = [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            f'mount --bind -o ro "{read_only}" "{read_only}" && exec "$@"',
+            "-",
+        ]
+        argv += [sys.executable, "-m", "datasvc", "migrate"]
+    else:
+        read_only.chmod(0o555)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    line = _one_line_no_traceback(done)
+    assert done.returncode == 2
+    assert line.startswith(
+        f"datasvc: the embedded PostgreSQL cannot keep its data in {read_only / '.datasvc'}"
+    )
+    assert "set DATABASE_URL" in line
+
+
+@pytest.mark.parametrize("argv", [["sql", "list"], ["sql", "show", "users.get_by_id"], ["token", "new"]])
+def test_a_closed_pipe_is_a_quiet_exit(argv):
+    """`datasvc sql list | head -1`: the reader went away; no BrokenPipeError, no complaint."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "datasvc", *argv],
+            cwd=PROJECT_ROOT,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(("option", "value"), [("--port", "99999"), ("--port", "0"), ("--workers", "none")])
+def test_serve_options_out_of_range_are_usage_errors(option, value, capsys):
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args(["serve", option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: '{value}' must be" in capsys.readouterr().err
