@@ -9,10 +9,28 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from datasvc.tracing import RequestTrace
+from starlette.types import Scope
+
+
+class StatementTrace(Protocol):
+    """One statement's span, as the database layer sees it (`datasvc.tracing.StatementSpan`)."""
+
+    def sql(self, text: str) -> str: ...
+    def failed(self, exc: BaseException) -> None: ...
+    def end(self) -> None: ...
+
+
+class RequestTrace(Protocol):
+    """A traced request, as the layers below the wire see it (`datasvc.tracing.RequestTrace`)."""
+
+    sampled: bool
+
+    def ids(self) -> tuple[str, str] | None: ...
+    def statement(self, name: str, target: str) -> StatementTrace: ...
+    def waited(self, seconds: float, target: str) -> None: ...
+    def end(self, scope: Scope, status: int, caller: str | None) -> None: ...
 
 
 @dataclass(slots=True)

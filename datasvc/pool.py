@@ -86,9 +86,8 @@ CONNECT_FAILED: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
-_VARIANT = __import__("os").environ.get("DATASVC_POOL_VARIANT", "gate")  # experiment only
-_HAND_OVER = _VARIANT in ("gate", "handover")
-_PARK = _VARIANT == "gate"
+_HAND_OVER = True  # the variants measured (docs/benchmarks.md); the losers' code goes once decided
+_PARK = True
 
 
 @dataclass(slots=True)
