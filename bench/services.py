@@ -82,7 +82,8 @@ def datasvc(
 
 
 # Four callers with the read scopes and users:write (the write scenarios with tokens): wrk's 32 connections
-# rotate through their tokens, so each caller has ~8 requests in flight, inside the per-caller share (DATASVC_CALLER_MAX_IN_FLIGHT, 25 by default).
+# rotate through their tokens, so each caller has ~8 requests in flight, inside the per-caller share
+# (DATASVC_CALLER_MAX_IN_FLIGHT, 25 by default).
 BENCH_TOKENS = tuple(f"bench-token-{i}" for i in range(1, 5))
 BENCH_CALLERS = tuple(
     f"bench{i} users:read,users:write,credentials:read {hashlib.sha256(token.encode()).hexdigest()}"
