@@ -15,24 +15,21 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import asyncpg
 import httpx2
 import pytest
 
 from datasvc.auth import hash_token
-from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
-from tests import load
-from tests.liveserver import LiveServer
-from tests.waits import until_blocking
+from tests.support import load
+from tests.support.seed import seed_users
+from tests.support.servers import ProcessServer
+from tests.support.waits import until_blocking
 
 pytestmark = pytest.mark.slow
 
 POOL = 4
 USERS = 20_000  # enough that a search over all of them with an exact total holds a connection a while
-SEED = Registry.load(Path(__file__).parent / "sql" / "plans")
 TOKENS = {"heavy": "heavy-token-0123456789", "light": "light-token-0123456789", "seed": "seed-token-01234567"}
 SCOPES = {"heavy": "users:read", "light": "users:read", "seed": "users:write"}
 HEAVY = 4 * POOL  # the heavy caller's connections: within its in-flight share (DATASVC_MAX_IN_FLIGHT / 4)
@@ -50,15 +47,6 @@ def _config() -> str:
     return "; ".join(f"{name} {SCOPES[name]} {hash_token(token)}" for name, token in TOKENS.items())
 
 
-async def _seed(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(SEED["seed.users"].text, USERS)
-        await conn.execute(SEED["seed.analyze"].text)
-    finally:
-        await conn.close()
-
-
 async def _light(base_url: str, path: str) -> list[load.Answer]:
     return await load.hammer(
         base_url, path, workers=1, seconds=PHASE, token=TOKENS["light"], interval=LIGHT_INTERVAL
@@ -73,16 +61,16 @@ def _pool_waiting(base_url: str) -> float:
 
 
 def test_a_caller_flooding_slow_listings_leaves_a_connection_to_the_others(settings, tmp_path):
-    asyncio.run(_seed(settings.database_url))
+    seed_users(settings.database_url, USERS)
     settings = settings.with_overrides(
         pool_min_size=POOL, pool_max_size=POOL, max_in_flight=4 * HEAVY, auth_tokens=_config()
     )
-    with LiveServer(settings, tmp_path / "serve.log") as server:
+    with ProcessServer(settings, tmp_path / "serve.log") as server:
         path = "/api/v1/users/1"
         asyncio.run(_light(server.base_url, path))  # warm up: connections, plans
         alone = asyncio.run(_light(server.base_url, path))
         flood = subprocess.Popen(
-            [sys.executable, "-m", "tests.flood", server.base_url, SLOW, str(HEAVY), str(PHASE + 4)],
+            [sys.executable, "-m", "tests.support.flood", server.base_url, SLOW, str(HEAVY), str(PHASE + 4)],
             cwd=PROJECT_ROOT,
             env={**os.environ, "FLOOD_TOKEN": TOKENS["heavy"]},
             stdout=subprocess.PIPE,

@@ -11,8 +11,8 @@ from datasvc.db import Database
 from datasvc.metrics import Metrics
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
-from tests.values import HASH
-from tests.waits import until
+from tests.support.values import HASH
+from tests.support.waits import until
 
 USER = {"email": "metrics@example.com", "username": "metrics_user", "hashed_password": HASH}
 

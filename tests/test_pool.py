@@ -21,7 +21,7 @@ from datasvc.errors import ShuttingDown
 from datasvc.pool import CONNECTION_LOST, MAX_PASSED, Pool
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.waits import until
+from tests.support.waits import until
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 

@@ -25,11 +25,11 @@ from datasvc.context import Timing, request_timing
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings, SettingsError
 from datasvc.statements import execute
-from tests.liveserver import LiveServer
-from tests.load import ADMIN_NAME, admin
-from tests.otlp import Receiver, SilentCollector
-from tests.values import HASH
-from tests.waits import until_blocking
+from tests.support.load import ADMIN_NAME, admin
+from tests.support.otlp import Receiver, SilentCollector
+from tests.support.servers import ProcessServer
+from tests.support.values import HASH
+from tests.support.waits import until_blocking
 
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -65,7 +65,7 @@ def _traced_server(settings: Settings, log_path: Path) -> Iterator[tuple[Receive
     """A `datasvc serve` exporting to a receiver of the test's, its access log in ``log_path``, a user."""
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint)
-        with LiveServer(traced, log_path, access_log=True) as server:
+        with ProcessServer(traced, log_path, access_log=True) as server:
             yield receiver, server.base_url, _create(server.base_url, "ada")
 
 
@@ -257,7 +257,7 @@ def test_a_collector_that_never_answers_costs_requests_nothing(
         traced = settings.with_overrides(
             otel_exporter_otlp_endpoint=collector.endpoint, shutdown_timeout=2.0, drain_seconds=0.0
         )
-        server = LiveServer(traced, tmp_path / "serve.log")
+        server = ProcessServer(traced, tmp_path / "serve.log")
         server.start()
         try:
             user_id = _create(server.base_url, "ada")
@@ -282,7 +282,7 @@ def test_shutdown_flushes_the_spans_still_queued(
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # nothing leaves on the timer: only the flush
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, drain_seconds=0.0)
-        server = LiveServer(traced, tmp_path / "serve.log")
+        server = ProcessServer(traced, tmp_path / "serve.log")
         server.start()
         try:
             _create(server.base_url, "ada")
