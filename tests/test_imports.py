@@ -60,6 +60,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.explain",
         "datasvc.migrations",
         "datasvc.embedded",
+        "datasvc.schema",
     },
     # What every layer may use: the registry, settings, errors, request context, metrics, answers.
     "base": {
