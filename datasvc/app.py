@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,22 +24,25 @@ from starlette.routing import Route
 from datasvc import consistency, docs, health, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
+from datasvc.bodies import BodyMiddleware
 from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
+from datasvc.listener import Listener
 from datasvc.metrics import Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
 from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
+from datasvc.replicas import ReplicaCollector
 from datasvc.responses import JSONResponse, problem_response
-from datasvc.routing import Operation, build_routes
+from datasvc.routing import Endpoint, Operation, build_routes
 from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
-from datasvc.users import batches, listing
+from datasvc.users import batches, changes, export, listing, retention
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -90,19 +94,42 @@ def operations() -> tuple[Operation, ...]:
         *users.OPERATIONS,
         *batches.OPERATIONS,
         *listing.OPERATIONS,
+        *changes.OPERATIONS,
+        *export.OPERATIONS,
         *HEALTH_OPERATIONS,
         *METRICS_OPERATIONS,
     )
 
 
-def wired(ops: Sequence[Operation], settings: Settings) -> tuple[Operation, ...]:
+def wired(
+    ops: Sequence[Operation], settings: Settings, *, after_write: Callable[[], object]
+) -> tuple[Operation, ...]:
     """The operations with the features their declarations ask for, wrapped around their endpoints.
 
     ``Prefer: wait`` bounds the handler alone (`datasvc.preferences`); the consistency token is stamped
-    after it (`datasvc.consistency`), so a write that committed is never answered 504 for the stamp.
+    after it (`datasvc.consistency`), so a write that committed is never answered 504 for the stamp; and
+    ``after_write`` is told of every successful write (the change feed's wake-up).
     """
     bounded = [dataclasses.replace(op, endpoint=preferences.bounded(op.endpoint)) for op in ops]
-    return consistency.apply(bounded, replicas=bool(settings.replicas))
+    stamped = consistency.apply(bounded, replicas=bool(settings.replicas))
+    wrapped = []
+    for op in stamped:
+        if op.consistency == "write":
+            op = dataclasses.replace(op, endpoint=_telling(op.endpoint, after_write))
+        wrapped.append(op)
+    return tuple(wrapped)
+
+
+def _telling(endpoint: Endpoint, after_write: Callable[[], object]) -> Endpoint:
+    """``endpoint``, calling ``after_write`` after each 2xx answer (its transaction has committed)."""
+
+    async def told(request: Request) -> Response:
+        response = await endpoint(request)
+        if 200 <= response.status_code < 300:
+            after_write()
+        return response
+
+    return told
 
 
 def create_app(
@@ -141,12 +168,13 @@ def create_app(
         metrics.register(access_log, shared=True)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
+    listener = Listener(settings, registry)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
     routes = [
-        *build_routes(wired(ops, settings), guard=authenticator.authorize),
+        *build_routes(wired(ops, settings, after_write=listener.nudge), guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *docs.routes(),
     ]
@@ -174,9 +202,15 @@ def create_app(
                 await db.close()
                 raise
         metrics.register(db.collector, shared=True)
+        if db.replicas:
+            metrics.register(ReplicaCollector(db.replicas))
         if take_sigterm:
             drain.take_sigterm()
-        background = [asyncio.create_task(warn_if_privileged(db))]
+        listener.start()
+        background = [
+            asyncio.create_task(warn_if_privileged(db)),
+            asyncio.create_task(retention.purge_forever(db, settings.changes_retention)),
+        ]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
         try:
@@ -189,6 +223,8 @@ def create_app(
                     "settings": settings,
                     "cursors": cursors,
                     "drain": drain,
+                    "listener": listener,
+                    "exports": export.Exports(),
                 }
         finally:
             for task in background:
@@ -196,6 +232,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             metrics.unregister(db.collector)
+            await listener.close()
             await db.close()
             if tracing is not None:
                 tracing.close(settings.shutdown_timeout)
@@ -211,10 +248,17 @@ def create_app(
                 max_body_bytes=settings.max_body_bytes,
                 access_log=access_log,
                 observe=metrics.request_observer(templates),
+                on_client_closed=functools.partial(metrics.count_closed, "client-closed"),
                 tracing=tracing,
             ),
             # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
             Middleware(GZipMiddleware),
+            # The body whole before a slot is taken: a slow upload holds none (datasvc.bodies).
+            Middleware(
+                BodyMiddleware,
+                timeout=settings.body_timeout,
+                on_timeout=functools.partial(metrics.count_closed, "body-timeout"),
+            ),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
         ],

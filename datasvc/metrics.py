@@ -1,22 +1,15 @@
-"""Prometheus metrics: the registry every feature reports into, and its rendering for ``GET /metrics``.
+"""Prometheus metrics: the registry every feature reports into, rendered for ``GET /metrics``.
 
-One `Metrics` per app, with its own ``CollectorRegistry`` (no process-global state). It owns the three
-histograms on the request path (requests by route template, statements by registry name, pool acquires);
-every other feature registers a collector of its own (`register`) that yields metric families when
-scraped, so what is merely counted costs the request path nothing, and this module knows no feature.
+One `Metrics` per app, with its own ``CollectorRegistry`` (no process-global state). It owns what the
+request path observes (requests by route template, statements by registry name, pool acquires, problems,
+early closes); every other feature registers its own collector (`register`), yielding metric families
+when scraped: this module knows no feature. Labels are bounded (route templates, never raw paths).
 
-Labels are bounded: the route *template* (``/api/v1/users/{id}``, never the raw path; ``unmatched`` for
-404s and requests shed before routing), the method, the status code, the statement name (from the
-registry), an error's SQLSTATE or exception class, and the ``target`` that ran a statement or owns a pool:
-``primary`` or ``replica``.
-
-With ``datasvc serve --workers N`` a scrape reaches one worker, chosen by the kernel, and must still report
-the whole process group: serve then sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory per run) before
-the workers start, prometheus-client keeps every value in files there, and the worker that answers a
-scrape reads them all (`_ProcessGroup`): counters and histograms summed over the workers, dead ones
-included; the gauges of collectors registered ``shared`` summed over the live ones, each worker copying
-them there every second and when it answers a scrape. A collector registered ``shared=False`` is this
-worker's own view (the tokens file it reloaded), rendered after the group's.
+With ``datasvc serve --workers N`` a scrape reaches one worker and must report the whole group: serve sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start, prometheus-client keeps every value in files there,
+and the answering worker reads them all (`_ProcessGroup`): counters and histograms summed over every
+worker, dead ones included; collectors registered ``shared`` copied there every second and summed over
+the live ones; any other collector is the answering worker's own view.
 """
 
 from __future__ import annotations
@@ -50,17 +43,8 @@ _ACQUIRE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.
 _SAMPLE_EVERY = 1.0  # seconds between two copies of a worker's shared gauges into the shared files
 
 Observe = Callable[[float], None]
-
-
-def multiprocess_dir() -> str | None:
-    """The shared directory when prometheus-client runs in multiprocess mode in this process, else None.
-
-    prometheus-client chooses its mode once, at import, from ``PROMETHEUS_MULTIPROC_DIR``: read it the same
-    way, and only when the library really made that choice (``MultiProcessValue`` in use).
-    """
-    if values.ValueClass is values.MutexValue:
-        return None
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+CLOSED_REASONS: tuple[str, ...] = ("client-closed", "body-timeout", "head-timeout", "send-timeout")
+CLOSED_REASONS += ("too-many-connections", "too-many-pipelined")
 
 
 class Metrics:
@@ -68,7 +52,10 @@ class Metrics:
 
     def __init__(self, statement_names: Iterable[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        shared = multiprocess_dir()
+        # prometheus-client chose its mode once, at import, from PROMETHEUS_MULTIPROC_DIR.
+        shared = (
+            None if values.ValueClass is values.MutexValue else os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        )
         self.group = _ProcessGroup(shared) if shared else None
         # This worker's own view, rendered after the group's (with one process: the registry itself).
         self._worker = CollectorRegistry(auto_describe=True) if self.group else self.registry
@@ -90,6 +77,21 @@ class Metrics:
             ["statement", "error", "target"],
             registry=self.registry,
         )
+        self.problems = Counter(
+            "datasvc_http_problems",
+            "Problem answers by type (the problem type's last path segment, docs/api.md) and status.",
+            ["type", "status"],
+            registry=self.registry,
+        )
+        self.closed = Counter(
+            "datasvc_http_closed",
+            "Requests and connections ended early, by reason: client-closed (the caller closed its "
+            "connection mid-request), body-timeout (408), head-timeout, send-timeout (the caller did not "
+            "read its answer), too-many-connections, too-many-pipelined.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._closed = {reason: self.closed.labels(reason) for reason in CLOSED_REASONS}
         self.acquire = self._histogram(
             "datasvc_db_pool_acquire_seconds",
             "Time spent waiting for a pooled connection (including acquires that timed out).",
@@ -99,16 +101,11 @@ class Metrics:
         # Made up front for every known statement and pool: the hot path is then one dict lookup.
         self._query_observers = {(n, "primary"): self.queries(n, "primary") for n in statement_names}
         self._acquire_observers = {k: self.acquire(k) for k in ("primary", "replica")}
-        self._request_observers: dict[tuple[str, str, int], Observe] = {}
 
     def _histogram(
         self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
     ) -> Callable[..., Observe]:
-        """A histogram by ``labels``: called with their values, the observer of that child.
-
-        In one process, `_Histogram` (a plain-Python tally yielded as a family when scraped); in a
-        process group, prometheus-client's own, whose values live in the shared files.
-        """
+        """Called with label values, that child's observer: `_Histogram`, or in a group, the files'."""
         if self.group is None:
             tally = _Histogram(name, documentation, labels, buckets)
             self.registry.register(tally)
@@ -141,19 +138,17 @@ class Metrics:
             key = (scope.get("endpoint"), scope["method"], status)
             observer = observers.get(key)
             if observer is None:
-                observer = observers[key] = self._request_observer(
-                    templates.get(key[0], "unmatched"), key[1], status
-                )
+                route = templates.get(key[0], "unmatched")
+                observer = observers[key] = self.requests(route, key[1], str(status))
             observer(seconds)
+            if status >= 400 and (problem := scope.get("state", {}).get("problem")) is not None:
+                self.problems.labels(problem, str(status)).inc()
 
         return observe
 
-    def _request_observer(self, route: str, method: str, status: int) -> Observe:
-        key = (route, method, status)
-        observe = self._request_observers.get(key)
-        if observe is None:
-            observe = self._request_observers[key] = self.requests(route, method, str(status))
-        return observe
+    def count_closed(self, reason: str) -> None:
+        """One request or connection ended early for ``reason`` (one of `CLOSED_REASONS`)."""
+        self._closed[reason].inc()
 
     def observe_query(self, name: str, seconds: float, target: str = "primary") -> None:
         observe = self._query_observers.get((name, target))
@@ -176,17 +171,10 @@ class Metrics:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """While the app serves: with a process group, copy this worker's gauges there every second."""
-        if self.group is None:
+        if (group := self.group) is None:
             yield
             return
-        group = self.group
-
-        async def sample() -> None:
-            while True:
-                group.sample()
-                await asyncio.sleep(_SAMPLE_EVERY)
-
-        task = asyncio.create_task(sample())
+        task = asyncio.create_task(group.sample_forever())
         try:
             yield
         finally:
@@ -199,9 +187,8 @@ class Metrics:
 class _Histogram:
     """A histogram counted in plain Python, yielded as a ``HistogramMetricFamily`` when scraped.
 
-    prometheus-client's ``observe`` walks the buckets in a Python loop and takes two locks, three times per
-    request (request, statement, acquire). Here an observation is one C ``bisect`` and two additions on the
-    event loop's thread, and the scrape (on the same thread) reads the counts. The bucket rule is
+    prometheus-client's ``observe`` walks the buckets in Python under two locks; here an observation is one
+    C ``bisect`` and two additions on the event loop's thread, which also scrapes. The bucket rule is
     prometheus-client's: the first upper bound ``>=`` the value (``le``), +Inf last.
     """
 
@@ -219,9 +206,6 @@ class _Histogram:
         if child is None:
             child = self.children[values] = _Child(self.bounds)
         return child.observe
-
-    def describe(self) -> Iterable[Metric]:
-        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labels)]
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
@@ -257,13 +241,8 @@ class _ProcessGroup:
         self._gauges: dict[str, Gauge] = {}
         self._counters: dict[str, Counter] = {}
         self._copied: dict[tuple[str, tuple[str, ...]], float] = {}
-        workers = Gauge(
-            "datasvc_workers",
-            "Worker processes serving (with --workers N).",
-            multiprocess_mode="livesum",
-            registry=None,
-        )
-        workers.set(1)
+        workers = "Worker processes serving (with --workers N)."
+        Gauge("datasvc_workers", workers, multiprocess_mode="livesum", registry=None).set(1)
 
     def sample(self) -> None:
         """Copy this worker's shared collectors into the files: gauges as they are, counters by increase."""
@@ -282,20 +261,23 @@ class _ProcessGroup:
                             self._copied[key] = sample.value
 
     def _gauge(self, family: Metric, labels: tuple[str, ...]) -> Gauge:
-        gauge = self._gauges.get(family.name)
-        if gauge is None:
-            gauge = self._gauges[family.name] = Gauge(
+        if (gauge := self._gauges.get(family.name)) is None:
+            gauge = Gauge(
                 family.name, family.documentation, labels, multiprocess_mode="livesum", registry=None
             )
+            self._gauges[family.name] = gauge
         return gauge
 
     def _counter(self, family: Metric, labels: tuple[str, ...]) -> Counter:
-        counter = self._counters.get(family.name)
-        if counter is None:
-            counter = self._counters[family.name] = Counter(
-                family.name, family.documentation, labels, registry=None
-            )
+        if (counter := self._counters.get(family.name)) is None:
+            counter = Counter(family.name, family.documentation, labels, registry=None)
+            self._counters[family.name] = counter
         return counter
+
+    async def sample_forever(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(_SAMPLE_EVERY)
 
     def render(self) -> bytes:
         self._forget_dead_workers()

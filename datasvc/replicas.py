@@ -8,9 +8,9 @@ answers, is still in recovery, is not paused, and is at most ``DATASVC_REPLICA_M
 Lag is measured in time *from WAL positions*, not from timestamps: `LsnHistory` remembers when the
 primary was first seen at each position, and a replica is as far behind as the time since the primary
 first passed the position the replica has replayed. ``now() - pg_last_xact_replay_timestamp()`` and
-``pg_stat_replication.replay_lag`` misreport it (0.5 s with no writes at all; 32 ms while replay was
-paused, issue 9). A replica that has replayed everything the primary wrote is 0 s behind, however long
-ago the last write was.
+``pg_stat_replication.replay_lag`` misreport it: the first grows while nothing is written (a replica
+with nothing to replay looks behind), the second stays near zero while replay is paused. A replica that
+has replayed everything the primary wrote is 0 s behind, however long ago the last write was.
 
 Reads that carry a consistency token (`datasvc.consistency`) go only to a replica that has replayed up
 to the token: one whose sampled replay position has reached it (the sample is a lower bound of the
@@ -24,9 +24,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from datasvc.settings import redact_url
 
@@ -177,3 +180,31 @@ class ReplicaSet:
             except Exception:  # a bug in one round must not stop the sampling
                 log.exception("replica sampling failed")
             await asyncio.sleep(max(0.0, self.period - (time.monotonic() - started)))
+
+
+class ReplicaCollector(Collector):
+    """``datasvc_replica_lag_seconds`` and ``datasvc_replica_in_rotation`` per replica, read when scraped."""
+
+    def __init__(self, replicas: ReplicaSet) -> None:
+        self.replicas = replicas
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "datasvc_replica_lag_seconds",
+            "How far each replica is behind the primary, in seconds, at the last sample (absent: unknown).",
+            labels=["replica"],
+        )
+        rotation = GaugeMetricFamily(
+            "datasvc_replica_in_rotation",
+            "1 while the replica takes reads, 0 while it is out (/health/ready says why).",
+            labels=["replica"],
+        )
+        for replica in self.replicas.replicas:
+            if replica.lag is not None:
+                lag.add_metric([replica.shown], replica.lag)
+            rotation.add_metric([replica.shown], int(replica.in_rotation))
+        yield lag
+        yield rotation

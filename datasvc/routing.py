@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
 from datasvc.errors import MethodNotAllowed
@@ -71,12 +71,18 @@ def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None)
             if op.method in methods:
                 raise ValueError(f"{op.method} {path} is defined twice")
             methods[op.method] = op
-    # Starlette tries routes in order and no two of our paths overlap, so the order is free: the lookups
-    # (a path with a parameter) first, where a request has the fewest patterns to try before its own.
-    lookups_first = sorted(by_path.items(), key=lambda item: "{" not in item[0])
-    return [
-        Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in lookups_first
-    ]
+    # Starlette tries routes in order: the lookups (a path with a parameter) first, where a request has
+    # the fewest patterns to try before its own, except a fixed path a lookup would take
+    # (`/api/v1/users/changes` is also `/api/v1/users/{id}`), which goes before them all.
+    lookups = [compile_path(path)[0] for path in by_path if "{" in path]
+
+    def order(path: str) -> int:
+        if "{" in path:
+            return 1
+        return 0 if any(pattern.match(path) for pattern in lookups) else 2
+
+    ordered = sorted(by_path.items(), key=lambda item: order(item[0]))
+    return [Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in ordered]
 
 
 def _router_path(op: Operation, path: str) -> str:

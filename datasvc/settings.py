@@ -136,6 +136,33 @@ def _cursor_secret(raw: str) -> str:
     return raw
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(float):
+    """Seconds, shown in the largest whole unit (``7d``, ``90m``) as the configuration table writes it."""
+
+    def __str__(self) -> str:
+        for unit, seconds in sorted(_DURATION_UNITS.items(), key=lambda item: -item[1]):
+            if self % seconds == 0:
+                return f"{int(self // seconds)}{unit}"
+        return f"{float(self):g}s"
+
+
+def _duration(raw: str) -> Duration:
+    """Seconds from ``45s``, ``30m``, ``12h``, ``7d`` or a plain number of seconds; more than zero."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError("must be a duration such as 7d, 12h, 30m, 45s or a number of seconds") from None
+    if not value > 0:
+        raise ValueError("must be more than zero")
+    return Duration(value)
+
+
 def _log_level(raw: str) -> str:
     if raw.lower() not in {"debug", "info", "warning", "error"}:
         raise ValueError("must be debug, info, warning or error")
@@ -303,6 +330,42 @@ class Settings:
             "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
         ),
     ] = 16384
+    head_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_HEAD_TIMEOUT",
+            _positive_float,
+            "Seconds a request line plus headers may take to arrive, from the connection or its first byte; "
+            "then the connection is closed.",
+        ),
+    ] = 10.0
+    body_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_BODY_TIMEOUT",
+            _positive_float,
+            "Seconds a whole request body may take to arrive after its head; then 408 and the connection "
+            "is closed. The body is read before the request takes a slot of `DATASVC_MAX_IN_FLIGHT`.",
+        ),
+    ] = 10.0
+    send_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_SEND_TIMEOUT",
+            _positive_float,
+            "Seconds an answer may wait for the client to read it (the send buffer full); then the "
+            "connection is closed.",
+        ),
+    ] = 30.0
+    max_connections: Annotated[
+        int,
+        Env(
+            "DATASVC_MAX_CONNECTIONS",
+            _non_negative_int,
+            "Open client connections per worker; past it a new connection is answered 503 and closed at "
+            "once. 0: no limit (the descriptor limit is then the bound).",
+        ),
+    ] = 4096
     host: Annotated[str, Env("DATASVC_HOST", str, "Address `datasvc serve` binds.")] = "127.0.0.1"
     port: Annotated[int, Env("DATASVC_PORT", port, "Port `datasvc serve` binds.")] = 8000
     workers: Annotated[int, Env("DATASVC_WORKERS", positive_int, "Worker processes of `datasvc serve`.")] = 1
@@ -382,7 +445,8 @@ class Settings:
             "DATASVC_AUTH_TOKENS_FILE",
             Path,
             "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
-            "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
+            "changes; a token it no longer lists is refused, even when it does not parse. Set, even empty: "
+            "tokens required.",
         ),
     ] = None
     auth_reload_seconds: Annotated[
@@ -411,6 +475,15 @@ class Settings:
             "Largest `offset` GET /api/v1/users accepts (larger is 422); deeper pages use the cursors.",
         ),
     ] = 100_000
+    changes_retention: Annotated[
+        float,
+        Env(
+            "DATASVC_CHANGES_RETENTION",
+            _duration,
+            "How long the audit trail (users_changes) keeps a change: `7d`, `12h`, `30m`, `45s` or seconds. "
+            "Older changes are purged in batches; a feed cursor behind them is 410 cursor-expired.",
+        ),
+    ] = Duration(7 * 86400)
     cursor_secret: Annotated[
         str | None,
         Env(

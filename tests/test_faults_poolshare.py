@@ -29,7 +29,8 @@ from tests.support.waits import until_blocking
 pytestmark = pytest.mark.slow
 
 POOL = 4
-USERS = 9_999  # seed_users names them user_0001…: a search over all of them, with an exact total, holds a connection a while
+# seed_users names them user_0001 …: a search over all of them, with an exact total, holds a connection.
+USERS = 9_999
 TOKENS = {"heavy": "heavy-token-0123456789", "light": "light-token-0123456789", "seed": "seed-token-01234567"}
 SCOPES = {"heavy": "users:read", "light": "users:read", "seed": "users:write"}
 HEAVY = 4 * POOL  # the heavy caller's connections: within its in-flight share (DATASVC_MAX_IN_FLIGHT / 4)

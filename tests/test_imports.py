@@ -32,6 +32,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.openapi",
         "datasvc.docs",
         "datasvc.tracing",
+        "datasvc.bodies",
     },
     # Resource handlers, how they are declared (`routing.Operation`) and what they parse and answer.
     "handlers": {
@@ -44,6 +45,9 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.preferences",
         "datasvc.users",
         "datasvc.users.batches",
+        "datasvc.users.changes",
+        "datasvc.users.export",
+        "datasvc.users.retention",
         "datasvc.users.routes",
         "datasvc.users.listing",
         "datasvc.users.models",
@@ -61,6 +65,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.migrations",
         "datasvc.embedded",
         "datasvc.schema",
+        "datasvc.listener",
     },
     # What every layer may use: the registry, settings, errors, request context, metrics, answers.
     "base": {

@@ -205,7 +205,7 @@ async def test_a_rare_search_term_uses_the_trigram_index(conn, registry, count):
     nodes = list(_nodes(plan))
     assert not any(n["Node Type"] == "Seq Scan" for n in nodes), plan
     assert {n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"} == {
-        "users_search_caseless_trgm_idx"
+        "users_search_text_trgm_idx"
     }, plan
 
 
@@ -215,4 +215,4 @@ async def test_a_rare_search_with_an_exact_total_scans_the_trigram_index_once(co
     nodes = list(_nodes(plan))
     assert not any(n["Node Type"] == "Seq Scan" for n in nodes), plan
     bitmap = [n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"]
-    assert bitmap == ["users_search_caseless_trgm_idx"], plan
+    assert bitmap == ["users_search_text_trgm_idx"], plan
