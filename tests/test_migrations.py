@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from datasvc import migrations
+from datasvc import logs, migrations
 from datasvc.app import create_app
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
@@ -299,3 +300,12 @@ def test_a_rollback_is_refused_while_the_service_is_connected_unless_forced(
         forced = _run_migrate(url, migrations_dir, "--rollback", "--yes", "--force")
         assert forced.returncode == 0, forced.stderr
     assert not _table_exists(url, "extra")
+
+
+def test_a_first_migration_logs_one_line_per_migration(empty_database_url, capsys):
+    logs.configure("info")
+    migrations.apply(empty_database_url, MIGRATIONS)
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if "step" in line], "yoyo's per-step lines are debug"
+    applying = [json.loads(line)["migration"] for line in lines if "applying migration" in line]
+    assert applying == SHIPPED
