@@ -14,7 +14,7 @@ from importlib import metadata
 import asyncpg
 import psycopg
 
-from datasvc import migrations
+from datasvc import migrations, schema
 from datasvc.auth import hash_token
 from datasvc.connections import server_settings
 from datasvc.embedded import DATABASE, EmbeddedError, embedded, wheel_bindir
@@ -45,7 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = settings.database_url
         result: int = args.handler(args, settings)
         return result
-    except (SettingsError, RegistryError, EmbeddedError, migrations.MigrationLockTimeout) as exc:
+    except (
+        SettingsError,
+        RegistryError,
+        EmbeddedError,
+        migrations.MigrationLockTimeout,
+        schema.SchemaError,
+    ) as exc:
         for line in str(exc).splitlines():  # a configuration may have several problems: each on its line
             print(f"datasvc: {line}", file=sys.stderr)
         return 2
@@ -178,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_parser("check", help="prepare every statement against the database").set_defaults(
         handler=_sql_check
     )
+    sql.add_parser(
+        "schema", help="the database's schema as pg_dump --schema-only prints it, stable (sql/schema.sql)"
+    ).set_defaults(handler=_sql_schema)
     plan = sql.add_parser(
         "explain",
         help="EXPLAIN (ANALYZE, BUFFERS) one statement against the database; writes are rolled back",
@@ -288,6 +297,11 @@ def _db_psql(args: argparse.Namespace, settings: Settings) -> int:
     sys.stdout.flush()
     os.execv(client, [client, url, *args.args])  # noqa: S606 (psql takes over this process and terminal)
     return 0  # not reached
+
+
+def _sql_schema(args: argparse.Namespace, settings: Settings) -> int:
+    print(schema.dump(_require_url(settings)), end="")
+    return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,12 +9,20 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
     │   ├── Forbidden             403     the caller's token lacks the operation's scope
     │   ├── NotFound              404     no such resource or route
     │   ├── MethodNotAllowed      405     carries ``Allow``
+    │   ├── NotAcceptable         406     no representation the ``Accept`` header takes (the export)
     │   ├── Conflict              409     names the field already taken
+    │   ├── IdempotencyKeyInFlight 409    the first request with this Idempotency-Key has not answered yet
+    │   ├── BatchItemsError               ``errors`` by item index and field; never sent itself
+    │   │   ├── BatchConflict     409     items of a batch taken, or repeated in it
+    │   │   └── BatchInvalid      422     items of a batch invalid
+    │   ├── CursorExpired         410     a change-feed cursor whose next changes were purged
     │   ├── PreconditionFailed    412     ``If-Match`` does not match
     │   ├── PayloadTooLarge       413
     │   ├── HeadersTooLarge       431     request line + headers over the bound (datasvc.protocol)
     │   ├── UnsupportedMediaType  415
-    │   ├── TooManyRequests       429     one caller over its in-flight share; carries ``Retry-After``
+    │   ├── TooManyRequests       429     one caller over its in-flight share, or a second export of
+    │   │                                 one caller; carries ``Retry-After``
+    │   ├── IdempotencyKeyReused  422     the Idempotency-Key was used for another request
     │   └── ValidationFailed      422     lists each field and why
     └── ServerError                       5xx: retry or page someone
         ├── InternalError         500     no detail, ever
@@ -31,7 +39,8 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
         │   ├── SchemaChanged             the schema changed under a prepared statement
         │   ├── SchemaMissing             a table, column or function the statement needs is not there
         │   └── NotMigrated               /health/ready: migrations pending
-        └── GatewayTimeout        504     the statement ran out of time
+        ├── GatewayTimeout        504     the statement ran out of time
+        └── DeadlineExceeded      504     past the caller's ``Prefer: wait=N``; the statement cancelled
 
 asyncpg exceptions are mapped by class, most specific first (`ASYNCPG_MAP`, looked up along the MRO),
 and filled from ``sqlstate`` / ``constraint_name`` / ``column_name``, never from message text: messages are
@@ -142,6 +151,69 @@ class Conflict(ClientError):
 
     def extensions(self) -> dict[str, Any]:
         return {"field": self.field} if self.field else {}
+
+
+class NotAcceptable(ClientError):
+    status = 406
+    slug = "not-acceptable"
+    title = "Not acceptable"
+
+
+class CursorExpired(ClientError):
+    status = 410
+    slug = "cursor-expired"
+    title = "Cursor expired"
+
+    def extensions(self) -> dict[str, Any]:
+        return {"field": "query.after"}
+
+
+class IdempotencyKeyInFlight(ClientError):
+    status = 409
+    slug = "idempotency-key-in-flight"
+    title = "A request with this Idempotency-Key is still in progress"
+    retry_after = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """One offending item of a batch: its index in the request, the field, and why."""
+
+    index: int
+    field: str
+    reason: str
+
+
+class BatchItemsError(ClientError):
+    """Base of the batch answers that name each offending item; only its leaves are sent."""
+
+    def __init__(self, errors: Sequence[ItemError], detail: str | None = None) -> None:
+        super().__init__(detail or f"{len(errors)} item(s) refused; nothing was written")
+        self.errors = list(errors)
+
+    def extensions(self) -> dict[str, Any]:
+        return {"errors": [{"index": e.index, "field": e.field, "reason": e.reason} for e in self.errors]}
+
+
+class BatchConflict(BatchItemsError):
+    status = 409
+    slug = "batch-conflict"
+    title = "Batch items conflict"
+
+
+class BatchInvalid(BatchItemsError):
+    status = 422
+    slug = "batch-invalid"
+    title = "Batch items invalid"
+
+
+class IdempotencyKeyReused(ClientError):
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key used for another request"
 
 
 class PreconditionFailed(ClientError):
@@ -278,6 +350,24 @@ class GatewayTimeout(ServerError):
     status = 504
     slug = "statement-timeout"
     title = "Database statement timed out"
+
+
+class DeadlineExceeded(ServerError):
+    """The caller's deadline (``Prefer: wait=N``) passed: the statement was cancelled, not the connection."""
+
+    status = 504
+    slug = "deadline-exceeded"
+    title = "Deadline exceeded"
+    retry_after = 1
+
+    def __init__(self, wait: str) -> None:
+        super().__init__(
+            f"no answer within the {wait} s the caller asked for (Prefer: wait); nothing was kept"
+        )
+        self.wait = wait
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after), "Preference-Applied": f"wait={self.wait}"}
 
 
 # Which request field a constraint guards: the database is the authority, this only names it.

@@ -248,6 +248,8 @@ def _open(conn: Any) -> bool:
     itself, and its proxy then raises InterfaceError ("released back to the pool") even for `is_closed`.
     """
     try:
-        return not conn.is_closed() and not conn.is_in_transaction()
+        # A connection whose statement was cancelled (a caller's deadline, `datasvc.preferences`) still
+        # awaits the server's answer to the cancel request: only asyncpg's own release waits for that.
+        return not conn.is_closed() and not conn.is_in_transaction() and not conn._protocol._is_cancelling()
     except Exception:  # asyncpg's InterfaceError; whatever fails here, the connection is not used
         return False

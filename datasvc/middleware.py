@@ -58,6 +58,7 @@ class RequestContextMiddleware:
         request_id = request_id or new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["arrived"] = started  # the clock a caller's deadline (Prefer: wait) counts from
         timing = Timing()
         if self.tracing is not None:
             timing.trace = self.tracing.start(scope)
@@ -105,8 +106,8 @@ class RequestContextMiddleware:
                     "statements": timing.statements,
                     "caller": state.get("caller"),
                 }
-                if trace is not None and (ids := trace.ids()) is not None:
-                    fields["trace_id"], fields["span_id"] = ids
+                if trace is not None:
+                    fields["trace_id"], fields["span_id"] = trace.ids()
                 self.access_log.write(fields)
 
 

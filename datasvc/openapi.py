@@ -57,6 +57,20 @@ CONSISTENCY_PARAM = Param(
     ),
     schema={"type": "string"},
 )
+_WAIT = (
+    "`wait=N`: answer within N seconds of arrival (decimals allowed; at most DATASVC_STATEMENT_TIMEOUT), "
+    "else 504 `deadline-exceeded`, the statement cancelled."
+)
+_MINIMAL = "`return=minimal`: answer {status} with the headers and no body."
+
+
+def prefer_param(minimal: int | None) -> Param:
+    """RFC 7240 ``Prefer``, as an operation honours it; unknown preferences are ignored."""
+    described = _WAIT + (" " + _MINIMAL.format(status=minimal) if minimal else "")
+    return Param(name="Prefer", location="header", description=described, schema={"type": "string"})
+
+
+PREFERENCE_APPLIED = "The preferences of `Prefer` this answer honoured (`wait=N`, `return=minimal`)."
 CONSISTENCY_RESPONSE = (
     "Opaque token of this write; send it back on reads (same header) to be sure to see it, whichever "
     "replica answers."
@@ -94,7 +108,13 @@ HEADERS: dict[str, dict[str, Any]] = {
     },
 }
 _ON_EVERY_RESPONSE = ("X-Request-ID", "Server-Timing")
-_ON_STATUS = {401: ("WWW-Authenticate",), 429: ("Retry-After",), 503: ("Retry-After",)}
+_ON_STATUS = {
+    401: ("WWW-Authenticate",),
+    409: ("Retry-After",),
+    429: ("Retry-After",),
+    503: ("Retry-After",),
+    504: ("Retry-After",),
+}
 
 
 def build(
@@ -143,6 +163,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "responses": _responses(op),
     }
     params = [*op.params, CONSISTENCY_PARAM] if op.consistency == "read" else list(op.params)
+    if op.consistency is not None:  # the users API: every operation that runs statements for a caller
+        params.append(prefer_param(op.minimal))
     if params:
         out["parameters"] = [
             {
@@ -178,6 +200,8 @@ def _responses(op: Operation) -> dict[str, Any]:
     own = dict(op.response_headers)
     if op.consistency == "write":
         own[CONSISTENCY] = CONSISTENCY_RESPONSE
+    if op.consistency is not None:
+        own["Preference-Applied"] = PREFERENCE_APPLIED
     ok: dict[str, Any] = {
         "description": http.HTTPStatus(op.status).phrase,
         "headers": _headers(op.status, own),
@@ -187,6 +211,13 @@ def _responses(op: Operation) -> dict[str, Any]:
     elif op.media_type != "application/json":
         ok["content"] = {op.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(op.status): ok}
+    if op.minimal is not None and op.minimal != op.status:
+        # The minimal answer of a write whose full answer has another status (PATCH: 204, not 200).
+        phrase = http.HTTPStatus(op.minimal).phrase
+        responses[str(op.minimal)] = {
+            "description": f"{phrase} (Prefer: return=minimal)",
+            "headers": ok["headers"],
+        }
     problem = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     guard = GUARD_ERRORS if op.scope is not None else ()
     for status in sorted({*op.errors, *guard, *COMMON_ERRORS}):

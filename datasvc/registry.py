@@ -102,6 +102,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _RENAMED = {"plan": "expect-plan"}
 
 
+# The schema as pg_dump prints it (datasvc/schema.py), at the top of sql/: read by people, not loaded.
+SCHEMA_FILE = "schema.sql"
+
+
 class RegistryError(Exception):
     """A statement file is malformed; the message starts with ``file:line``."""
 
@@ -171,11 +175,11 @@ class Registry(Mapping[str, Statement]):
 
     @classmethod
     def load(cls, root: Path) -> Registry:
-        """Parse every ``*.sql`` file below ``root``; raise `RegistryError` on the first defect."""
+        """Parse every ``*.sql`` file below ``root`` but `SCHEMA_FILE`; raise `RegistryError` on a defect."""
         if not root.is_dir():
             raise RegistryError(f"{root}: SQL folder not found")
         statements: dict[str, Statement] = {}
-        for path in sorted(root.rglob("*.sql")):
+        for path in sorted(p for p in root.rglob("*.sql") if p != root / SCHEMA_FILE):
             for stmt in parse_file(path, namespace_for(root, path)):
                 if stmt.name in statements:
                     first = statements[stmt.name]

@@ -77,8 +77,13 @@ def test_shipped_routes_are_the_reviewed_reads():
         "users.get_by_id",
         "users.get_by_username",
         "users.get_by_email",
+        "users.batch_get_by_id",
+        "users.batch_get_by_username",
+        "users.batch_get_by_email",
         "users.list",
         "users.list_search",
+        "users.export_json",
+        "users.export_rows",
     }
     assert registry["auth.lookup"].route is Route.PRIMARY
 

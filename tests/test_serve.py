@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.liveserver import LiveServer, environment, free_port
+from tests.support.servers import ProcessServer, environment, free_port
 
 WAITING = "transaction mode: waiting for the database before serving"
 
@@ -92,7 +92,7 @@ def test_transaction_mode_gives_up_after_the_start_timeout_with_one_line(unreach
 
 def test_sighup_is_logged_as_sighup(settings, tmp_path):
     log = tmp_path / "serve.log"
-    server = LiveServer(settings.with_overrides(drain_seconds=0.5), log)
+    server = ProcessServer(settings.with_overrides(drain_seconds=0.5), log)
     with server:
         server.signal(signal.SIGHUP)
         assert server.wait(30) == 0

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from datasvc import conditional
+from datasvc import conditional, preferences
 from datasvc.errors import NotFound, PreconditionFailed, ValidationFailed
 from datasvc.inputs import NO_NUL_PATTERN, nfc, path_id, path_text, read_json
 from datasvc.responses import JSONResponse
@@ -54,7 +54,14 @@ async def create_user(request: Request) -> Response:
     )
     user = dict(row)
     headers = {"Location": f"{PREFIX}/{row['id']}", "ETag": conditional.etag(user.pop("version"))}
+    if preferences.minimal(request):
+        return _minimal(201, headers)
     return JSONResponse(user, status_code=201, headers=headers)
+
+
+def _minimal(status: int, headers: dict[str, str]) -> Response:
+    """``Prefer: return=minimal``: the status and headers of a write, no representation."""
+    return Response(status_code=status, headers={**headers, preferences.APPLIED: "return=minimal"})
 
 
 async def get_user(request: Request) -> Response:
@@ -89,6 +96,8 @@ async def patch_user(request: Request) -> Response:
         row = await db.run("users.update", user_id, patch.changes(), versions)
         if row["changed"]:
             raise _changed()
+    if row is not None and row["id"] is not None and preferences.minimal(request):
+        return _minimal(204, {"ETag": conditional.etag(row["version"])})
     return _user_or_404(request, row, f"id {user_id}")
 
 
@@ -156,6 +165,7 @@ OPERATIONS: tuple[Operation, ...] = (
         summary="Create a user",
         tag="users",
         status=201,
+        minimal=201,
         request_model=UserCreate,
         response_model=User,
         scope="users:write",
@@ -212,6 +222,7 @@ OPERATIONS: tuple[Operation, ...] = (
         consistency="write",
         summary="Change some fields of a user",
         tag="users",
+        minimal=204,
         request_model=UserPatch,
         response_model=User,
         response_headers=_ETAG,
