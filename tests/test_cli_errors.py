@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[list[str], int | None]] = {
     "sql show": (["sql", "show", "users.get_by_id"], 0),
     "sql check": (["sql", "check"], 1),
     "sql explain": (["sql", "explain", "users.get_by_id", "--param", "id=1"], 1),
+    "sql schema": (["sql", "schema"], 1),
 }
 
 
