@@ -1,5 +1,6 @@
 import json
 import subprocess
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -244,7 +245,7 @@ JUSTIFIED = {
 SPECTRAL = str(PROJECT_ROOT / "scripts" / "spectral")
 
 
-def _spectral(document: dict, tmp_path) -> list[dict]:
+def _spectral(document: dict[str, Any], tmp_path) -> list[dict[str, Any]]:
     path = tmp_path / "openapi.json"
     path.write_text(json.dumps(document))
     done = subprocess.run(
@@ -255,7 +256,7 @@ def _spectral(document: dict, tmp_path) -> list[dict]:
         check=False,
     )
     assert done.stdout.strip().startswith("["), done.stdout + done.stderr
-    results: list[dict] = json.loads(done.stdout)
+    results: list[dict[str, Any]] = json.loads(done.stdout)
     return results
 
 
