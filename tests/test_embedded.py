@@ -153,6 +153,7 @@ def test_every_command_uses_the_embedded_database_when_database_url_is_unset(env
         migrate = _datasvc(env, "migrate")  # starts it
         assert migrate.returncode == 0, migrate.stderr
         assert "started the embedded PostgreSQL" in migrate.stderr
+        assert "`datasvc db stop` stops it" in migrate.stderr  # and says how to stop it
         check = _datasvc(env, "sql", "check")
         assert check.returncode == 0, check.stdout + check.stderr
         url = _datasvc(env, "db", "url").stdout.strip()
