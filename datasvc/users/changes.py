@@ -127,6 +127,7 @@ async def _read(
             "changes after this cursor were purged (older than DATASVC_CHANGES_RETENTION); "
             "start again without `after`"
         )
+    found = sorted((int(row["xid"]), row["seq"], row) for row in rows if row["xid"] is not None)
     page = [
         {
             "op": row["op"],
@@ -136,10 +137,9 @@ async def _read(
             "caller": row["caller"],
             "changed": row["changed"],
         }
-        for row in rows
-        if row["xid"] is not None
+        for _, _, row in found
     ]
-    after = (int(rows[-1]["xid"]), rows[-1]["seq"]) if page else (position or horizon)
+    after = found[-1][:2] if found else (position or horizon)
     if len(page) < limit:
         # Everything below the snapshot's xmin has been read: nothing can appear there any more.
         after = max(after, (int(first["below"]), 0))
