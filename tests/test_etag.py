@@ -13,6 +13,7 @@ from datasvc.settings import PROJECT_ROOT
 from datasvc.statements import execute
 from tests.support import load
 from tests.support.values import HASH
+from tests.support.waits import until
 
 
 @pytest.fixture
@@ -137,8 +138,8 @@ async def test_writers_queued_on_the_row_lock_get_distinct_increasing_versions(d
             second = asyncio.create_task(
                 execute(early, registry["users.update"], (row["id"], '{"bio": "early"}', None))
             )
-            while await admin.run("faults.waiting", load.ADMIN_NAME) == 0:  # early queues on late's lock
-                await asyncio.sleep(0.01)
+            # early queues on late's lock
+            await until(lambda: _waiting(admin), what="the early update waiting on the late one's lock")
             await late_tx.commit()
             second_row = await second
             await early_tx.commit()
@@ -148,3 +149,7 @@ async def test_writers_queued_on_the_row_lock_get_distinct_increasing_versions(d
     assert (first["version"], second_row["version"]) == (2, 3)
     # What the old tag would have done: the later write carries the earlier instant.
     assert second_row["updated_at"] < first["updated_at"]
+
+
+async def _waiting(admin: load.Admin) -> bool:
+    return bool(await admin.run("faults.waiting", load.ADMIN_NAME) > 0)

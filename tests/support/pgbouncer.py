@@ -117,7 +117,7 @@ class PgBouncer:
             raise RuntimeError("this PgBouncer listens on TCP only: start it with unix_socket=True")
         return f"postgresql://{user}@/{dbname}?host={self.socket_dir}&port={self.port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         self._out = (self.directory / "stdout.log").open("ab")
         self.process = subprocess.Popen(
             [str(self.binary), str(self.directory / "pgbouncer.ini")],
