@@ -208,6 +208,7 @@ def test_cli_token_new_prints_a_token_and_its_hash(capsys):
     assert hash_token(lines["token"].strip()) == lines["sha256"].strip()
 
 
+@pytest.mark.pooler
 def test_the_callers_name_reaches_the_database_session(auth_settings, database_url):
     """While a request waits on a row lock, pg_stat_activity shows which caller it serves."""
 

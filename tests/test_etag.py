@@ -36,6 +36,7 @@ def test_create_and_every_read_carry_the_same_etag(client, user):
         assert client.get(path).headers["etag"] == tag
 
 
+@pytest.mark.pooler
 def test_patch_with_the_current_etag_applies_and_moves_the_etag(client, user):
     old = user.headers["etag"]
     response = client.patch(url(user), json={"bio": "hello"}, headers={"If-Match": old})
@@ -46,6 +47,7 @@ def test_patch_with_the_current_etag_applies_and_moves_the_etag(client, user):
     assert client.get(url(user)).headers["etag"] == new
 
 
+@pytest.mark.pooler
 def test_patch_with_a_stale_etag_is_412_and_changes_nothing(client, user):
     stale = user.headers["etag"]
     assert client.patch(url(user), json={"bio": "first"}).status_code == 200
@@ -100,6 +102,7 @@ def test_delete_with_a_stale_etag_is_412_and_keeps_the_user(client, user):
     assert client.get(url(user)).status_code == 404
 
 
+@pytest.mark.pooler
 def test_if_none_match_current_is_304_without_a_body(client, user):
     tag = user.headers["etag"]
     for value in (tag, f"W/{tag}", f'"0", {tag}', "*"):

@@ -50,6 +50,7 @@ def assert_problem(response, status, field=None):
 # --- create -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_create_returns_201_the_user_and_location(client):
     response = client.post("/api/v1/users", json=new_user(full_name="Alice"))
     assert response.status_code == 201
@@ -103,6 +104,7 @@ def test_create_requires_fields(client):
     assert {e["field"] for e in body["errors"]} == {"body.email", "body.username", "body.hashed_password"}
 
 
+@pytest.mark.pooler
 def test_duplicate_username_is_409_naming_username(client, alice):
     response = client.post("/api/v1/users", json=new_user(email="other@example.com"))
     assert assert_problem(response, 409)["field"] == "username"
@@ -122,6 +124,7 @@ def test_create_never_returns_the_password_hash(client):
 # --- read -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_get_by_id(client, alice):
     response = client.get(f"/api/v1/users/{alice['id']}")
     assert response.status_code == 200
@@ -132,6 +135,7 @@ def test_get_by_username(client, alice):
     assert client.get("/api/v1/users/by_username/alice").json() == alice
 
 
+@pytest.mark.pooler
 def test_get_by_email_ignores_case(client, alice):
     assert client.get("/api/v1/users/by_email/ALICE@example.com").json() == alice
 
@@ -183,6 +187,7 @@ def test_int64_max_is_a_valid_id(client):
 # --- update -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_patch_changes_only_the_given_fields(client, alice):
     response = client.patch(
         f"/api/v1/users/{alice['id']}",
@@ -248,6 +253,7 @@ def test_patch_missing_user_is_404(client):
 # --- delete -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_delete_is_204_then_404(client, alice):
     response = client.delete(f"/api/v1/users/{alice['id']}")
     assert response.status_code == 204
