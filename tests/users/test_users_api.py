@@ -2,27 +2,8 @@
 
 import pytest
 
+from tests.support.api import USER_FIELDS, assert_problem, new_user
 from tests.support.values import HASH, OTHER_HASH
-
-PROBLEM = "application/problem+json"
-USER_FIELDS = {
-    "id",
-    "email",
-    "username",
-    "full_name",
-    "bio",
-    "status",
-    "is_verified",
-    "is_admin",
-    "created_at",
-    "updated_at",
-}
-
-
-def new_user(**overrides):
-    body = {"email": "alice@example.com", "username": "alice", "hashed_password": HASH}
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture
@@ -30,21 +11,6 @@ def alice(client):
     response = client.post("/api/v1/users", json=new_user(full_name="Alice A", bio="hi"))
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def assert_problem(response, status, field=None):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("urn:datasvc:problem:")
-    assert body["title"]
-    assert body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    if field is not None:
-        fields = [e["field"] for e in body.get("errors", [])] + [body.get("field")]
-        assert any(f and f.endswith(field) for f in fields), body
-    return body
 
 
 # --- create -----------------------------------------------------------------------------------------
