@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.support.pgbouncer import PgBouncer, through
+from tests.support.pgbouncer import TARGETS, PgBouncer, through
 from tests.support.pgserver import clone_of, new_name, url_for
 from tests.support.pgserver import server as _server
 
@@ -53,16 +53,6 @@ def empty_database_url() -> Iterator[str]:
     name = new_name("datasvc_empty")
     with DatabaseJanitor(dbname=name, **_server()):  # type: ignore[arg-type]
         yield url_for(name)
-
-
-# Where the service connects: straight to PostgreSQL, or through a real PgBouncer in transaction mode as
-# the runtime role, the two ways an operator may run it there: 1.24 with asyncpg's statement cache on,
-# 1.18 with it off (DATASVC_STATEMENT_CACHE_SIZE=0, required there). Value: (version, cache size).
-TARGETS: dict[str, tuple[str, int] | None] = {
-    "direct": None,
-    "pgbouncer-1.24": ("1.24", 100),
-    "pgbouncer-1.18": ("1.18", 0),
-}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
