@@ -54,6 +54,10 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         endpoint=health.live,
         operation_id="health",
         summary="Liveness: the process answers (no database call)",
+        description=(
+            "200 as long as the process can answer; it never touches the database, so a database "
+            "outage does not get the process restarted."
+        ),
         tag="health",
         response_model=health.Live,
     ),
@@ -63,6 +67,10 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         endpoint=health.ready,
         operation_id="ready",
         summary="Readiness: not shutting down, the database answers and every migration is applied",
+        description=(
+            "503 while draining, while the database does not answer, or while a migration this code "
+            "needs is not applied; the body says which. Migration drift is reported without failing."
+        ),
         tag="health",
         response_model=health.Ready,
         errors=(503,),
@@ -83,6 +91,9 @@ METRICS_OPERATIONS: tuple[Operation, ...] = (
         endpoint=metrics_endpoint,
         operation_id="metrics",
         summary="Prometheus metrics of the whole service process group (text exposition format)",
+        description=(
+            "Request, database, pool and shedding metrics of every worker process, for a Prometheus scrape."
+        ),
         tag="ops",
         media_type="text/plain",
     ),
