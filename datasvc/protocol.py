@@ -33,7 +33,10 @@ with ``Connection: close`` and its connection closed after the answer, never bef
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import struct
+import termios
 from typing import TYPE_CHECKING, Any
 
 from uvicorn._types import ASGI3Application
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
 # not pipeline; a caller that sends a hundred requests at once and reads nothing only piles up work.
 MAX_PIPELINED = 16
 _NEVER_SHED = frozenset(path.encode() for path in NEVER_SHED)
+# On shutdown, how long a connection without a request yet may take to send one (see `shutdown`).
+LAST_CALL = 1.0
 
 
 @functools.cache
@@ -97,6 +102,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._drain: Drain | None = self.app_state.get("drain")
         if self._drain is not None:
             self._drain.connections = self.connections  # uvicorn's one set of open connections
+        self._requests = 0  # requests begun on this connection
+        self._stopping = False  # the server shuts down: answer what comes with `Connection: close`
 
     # -- the connection ------------------------------------------------------------------------
 
@@ -112,6 +119,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._arm_head_timer()
+        if self._drain is not None and self._drain.port is None and self.server is not None:
+            self._drain.port = self.server[1]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -158,6 +167,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(Overloaded(f"more than {MAX_PIPELINED} requests pipelined on one connection"))
             raise _Refused
         super().on_message_begin()
+        self._requests += 1
         self._shedding = False
         self._in_head = True
         self._head_bytes = 0
@@ -191,7 +201,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.parser.should_upgrade():
             self.cycle.keep_alive = False  # the parser reads nothing after an upgrade request
-        if self._drain is not None and self._drain.draining and self.cycle.scope is self.scope:
+        draining = self._stopping or (self._drain is not None and self._drain.draining)
+        if draining and self.cycle.scope is self.scope:
             self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
 
     def _shed_early(self) -> bool:
@@ -280,6 +291,26 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
             raise _Refused
 
+    def shutdown(self) -> None:
+        """The server stops: close when idle, except a connection whose first request may be on its way.
+
+        uvicorn closes every idle connection at once. One just accepted, or with bytes unread, may carry
+        a request its client has written already: closed, it would be reset. It gets `LAST_CALL` seconds
+        for that request, answered with ``Connection: close``; a head under way is awaited likewise.
+        """
+        if self._refused or self.flow is None:
+            return
+        self._stopping = True
+        fresh = self._requests == 0 or (self._in_head and self._head_bytes) or _unread(self.transport)
+        if self._busy() or self._sheds or not fresh:
+            super().shutdown()
+            return
+        self.loop.call_later(LAST_CALL, self._last_call_over)
+
+    def _last_call_over(self) -> None:
+        if not self._busy() and not self.transport.is_closing():
+            self.transport.close()
+
     # -- timers --------------------------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
@@ -363,3 +394,15 @@ def for_settings(settings: Settings) -> type[HeadLimitedHttpToolsProtocol]:
 def limited(max_head_bytes: int) -> type[HeadLimitedHttpToolsProtocol]:
     """The protocol class with an explicit head bound and the other settings' defaults."""
     return for_settings(Settings(max_header_bytes=max_head_bytes))
+
+
+def _unread(transport: asyncio.Transport) -> bool:
+    """Whether the kernel holds bytes of this connection that the event loop has not read yet."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        pending: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return False
+    return pending > 0
