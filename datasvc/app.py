@@ -52,6 +52,10 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         endpoint=health.live,
         operation_id="health",
         summary="Liveness: the process answers (no database call)",
+        description=(
+            "200 as long as the process can answer; it never touches the database, so a database "
+            "outage does not get the process restarted."
+        ),
         tag="health",
         response_model=health.Live,
     ),
@@ -61,6 +65,10 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         endpoint=health.ready,
         operation_id="ready",
         summary="Readiness: not shutting down, the database answers and every migration is applied",
+        description=(
+            "503 while draining, while the database does not answer, or while a migration this code "
+            "needs is not applied; the body says which. Migration drift is reported without failing."
+        ),
         tag="health",
         response_model=health.Ready,
         errors=(503,),

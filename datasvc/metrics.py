@@ -479,6 +479,9 @@ METRICS_OPERATIONS: tuple[Operation, ...] = (
         endpoint=metrics_endpoint,
         operation_id="metrics",
         summary="Prometheus metrics of the whole service process group (text exposition format)",
+        description=(
+            "Request, database, pool and shedding metrics of every worker process, for a Prometheus scrape."
+        ),
         tag="ops",
         media_type="text/plain",
     ),

@@ -86,7 +86,12 @@ class CursorCodec:
             raise InvalidCursor("is not a cursor this service issued")
         signed = f"{parts[0]}.{parts[1]}"
         if not hmac.compare_digest(self._mac(signed), parts[2]):
-            raise InvalidCursor("is not a cursor this service issued (bad signature)")
+            # Most often a cursor from before a restart: name the setting that keeps them valid.
+            raise InvalidCursor(
+                "is not a cursor this service issued (bad signature): cursors are signed with "
+                "DATASVC_CURSOR_SECRET, and where it is not set each start of the service picks a new "
+                "secret, so a restart invalidates earlier cursors; start again without a cursor"
+            )
         try:
             payload = orjson.loads(_b64decode(parts[1]))
         except (binascii.Error, ValueError):

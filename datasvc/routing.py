@@ -49,6 +49,7 @@ class Operation:
     operation_id: str
     summary: str
     tag: str
+    description: str = ""  # what the summary leaves out: how it behaves, what to send back
     status: int = 200
     request_model: type[BaseModel] | None = None
     response_model: type[BaseModel] | None = None

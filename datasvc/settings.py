@@ -261,6 +261,15 @@ class Settings:
     connect_timeout: Annotated[
         float, Env("DATASVC_CONNECT_TIMEOUT", _positive_float, "Seconds to open one database connection.")
     ] = 5.0
+    start_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_START_TIMEOUT",
+            _positive_float,
+            "With `DATASVC_POOL_MODE=transaction`: seconds `datasvc serve` waits at start-up for the "
+            "database to answer its checks, then exits 1 (SIGINT/SIGTERM stop the wait at once).",
+        ),
+    ] = 60.0
     statement_timeout: Annotated[
         float,
         Env(

@@ -9,7 +9,6 @@ each connection is closed by the server right after an answer carrying ``Connect
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -182,6 +181,5 @@ async def test_sigterm_with_reconnecting_callers_resets_no_written_request(setti
 
 
 @pytest.mark.perf
-@pytest.mark.skipif(not os.environ.get("DATASVC_PERF"), reason="20 server runs: set DATASVC_PERF=1")
 async def test_sigterm_with_reconnecting_callers_resets_no_written_request_20_runs(settings, tmp_path):
     print(await _reconnecting_runs(settings, tmp_path, 20))

@@ -12,6 +12,7 @@ from datasvc.metrics import Metrics
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 from tests.support.values import HASH
+from tests.support.waits import until
 
 USER = {"email": "metrics@example.com", "username": "metrics_user", "hashed_password": HASH}
 
@@ -103,10 +104,7 @@ async def test_waiting_counts_requests_blocked_on_a_full_pool(settings):
     try:
         async with db.connection():
             waiter = asyncio.create_task(db.run("users.get_by_id", 1))
-            for _ in range(100):
-                if db.waiting:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: db.waiting > 0, what="a request waiting for the pool")
             samples = _samples(metrics.render().decode())
             assert samples[("datasvc_db_pool_waiting", (("target", "primary"),))] == 1
             assert samples[("datasvc_db_pool_connections", (("state", "in_use"), ("target", "primary")))] == 1
