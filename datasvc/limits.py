@@ -70,6 +70,27 @@ class CallerLimit:
         else:
             del self.in_flight[caller]
 
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The refusals by caller and the share, as Prometheus families (this worker's own)."""
+        if not self.per_caller:
+            return
+        limited = CounterMetricFamily(
+            "datasvc_caller_limited",
+            "Requests refused 429 because their caller had DATASVC_CALLER_MAX_IN_FLIGHT in flight.",
+            labels=["caller"],
+        )
+        for name, count in sorted(self.refused.items()):
+            limited.add_metric([name], count)
+        yield limited
+        yield GaugeMetricFamily(
+            "datasvc_caller_max_in_flight",
+            "Requests one caller may have in flight (per worker).",
+            value=self.per_caller,
+        )
+
     async def refuse(self, scope: Scope, send: Send, caller: str) -> None:
         self.refused[caller] = self.refused.get(caller, 0) + 1
         scope.setdefault("state", {})["caller"] = caller  # the access log names who was refused

@@ -99,7 +99,7 @@ def test_a_crashing_request_still_gets_its_line() -> None:
 def test_blocked_stdout_drops_and_counts_never_stalls() -> None:
     log, read_end = _pipe_log(max_pending=100)
     metrics = Metrics()
-    metrics.watch_access_log(log)
+    metrics.register(log)
     line = {"request_id": "x" * 32, "method": "GET", "path": "/api/v1/users/1", "status": 200}
 
     def flood() -> None:

@@ -104,7 +104,7 @@ def flooded(settings, tmp_path) -> Flooded:
         # FLOOD_BOUND only ends a flood this test failed to stop.
         command = [sys.executable, "-m", "tests.support.flood", server.base_url, path, str(4 * SUSTAINED)]
         flood = subprocess.Popen(
-            [*command, str(FLOOD_BOUND)],
+            [*command, str(FLOOD_BOUND), "--until-stdin-closes"],
             cwd=PROJECT_ROOT,
             env={**os.environ, "FLOOD_TOKEN": TOKENS["heavy"]},
             stdin=subprocess.PIPE,

@@ -1,8 +1,9 @@
 """A caller flooding the service from its own process.
 
-``python -m tests.support.flood BASE_URL PATH WORKERS SECONDS``: closed-loop GETs (`load.hammer`) until
-the caller closes the flood's stdin, which is how a test ends it once it has measured what it needed
-beside it; ``SECONDS`` only bounds a flood nobody stops.
+``python -m tests.support.flood BASE_URL PATH WORKERS SECONDS [--until-stdin-closes]``: closed-loop GETs
+(`load.hammer`) for ``SECONDS``; with ``--until-stdin-closes``, until the caller closes the flood's stdin
+(a pipe), which is how a test ends it once it has measured what it needed beside it, ``SECONDS`` then
+only bounding a flood nobody stops.
 
 Its own process, so that its CPU and event loop are not those of the caller a test measures beside it.
 ``FLOOD_TOKEN`` in the environment is sent as the bearer token. Prints one JSON line: how many answers,
@@ -20,8 +21,10 @@ import threading
 from tests.support import load
 
 
-async def _until_stdin_closes(base_url: str, path: str, workers: int, seconds: float) -> list[load.Answer]:
-    """`load.hammer` until the caller closes our stdin (or ``seconds``, a bound on a forgotten flood)."""
+async def _flood(
+    base_url: str, path: str, workers: int, seconds: float, watch_stdin: bool
+) -> list[load.Answer]:
+    """`load.hammer` for ``seconds``, or until our stdin closes if ``watch_stdin``."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -29,14 +32,16 @@ async def _until_stdin_closes(base_url: str, path: str, workers: int, seconds: f
         sys.stdin.read()
         loop.call_soon_threadsafe(stop.set)
 
-    threading.Thread(target=watch, daemon=True).start()  # daemon: a blocked read does not hold the exit
+    if watch_stdin:
+        threading.Thread(target=watch, daemon=True).start()  # daemon: a blocked read does not hold the exit
     token = os.environ.get("FLOOD_TOKEN")
     return await load.hammer(base_url, path, workers=workers, seconds=seconds, token=token, stop=stop)
 
 
 def main(argv: list[str]) -> None:
-    base_url, path, workers, seconds = argv
-    answers = asyncio.run(_until_stdin_closes(base_url, path, int(workers), float(seconds)))
+    watch_stdin = "--until-stdin-closes" in argv
+    base_url, path, workers, seconds = [a for a in argv if a != "--until-stdin-closes"]
+    answers = asyncio.run(_flood(base_url, path, int(workers), float(seconds), watch_stdin))
     statuses: dict[int, int] = {}
     for answer in answers:
         statuses[answer.status] = statuses.get(answer.status, 0) + 1
