@@ -22,13 +22,13 @@ from typing import Any, Literal
 import orjson
 
 from datasvc.errors import FieldError, ValidationFailed
+from datasvc.settings import MIN_SECRET_BYTES
 
 Direction = Literal["next", "prev"]
 
 VERSION = "1"
 MAX_CURSOR_CHARS = 1024  # a search term is at most 100 characters; a real cursor is far below this
 _MAC_BYTES = 16  # 128 bits: far beyond guessing, and a shorter token
-MIN_SECRET_BYTES = 32  # the HMAC-SHA256 block's worth of key: the one rule, DATASVC_CURSOR_SECRET's too
 
 
 class InvalidCursor(ValidationFailed):

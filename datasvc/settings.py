@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 from urllib.parse import urlsplit
 
-from datasvc.pagination import MIN_SECRET_BYTES
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
 CALLER_SHARE = 4
+# The cursor secret's least length, the HMAC-SHA256 block's worth of key (`datasvc.pagination`).
+MIN_SECRET_BYTES = 32
 
 
 class SettingsError(ValueError):

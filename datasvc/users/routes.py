@@ -26,8 +26,7 @@ PREFIX = "/api/v1/users"
 
 
 def _db(request: Request) -> Database:
-    # The lifespan state's dict itself: `request.state` would wrap it in a `State` for one attribute.
-    db: Database = request.scope["state"]["db"]
+    db: Database = request.state.db
     return db
 
 
