@@ -183,8 +183,12 @@ def create_app(
     metrics.register(SlotsCollector(slots))
     listener = Listener(settings, registry)
 
+    # Rendered once: the document is fixed for the life of the app, and anyone may ask for it (no token),
+    # as often as they like (pipelined by the hundred, never read: issue 21.3).
+    rendered = JSONResponse(document).body
+
     async def openapi_json(request: Request) -> Response:
-        return JSONResponse(document)
+        return Response(rendered, media_type="application/json")
 
     routes = [
         *build_routes(wired(ops, settings, after_write=listener.nudge), guard=authenticator.authorize),
