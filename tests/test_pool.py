@@ -378,3 +378,24 @@ async def test_close_is_bounded_by_the_shutdown_timeout(
         await asyncio.wait_for(pool.close(), 10)
     assert "pool did not close in time" in caplog.text
     assert pool.stats().size == 0
+
+
+async def test_a_caller_holding_all_connections_but_one_waits_while_another_caller_is_served(
+    settings: Settings,
+) -> None:
+    """The share per caller (`pool.RESERVE`): counted in connections held, whatever the statements cost."""
+    db = await Database.connect(settings.with_overrides(pool_min_size=3, pool_max_size=3), REGISTRY)
+    try:
+        requests = Requests(db)
+        held = [await _holding(requests, f"heavy{i}", "heavy") for i in range(2)]
+        (third,) = await requests.queue(("heavy2", "heavy"))  # a free connection, but heavy's share is held
+        assert db.primary.free == 1
+        _, hold_light = await _holding(requests, "light", "light")  # served at once, by the free one
+        assert requests.served == ["heavy0", "heavy1", "light"]
+        held[0][1].set()
+        await until(lambda: "heavy2" in requests.served, what="heavy's next request served")
+        hold_light.set()
+        held[1][1].set()
+        await asyncio.gather(third, *(task for task, _ in held))
+    finally:
+        await db.close()
