@@ -87,7 +87,6 @@ CONNECT_FAILED: tuple[type[BaseException], ...] = (
 )
 
 
-
 @dataclass(slots=True)
 class Stats:
     """What the metrics report of one pool: open, idle, most and waiting connections."""
