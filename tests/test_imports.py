@@ -33,6 +33,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.docs",
         "datasvc.tracing",
         "datasvc.bodies",
+        "datasvc.listeners",
     },
     # Resource handlers, how they are declared (`routing.Operation`) and what they parse and answer.
     "handlers": {
