@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import docs, health, openapi, pooler
+from datasvc import docs, health, idempotency, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.compression import GZipMiddleware
@@ -143,7 +143,10 @@ def create_app(
         metrics.watch_pool(db)
         if take_sigterm:
             drain.take_sigterm()
-        background = [asyncio.create_task(warn_if_privileged(db))]
+        background = [
+            asyncio.create_task(warn_if_privileged(db)),
+            asyncio.create_task(idempotency.purge_forever(db)),
+        ]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
         try:

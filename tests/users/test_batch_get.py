@@ -98,7 +98,8 @@ def _statements_run(client) -> dict[str, float]:
         s.labels["statement"]: s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == "datasvc_db_query_duration_seconds_count"
+        # The users' statements only: start-up checks (session.*) may run meanwhile.
+        if s.name == "datasvc_db_query_duration_seconds_count" and s.labels["statement"].startswith("users.")
     }
 
 
