@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load as L
-from bench import pooler, replica, report, services
+from bench import pooler, replica, report, services, tracing
 from bench.probe import CpuWindow, RssSampler, tree_rss_kb
 from bench.scenarios import (
     LIST,
@@ -62,7 +62,8 @@ TARGETS = (
 )
 # Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
 # send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one; PgBouncer 1.24
-# reached over its Unix socket; PgBouncer 1.24 and its baseline with four callers' tokens.
+# reached over its Unix socket; PgBouncer 1.24 and its baseline with four callers' tokens; one worker with
+# OpenTelemetry tracing on, sampling 1 % or all requests (bench/tracing.py).
 EXTRA_TARGETS = (
     "datasvc-1w-nolog",
     "datasvc-1w-tokens",
@@ -70,8 +71,9 @@ EXTRA_TARGETS = (
     "pgbouncer-1.24-socket",
     "direct-app-tokens",
     "pgbouncer-1.24-tokens",
+    *tracing.TARGETS,
 )
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 14.
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 17.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -91,6 +93,8 @@ PORTS = {
             "pgbouncer-1.24-socket",
             "direct-app-tokens",
             "pgbouncer-1.24-tokens",
+            *tracing.TARGETS,
+            "otlp-sink",
         ),
         1,
     )
@@ -491,6 +495,19 @@ def measure(
                 tokens=target.endswith("-tokens"),
             )
             return http_target(svc, [s], args, ours, raw, pooler_pid=via.pooler_pid)
+    if target in tracing.TARGETS:
+        if s.key not in tracing.SCENARIOS:
+            return [], None
+        with tracing.sink(PORTS["otlp-sink"]) as endpoint:
+            svc = services.datasvc(
+                target,
+                port=PORTS[target],
+                workers=1,
+                database_url=ours,
+                n=args.rows,
+                pooler_env=tracing.env(target, endpoint),
+            )
+            return http_target(svc, [s], args, ours, raw)
     if target in replica.TARGETS:
         if s.key not in replica.SCENARIOS:
             return [], None

@@ -12,7 +12,7 @@ connects as the server URL's user, a superuser by default, in session mode).
 Each is ``datasvc serve --workers 1`` in ``DATASVC_POOL_MODE=transaction``, connected as the runtime role
 ``datasvc_app`` (whose role settings transaction mode requires; the direct targets connect as the
 server URL's user) through a PgBouncer in ``pool_mode=transaction`` started for the run (the same
-PgBouncer the tests start: tests/pgbouncer.py; 1.24 from ``scripts/pgbouncer-build``). They take part
+PgBouncer the tests start: tests/support/pgbouncer.py; 1.24 from ``scripts/pgbouncer-build``). They take part
 in the lookup by id and the create only: what a pooler adds is a hop per statement, which shows on the
 cheapest requests.
 """
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tests.pgbouncer import PgBouncer
+from tests.support.pgbouncer import PgBouncer
 
 # target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE, service → PgBouncer over its Unix socket):
 # 1.18 passes statement names through, so asyncpg's cache must be off there (the service refuses to start

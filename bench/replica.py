@@ -2,7 +2,7 @@
 
 Both are ``datasvc serve --workers 1`` on a throwaway primary that the run starts, migrates and seeds with
 the same N users as the direct targets (bench/seed.sql), and its standby made with ``pg_basebackup -R -X
-stream`` (tests/cluster.py, the clusters the replica tests start). ``replica`` sets
+stream`` (tests/support/cluster.py, the clusters the replica tests start). ``replica`` sets
 ``DATASVC_REPLICA_URLS`` to the standby, so the lookup by id runs there and every create pays the
 consistency token's extra round trip; ``replica-direct`` is the same service on the same primary without
 replicas. Their ratio is the cost of the replica path alone, on the same data and server configuration.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import load as L
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 TARGETS = ("replica", "replica-direct")
 SCENARIOS = ("by_id", "create")

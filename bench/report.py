@@ -23,6 +23,8 @@ ORDER = (
     "replica-direct",
     "datasvc-1w-nolog",
     "datasvc-1w-tokens",
+    "datasvc-1w-traced-1pct",
+    "datasvc-1w-traced-all",
     "datasvc-2w",
     "ceiling",
     "pgbench",
@@ -41,6 +43,7 @@ REPLICATED = ("replica", "replica-direct")  # datasvc-1w on a primary with a sta
 MAIN = "datasvc-1w"  # compared with the peer and the ceiling, which also run one worker
 NOLOG = "datasvc-1w-nolog"  # optional: the same with DATASVC_ACCESS_LOG=off
 TOKENS = "datasvc-1w-tokens"  # optional: the same with bearer tokens configured (and sent)
+TRACED_1PCT, TRACED_ALL = "datasvc-1w-traced-1pct", "datasvc-1w-traced-all"  # optional: tracing on (issue 24)
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -311,6 +314,16 @@ def _pooled(key: str) -> Callable[[Results], float | None]:
     return value
 
 
+def _traced(key: str, target: str) -> Callable[[Results], float | None]:
+    """A traced target ÷ the same service untraced: the median of the round-by-round ratios."""
+
+    def value(res: Results) -> float | None:
+        ratios = res.round_ratios(target, MAIN, key)
+        return statistics.median(ratios) if ratios else None
+
+    return value
+
+
 def _rss(res: Results) -> float | None:
     return ratio(res.rss.get("peer", {}).get("peak_kb"), res.rss.get(MAIN, {}).get("peak_kb"))
 
@@ -354,6 +367,9 @@ GOALS = (
     Goal(
         "POST create with an Idempotency-Key: ≥ 0.85x without", _rows_vs("create_idempotent", "create"), 0.85
     ),
+    # Issue 24: tracing configured, against the same service without it, round by round.
+    Goal("GET by id, tracing sampling 1 %: ≥ 0.97x untraced", _traced("by_id", TRACED_1PCT), 0.97),
+    Goal("GET by id, tracing every request: ≥ 0.80x untraced", _traced("by_id", TRACED_ALL), 0.80),
     Goal("GET by id through PgBouncer 1.24: ≥ 0.95x direct", _pooled("by_id"), 0.95),
     Goal("POST create through PgBouncer 1.24: ≥ 0.95x direct", _pooled("create"), 0.95),
 )

@@ -26,17 +26,19 @@ from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
+from datasvc.listener import Listener
 from datasvc.metrics import METRICS_OPERATIONS, Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
 from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
+from datasvc.replicas import ReplicaCollector
 from datasvc.responses import JSONResponse, problem_response
 from datasvc.routing import Operation, build_routes
 from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
-from datasvc.users import batches, listing
+from datasvc.users import batches, changes, export, listing, retention
 from datasvc.users import routes as users
 
 log = logging.getLogger("datasvc.app")
@@ -69,6 +71,8 @@ def operations() -> tuple[Operation, ...]:
         *users.OPERATIONS,
         *batches.OPERATIONS,
         *listing.OPERATIONS,
+        *changes.OPERATIONS,
+        *export.OPERATIONS,
         *HEALTH_OPERATIONS,
         *METRICS_OPERATIONS,
     )
@@ -108,12 +112,13 @@ def create_app(
         metrics.watch_access_log(access_log)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
+    listener = Listener(settings, registry)
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
     routes = [
-        *build_routes(ops, guard=authenticator.authorize),
+        *build_routes(ops, guard=authenticator.authorize, after_write=listener.nudge),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *docs.routes(),
     ]
@@ -141,10 +146,14 @@ def create_app(
                 await db.close()
                 raise
         metrics.watch_pool(db)
+        if db.replicas:
+            metrics.register(ReplicaCollector(db.replicas))
         if take_sigterm:
             drain.take_sigterm()
+        listener.start()
         background = [
             asyncio.create_task(warn_if_privileged(db)),
+            asyncio.create_task(retention.purge_forever(db, settings.changes_retention)),
             asyncio.create_task(idempotency.purge_forever(db)),
         ]
         if watcher is not None:
@@ -159,6 +168,8 @@ def create_app(
                     "settings": settings,
                     "cursors": cursors,
                     "drain": drain,
+                    "listener": listener,
+                    "exports": export.Exports(),
                 }
         finally:
             for task in background:
@@ -166,6 +177,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             metrics.watch_pool(None)
+            await listener.close()
             await db.close()
             if tracing is not None:
                 tracing.close(settings.shutdown_timeout)

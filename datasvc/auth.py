@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("datasvc.auth")
 
-SCOPES = frozenset({"users:read", "users:write", "credentials:read"})
+SCOPES = frozenset({"users:read", "users:write", "credentials:read", "changes:read"})
 
 _CALLER = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")

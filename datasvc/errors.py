@@ -9,16 +9,19 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
     │   ├── Forbidden             403     the caller's token lacks the operation's scope
     │   ├── NotFound              404     no such resource or route
     │   ├── MethodNotAllowed      405     carries ``Allow``
+    │   ├── NotAcceptable         406     no representation the ``Accept`` header takes (the export)
     │   ├── Conflict              409     names the field already taken
     │   ├── IdempotencyKeyInFlight 409    the first request with this Idempotency-Key has not answered yet
     │   ├── BatchItemsError               ``errors`` by item index and field; never sent itself
     │   │   ├── BatchConflict     409     items of a batch taken, or repeated in it
     │   │   └── BatchInvalid      422     items of a batch invalid
+    │   ├── CursorExpired         410     a change-feed cursor whose next changes were purged
     │   ├── PreconditionFailed    412     ``If-Match`` does not match
     │   ├── PayloadTooLarge       413
     │   ├── HeadersTooLarge       431     request line + headers over the bound (datasvc.protocol)
     │   ├── UnsupportedMediaType  415
-    │   ├── TooManyRequests       429     one caller over its in-flight share; carries ``Retry-After``
+    │   ├── TooManyRequests       429     one caller over its in-flight share, or a second export of
+    │   │                                 one caller; carries ``Retry-After``
     │   ├── IdempotencyKeyReused  422     the Idempotency-Key was used for another request
     │   └── ValidationFailed      422     lists each field and why
     └── ServerError                       5xx: retry or page someone
@@ -148,6 +151,21 @@ class Conflict(ClientError):
 
     def extensions(self) -> dict[str, Any]:
         return {"field": self.field} if self.field else {}
+
+
+class NotAcceptable(ClientError):
+    status = 406
+    slug = "not-acceptable"
+    title = "Not acceptable"
+
+
+class CursorExpired(ClientError):
+    status = 410
+    slug = "cursor-expired"
+    title = "Cursor expired"
+
+    def extensions(self) -> dict[str, Any]:
+        return {"field": "query.after"}
 
 
 class IdempotencyKeyInFlight(ClientError):

@@ -147,6 +147,18 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise ValidationFailed(field_errors(exc, "body", getattr(model, "reasons", None))) from None
 
 
+def read_query(request: Request, model: type[M]) -> M:
+    """Validate the query string into ``model``, or a 422 naming every bad or repeated ``query.*``."""
+    query = request.query_params
+    repeated = sorted({k for k in query if len(query.getlist(k)) > 1})
+    if repeated:
+        raise ValidationFailed([FieldError(f"query.{k}", "given more than once") for k in repeated])
+    try:
+        return model.model_validate(dict(query))
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc, "query")) from None
+
+
 def header(request: Request, name: bytes) -> str | None:
     """The first value of header ``name`` (lower case), from the raw list: no `Headers` object built."""
     headers: list[tuple[bytes, bytes]] = request.scope["headers"]

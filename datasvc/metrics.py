@@ -132,6 +132,12 @@ class Metrics:
             ["statement", "error", "target"],
             registry=self.registry,
         )
+        self.problems = Counter(
+            "datasvc_http_problems",
+            "Problem answers by type (the problem type's last path segment, docs/api.md) and status.",
+            ["type", "status"],
+            registry=self.registry,
+        )
         self.acquire = Histogram(
             "datasvc_db_pool_acquire_seconds",
             "Time spent waiting for a pooled connection (including acquires that timed out).",
@@ -200,6 +206,8 @@ class Metrics:
             if observer is None:
                 observer = observers[key] = self._request_observer(templates.get(key[0], UNMATCHED), *key[1:])
             observer(seconds)
+            if status >= 400 and (problem := scope.get("state", {}).get("problem")) is not None:
+                self.problems.labels(problem, str(status)).inc()
 
         return observe
 

@@ -106,8 +106,8 @@ class RequestContextMiddleware:
                     "statements": timing.statements,
                     "caller": state.get("caller"),
                 }
-                if trace is not None and (ids := trace.ids()) is not None:
-                    fields["trace_id"], fields["span_id"] = ids
+                if trace is not None:
+                    fields["trace_id"], fields["span_id"] = trace.ids()
                 self.access_log.write(fields)
 
 

@@ -24,9 +24,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from datasvc.gate import Gate
 from datasvc.settings import redact_url
@@ -190,3 +193,31 @@ class ReplicaSet:
             except Exception:  # a bug in one round must not stop the sampling
                 log.exception("replica sampling failed")
             await asyncio.sleep(max(0.0, self.period - (time.monotonic() - started)))
+
+
+class ReplicaCollector(Collector):
+    """``datasvc_replica_lag_seconds`` and ``datasvc_replica_in_rotation`` per replica, read when scraped."""
+
+    def __init__(self, replicas: ReplicaSet) -> None:
+        self.replicas = replicas
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "datasvc_replica_lag_seconds",
+            "How far each replica is behind the primary, in seconds, at the last sample (absent: unknown).",
+            labels=["replica"],
+        )
+        rotation = GaugeMetricFamily(
+            "datasvc_replica_in_rotation",
+            "1 while the replica takes reads, 0 while it is out (/health/ready says why).",
+            labels=["replica"],
+        )
+        for replica in self.replicas.replicas:
+            if replica.lag is not None:
+                lag.add_metric([replica.shown], replica.lag)
+            rotation.add_metric([replica.shown], int(replica.in_rotation))
+        yield lag
+        yield rotation

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
-from starlette.types import Message, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from datasvc.errors import DatasvcError
 
@@ -54,12 +54,24 @@ def problem_response(error: DatasvcError, *, instance: str, request_id: str | No
     if request_id:
         body["request_id"] = request_id
     body.update(error.extensions())
-    return Response(
+    response = ProblemResponse(
         orjson.dumps(body),
         status_code=error.status,
         headers=error.headers(),
         media_type=PROBLEM_MEDIA_TYPE,
     )
+    response.slug = error.slug
+    return response
+
+
+class ProblemResponse(Response):
+    """A problem+json answer that leaves its type's slug in the request's state, for the metrics."""
+
+    slug = ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("state", {})["problem"] = self.slug
+        await super().__call__(scope, receive, send)
 
 
 async def send_problem(scope: Scope, send: Send, error: DatasvcError) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
 from datasvc import consistency, preferences
@@ -23,6 +23,8 @@ from datasvc.errors import MethodNotAllowed
 Endpoint = Callable[[Request], Awaitable[Response]]
 # Runs before the handler with the operation chosen, e.g. the bearer-token check; raises to refuse.
 Guard = Callable[[Request, "Operation"], object]
+# Told that a write operation answered 2xx: its transaction has committed.
+AfterWrite = Callable[[], object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,8 +65,13 @@ class Operation:
     minimal: int | None = None
 
 
-def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:
-    """One Starlette route per distinct path, dispatching on method; ``guard`` vets every request."""
+def build_routes(
+    operations: Sequence[Operation], *, guard: Guard | None = None, after_write: AfterWrite | None = None
+) -> list[Route]:
+    """One Starlette route per distinct path, dispatching on method; ``guard`` vets every request.
+
+    ``after_write`` is called after every successful write operation (the change feed's wake-up).
+    """
     by_path: dict[str, dict[str, Operation]] = {}
     for op in operations:
         for path in (op.path, *op.aliases):
@@ -72,11 +79,20 @@ def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None)
             if op.method in methods:
                 raise ValueError(f"{op.method} {path} is defined twice")
             methods[op.method] = op
-    # Starlette tries routes in order and no two of our paths overlap, so the order is free: the lookups
-    # (a path with a parameter) first, where a request has the fewest patterns to try before its own.
-    lookups_first = sorted(by_path.items(), key=lambda item: "{" not in item[0])
+    # Starlette tries routes in order: the lookups (a path with a parameter) first, where a request has
+    # the fewest patterns to try before its own, except a fixed path a lookup would take
+    # (`/api/v1/users/changes` is also `/api/v1/users/{id}`), which goes before them all.
+    lookups = [compile_path(path)[0] for path in by_path if "{" in path]
+
+    def order(path: str) -> int:
+        if "{" in path:
+            return 1
+        return 0 if any(pattern.match(path) for pattern in lookups) else 2
+
+    ordered = sorted(by_path.items(), key=lambda item: order(item[0]))
     return [
-        Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in lookups_first
+        Route(path, _dispatcher(methods, guard, after_write), methods=list(methods))
+        for path, methods in ordered
     ]
 
 
@@ -88,11 +104,13 @@ def _router_path(op: Operation, path: str) -> str:
     return path
 
 
-def _dispatcher(methods: dict[str, Operation], guard: Guard | None) -> _Dispatch:
+def _dispatcher(
+    methods: dict[str, Operation], guard: Guard | None, after_write: AfterWrite | None
+) -> _Dispatch:
     table: dict[str, tuple[Operation, Endpoint]] = {m: (op, op.endpoint) for m, op in methods.items()}
     if "GET" in table:
         table.setdefault("HEAD", table["GET"])
-    return _Dispatch(table, guard)
+    return _Dispatch(table, guard, after_write)
 
 
 class _Dispatch:
@@ -103,11 +121,17 @@ class _Dispatch:
     already done once by the app's ``ExceptionMiddleware`` (whose handlers answer what is raised here).
     """
 
-    __slots__ = ("allow", "guard", "table")
+    __slots__ = ("after_write", "allow", "guard", "table")
 
-    def __init__(self, table: dict[str, tuple[Operation, Endpoint]], guard: Guard | None) -> None:
+    def __init__(
+        self,
+        table: dict[str, tuple[Operation, Endpoint]],
+        guard: Guard | None,
+        after_write: AfterWrite | None,
+    ) -> None:
         self.table = table
         self.guard = guard
+        self.after_write = after_write
         self.allow = sorted(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,6 +146,8 @@ class _Dispatch:
         if operation.consistency == "write":
             response = await preferences.within_wait(endpoint, request)
             await consistency.stamp(request, response)
+            if self.after_write is not None and 200 <= response.status_code < 300:
+                self.after_write()
         else:
             pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
             try:

@@ -136,6 +136,33 @@ def _cursor_secret(raw: str) -> str:
     return raw
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(float):
+    """Seconds, shown in the largest whole unit (``7d``, ``90m``) as the configuration table writes it."""
+
+    def __str__(self) -> str:
+        for unit, seconds in sorted(_DURATION_UNITS.items(), key=lambda item: -item[1]):
+            if self % seconds == 0:
+                return f"{int(self // seconds)}{unit}"
+        return f"{float(self):g}s"
+
+
+def _duration(raw: str) -> Duration:
+    """Seconds from ``45s``, ``30m``, ``12h``, ``7d`` or a plain number of seconds; more than zero."""
+    text = raw.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], 0)
+    number = text[:-1] if unit else text
+    try:
+        value = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError("must be a duration such as 7d, 12h, 30m, 45s or a number of seconds") from None
+    if not value > 0:
+        raise ValueError("must be more than zero")
+    return Duration(value)
+
+
 def _log_level(raw: str) -> str:
     if raw.lower() not in {"debug", "info", "warning", "error"}:
         raise ValueError("must be debug, info, warning or error")
@@ -411,6 +438,15 @@ class Settings:
             "Largest `offset` GET /api/v1/users accepts (larger is 422); deeper pages use the cursors.",
         ),
     ] = 100_000
+    changes_retention: Annotated[
+        float,
+        Env(
+            "DATASVC_CHANGES_RETENTION",
+            _duration,
+            "How long the audit trail (users_changes) keeps a change: `7d`, `12h`, `30m`, `45s` or seconds. "
+            "Older changes are purged in batches; a feed cursor behind them is 410 cursor-expired.",
+        ),
+    ] = Duration(7 * 86400)
     cursor_secret: Annotated[
         str | None,
         Env(

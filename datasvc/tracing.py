@@ -22,8 +22,11 @@ PostgreSQL's unnamed statement (the ``plan-cache: custom`` path) rather than fil
 cache with one-off entries; an unsampled request sends the registry text unchanged and keeps the cached
 prepared statements and their generic plans. No child span is made for an unsampled request at all.
 
-Spans leave through the SDK's batch processor, whose thread does the encoding and the HTTP: a request
-only appends to its queue. `_Bounded` keeps that queue's bound itself, so every span that never reaches
+Spans are made the way the SDK's exporters read them, as finished `ReadableSpan` records built once
+their end is known (the SDK's live `Span`, with its locks and per-attribute validation, costs a request
+several times more), with the sampler, ids, resource and batch processor of the SDK. They leave through
+the SDK's batch processor, whose thread does the encoding and the HTTP: a request only appends to its
+queue. `_Bounded` keeps that queue's bound itself, so every span that never reaches
 the collector is counted (queue full: refused here; export failed: counted by `_Counted`) and reported in
 ``/metrics`` by `SpanCollector`. A collector that is down or hangs costs requests nothing: spans are
 dropped and counted. `Tracing.close` flushes within the time it is given, then gives up.
@@ -33,7 +36,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,9 +46,20 @@ from urllib.parse import urlsplit
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import (
+    INVALID_SPAN_ID,
+    INVALID_TRACE_ID,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    get_current_span,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -58,10 +74,14 @@ SERVICE_NAME = "datasvc"
 _DEFAULT_QUEUE = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
+_ROOT = Context()  # no parent: a request without a (valid) traceparent starts a trace
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)  # our trace ids are random
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
 
 
 class Tracing:
-    """The tracer provider of one app, its exporter behind the batch processor, and the request hook."""
+    """The sampler, resource and batch processor of one app, and the request hook."""
 
     def __init__(
         self,
@@ -70,12 +90,14 @@ class Tracing:
         templates: Mapping[Any, str],
         servers: Mapping[str, dict[str, Any]],
     ) -> None:
-        self.provider = provider
+        self.provider = provider  # made from the SDK's variables; `close` shuts it and its processor down
         self.processor = processor
-        self.tracer = provider.get_tracer("datasvc")
         self.templates = templates  # endpoint -> route template, as the metrics use
         self.servers = servers  # target kind -> db.namespace, server.address, server.port
+        self.resource = provider.resource
+        self.scope = InstrumentationScope("datasvc")
         self._propagator = TraceContextTextMapPropagator()
+        self._sampler = provider.sampler  # OTEL_TRACES_SAMPLER: parent-based always-on by default
 
     @classmethod
     def create(
@@ -100,21 +122,61 @@ class Tracing:
         return cls(provider, processor, templates, _servers(settings))
 
     def start(self, scope: Scope) -> RequestTrace:
-        """The SERVER span of one HTTP request, a child of the caller's ``traceparent`` if it sent one."""
+        """The SERVER span of one HTTP request, a child of the caller's ``traceparent`` if it sent one.
+
+        The sampler decides on a trace id drawn here (or the caller's); an unsampled request gets only
+        its ids, for the access log.
+        """
         traceparent = tracestate = None
         for name, value in scope["headers"]:
             if name == _TRACEPARENT:
                 traceparent = value.decode("latin-1")
             elif name == _TRACESTATE:
                 tracestate = value.decode("latin-1")
-        parent: Context | None = None
+        context = _ROOT  # a context of its own, so the sampler does not look up the ambient one
+        parent = None
         if traceparent is not None:
             carrier = {"traceparent": traceparent}
             if tracestate is not None:
                 carrier["tracestate"] = tracestate
-            parent = self._propagator.extract(carrier)
-        span = self.tracer.start_span(scope["method"], parent, kind=SpanKind.SERVER)
-        return RequestTrace(self, span)
+            extracted = self._propagator.extract(carrier)
+            remote = get_current_span(extracted).get_span_context()
+            if remote.is_valid:
+                context, parent = extracted, remote
+        trace_id = parent.trace_id if parent is not None else _trace_id()
+        sampling = self._sampler.should_sample(context, trace_id, scope["method"], SpanKind.SERVER)
+        if sampling.decision is not Decision.RECORD_AND_SAMPLE:
+            return RequestTrace(self, trace_id, _span_id(), None, None)
+        ctx = SpanContext(trace_id, _span_id(), False, _SAMPLED, sampling.trace_state)
+        return RequestTrace(self, trace_id, ctx.span_id, ctx, parent, sampling.attributes)
+
+    def emit(
+        self,
+        name: str,
+        kind: SpanKind,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, Any],
+        started: int,
+        status: Status = _UNSET,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """One finished span to the batch processor."""
+        self.processor.on_end(
+            ReadableSpan(
+                name,
+                context,
+                parent,
+                self.resource,
+                attributes,
+                events,
+                kind=kind,
+                status=status,
+                start_time=started,
+                end_time=time.time_ns(),
+                instrumentation_scope=self.scope,
+            )
+        )
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -131,73 +193,103 @@ class Tracing:
 
 
 class RequestTrace:
-    """One request's SERVER span and what its statements need to open theirs under it."""
+    """One request's trace: its ids (the access log carries them always) and, when sampled, its span."""
 
-    __slots__ = ("_context", "_tracing", "sampled", "span")
+    __slots__ = (
+        "_attributes",
+        "_events",
+        "_started",
+        "_tracing",
+        "context",
+        "parent",
+        "sampled",
+        "span_id",
+        "trace_id",
+    )
 
-    def __init__(self, tracing: Tracing, span: Span) -> None:
+    def __init__(
+        self,
+        tracing: Tracing,
+        trace_id: int,
+        span_id: int,
+        context: SpanContext | None,
+        parent: SpanContext | None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
         self._tracing = tracing
-        self.span = span
-        self.sampled = span.is_recording()
-        self._context = set_span_in_context(span) if self.sampled else None
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.context = context  # the server span's, None when unsampled
+        self.parent = parent  # the caller's span, if it sent a valid traceparent
+        self.sampled = context is not None
+        self._attributes = dict(attributes) if attributes else {}  # the sampler's, if any
+        self._events: list[Event] = []
+        self._started = time.time_ns()
 
-    def ids(self) -> tuple[str, str] | None:
-        """The trace id and span id in hex (OTel's log fields), or None when there is no valid span."""
-        ctx = self.span.get_span_context()
-        if not ctx.is_valid:
-            return None
-        return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+    def ids(self) -> tuple[str, str]:
+        """The trace id and span id in hex, OTel's log fields."""
+        return f"{self.trace_id:032x}", f"{self.span_id:016x}"
 
     def statement(self, name: str, target: str) -> StatementSpan:
         """A CLIENT span for one statement sent now (call only when `sampled`)."""
-        tracing = self._tracing
-        attributes = {
-            "db.system.name": "postgresql",
-            "db.query.summary": name,
-            "datasvc.db.target": target,
-            **tracing.servers.get(target, {}),
-        }
-        span = tracing.tracer.start_span(name, self._context, kind=SpanKind.CLIENT, attributes=attributes)
-        return StatementSpan(span)
+        assert self.context is not None
+        context = SpanContext(self.trace_id, _span_id(), False, _SAMPLED, self.context.trace_state)
+        return StatementSpan(self._tracing, name, target, context, self.context)
 
     def waited(self, seconds: float, target: str) -> None:
         """The wait for a pooled connection, as an event with its duration on the server span."""
-        if self.sampled:
-            self.span.add_event(
-                "db.client.connection.wait",
-                {"db.client.connection.wait_time": seconds, "datasvc.db.target": target},
-            )
+        if self.context is not None:
+            attributes: dict[str, Any] = {
+                "db.client.connection.wait_time": seconds,
+                "datasvc.db.target": target,
+            }
+            self._events.append(Event("db.client.connection.wait", attributes))
 
     def end(self, scope: Scope, status: int, caller: str | None) -> None:
         """Name the span after the route template and close it with the status the client got."""
-        span = self.span
-        if self.sampled:
-            method = scope["method"]
-            route = self._tracing.templates.get(scope.get("endpoint"))
-            attributes: dict[str, Any] = {
-                "http.request.method": method,
-                "http.response.status_code": status,
-                "url.scheme": scope.get("scheme", "http"),
-            }
-            if route is not None:
-                attributes["http.route"] = route
-                span.update_name(f"{method} {route}")
-            if caller is not None:
-                attributes["enduser.id"] = caller
-            if status >= 500:
-                attributes["error.type"] = str(status)
-                span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(attributes)
-        span.end()
+        if self.context is None:
+            return
+        method = scope["method"]
+        route = self._tracing.templates.get(scope.get("endpoint"))
+        attributes = self._attributes
+        attributes["http.request.method"] = method
+        attributes["http.response.status_code"] = status
+        attributes["url.scheme"] = scope.get("scheme", "http")
+        name = method
+        if route is not None:
+            attributes["http.route"] = route
+            name = f"{method} {route}"
+        if caller is not None:
+            attributes["enduser.id"] = caller
+        outcome = _UNSET
+        if status >= 500:
+            attributes["error.type"] = str(status)
+            outcome = _ERROR
+        self._tracing.emit(
+            name, SpanKind.SERVER, self.context, self.parent, attributes, self._started, outcome, self._events
+        )
 
 
 class StatementSpan:
     """One statement's CLIENT span and the SQL comment that names it to PostgreSQL."""
 
-    __slots__ = ("span",)
+    __slots__ = ("_attributes", "_parent", "_started", "_status", "_tracing", "context", "name")
 
-    def __init__(self, span: Span) -> None:
-        self.span = span
+    def __init__(
+        self, tracing: Tracing, name: str, target: str, context: SpanContext, parent: SpanContext
+    ) -> None:
+        self._tracing = tracing
+        self.name = name
+        self.context = context
+        self._parent = parent
+        self._attributes: dict[str, Any] = {
+            "db.system.name": "postgresql",
+            "db.query.summary": name,
+            "datasvc.db.target": target,
+            **tracing.servers.get(target, {}),
+        }
+        self._status = _UNSET
+        self._started = time.time_ns()
 
     def sql(self, text: str) -> str:
         """``text`` (``/* name */ SQL``) with ``/*traceparent='00-<trace>-<span>-01'*/`` after the name tag.
@@ -205,21 +297,42 @@ class StatementSpan:
         sqlcommenter's format, with this span as the parent, so PostgreSQL's view of the statement leads
         to its span.
         """
-        ctx = self.span.get_span_context()
         tag, sep, sql = text.partition(" */ ")
+        ctx = self.context
         return f"{tag}{sep}/*traceparent='00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01'*/ {sql}"
 
     def failed(self, exc: BaseException) -> None:
         """The statement raised: its SQLSTATE (when PostgreSQL sent one) and the error's type."""
         sqlstate = getattr(exc, "sqlstate", None)
-        attributes = {"error.type": sqlstate or type(exc).__qualname__}
+        self._attributes["error.type"] = sqlstate or type(exc).__qualname__
         if sqlstate:
-            attributes["db.response.status_code"] = sqlstate
-        self.span.set_attributes(attributes)
-        self.span.set_status(Status(StatusCode.ERROR))
+            self._attributes["db.response.status_code"] = sqlstate
+        self._status = _ERROR
 
     def end(self) -> None:
-        self.span.end()
+        self._tracing.emit(
+            self.name,
+            SpanKind.CLIENT,
+            self.context,
+            self._parent,
+            self._attributes,
+            self._started,
+            self._status,
+        )
+
+
+def _trace_id() -> int:
+    trace_id = random.getrandbits(128)
+    while trace_id == INVALID_TRACE_ID:
+        trace_id = random.getrandbits(128)
+    return trace_id
+
+
+def _span_id() -> int:
+    span_id = random.getrandbits(64)
+    while span_id == INVALID_SPAN_ID:
+        span_id = random.getrandbits(64)
+    return span_id
 
 
 class SpanCollector(Collector):

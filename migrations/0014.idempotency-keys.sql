@@ -1,4 +1,4 @@
--- depends: 0011.users-status-index-comment
+-- depends: 0013.users-estimate-search-text
 -- Idempotency keys (Idempotency-Key header): a write and the record of its answer commit together.
 --
 -- Each keyed write statement (sql/users/*_keyed.sql, sql/users/batch_create.sql) inserts its row here in

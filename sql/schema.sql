@@ -210,6 +210,161 @@ ALTER FUNCTION public.caseless(t text) OWNER TO datasvc_owner;
 COMMENT ON FUNCTION public.caseless(t text) IS 'NFC, Unicode full case folding, NFC: the same on every cluster (no locale, no ICU). Migration 0007.';
 
 --
+-- Name: users_changes_acting_role(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_changes_acting_role() RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(nullif(current_setting('role'), 'none'), session_user::text)
+$$;
+
+ALTER FUNCTION public.users_changes_acting_role() OWNER TO datasvc_owner;
+
+--
+-- Name: users_changes_created(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_changes_created() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user)
+    SELECT pg_current_xact_id(), 'create', i.id, i.version, statement_timestamp(),
+        current_setting('application_name'), users_changes_acting_role()
+    FROM inserted AS i
+    ORDER BY i.id;
+    RETURN NULL;
+END;
+$$;
+
+ALTER FUNCTION public.users_changes_created() OWNER TO datasvc_owner;
+
+--
+-- Name: users_changes_deleted(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_changes_deleted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user)
+    SELECT pg_current_xact_id(), 'delete', d.id, d.version + 1, statement_timestamp(),
+        current_setting('application_name'), users_changes_acting_role()
+    FROM deleted AS d
+    ORDER BY d.id;
+    RETURN NULL;
+END;
+$$;
+
+ALTER FUNCTION public.users_changes_deleted() OWNER TO datasvc_owner;
+
+--
+-- Name: users_changes_purge(interval, integer); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_changes_purge(retention interval, batch integer) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    purged bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock('users_changes'::regclass::oid::int, 0) THEN
+        RETURN 0;
+    END IF;
+    WITH head AS (
+        -- The first rows of the trail, and whether a row young enough to keep came at or before each:
+        -- only the prefix before the first such row goes, so what is left is always the trail after
+        -- the horizon, and a purge reads at most `batch` rows whatever the table holds.
+        SELECT
+            c.xid, c.seq,
+            bool_or(c.changed_at >= statement_timestamp() - retention) OVER (ORDER BY c.xid, c.seq) AS kept
+        FROM (
+            SELECT t.xid, t.seq, t.changed_at
+            FROM users_changes AS t
+            ORDER BY t.xid, t.seq
+            LIMIT batch
+        ) AS c
+    ), gone AS (
+        DELETE FROM users_changes AS c
+        USING head
+        WHERE NOT head.kept AND c.xid = head.xid AND c.seq = head.seq
+        RETURNING c.xid, c.seq
+    ), last_gone AS (
+        SELECT gone.xid, gone.seq FROM gone ORDER BY gone.xid DESC, gone.seq DESC LIMIT 1
+    ), moved AS (
+        UPDATE users_changes_horizon AS h
+        SET xid = last_gone.xid, seq = last_gone.seq
+        FROM last_gone
+        RETURNING h.xid
+    )
+    SELECT count(*) INTO purged FROM gone;
+    RETURN purged;
+END;
+$$;
+
+ALTER FUNCTION public.users_changes_purge(retention interval, batch integer) OWNER TO datasvc_owner;
+
+--
+-- Name: FUNCTION users_changes_purge(retention interval, batch integer); Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON FUNCTION public.users_changes_purge(retention interval, batch integer) IS 'Deletes at most batch of the oldest users_changes rows older than retention; returns how many (0: none, or another purge is running).';
+
+--
+-- Name: users_changes_updated(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_changes_updated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    changed jsonb := '{}';
+BEGIN
+    IF new.email IS DISTINCT FROM old.email THEN
+        changed := changed || jsonb_build_object('email', jsonb_build_object('old', old.email, 'new', new.email));
+    END IF;
+    IF new.username IS DISTINCT FROM old.username THEN
+        changed := changed
+            || jsonb_build_object('username', jsonb_build_object('old', old.username, 'new', new.username));
+    END IF;
+    IF new.full_name IS DISTINCT FROM old.full_name THEN
+        changed := changed
+            || jsonb_build_object('full_name', jsonb_build_object('old', old.full_name, 'new', new.full_name));
+    END IF;
+    IF new.bio IS DISTINCT FROM old.bio THEN
+        changed := changed || jsonb_build_object('bio', jsonb_build_object('old', old.bio, 'new', new.bio));
+    END IF;
+    IF new.status IS DISTINCT FROM old.status THEN
+        changed := changed || jsonb_build_object('status', jsonb_build_object('old', old.status, 'new', new.status));
+    END IF;
+    IF new.is_verified IS DISTINCT FROM old.is_verified THEN
+        changed := changed
+            || jsonb_build_object('is_verified', jsonb_build_object('old', old.is_verified, 'new', new.is_verified));
+    END IF;
+    IF new.is_admin IS DISTINCT FROM old.is_admin THEN
+        changed := changed
+            || jsonb_build_object('is_admin', jsonb_build_object('old', old.is_admin, 'new', new.is_admin));
+    END IF;
+    IF new.hashed_password IS DISTINCT FROM old.hashed_password THEN
+        changed := changed || '{"hashed_password": {}}'::jsonb;  -- that it changed, never a value
+    END IF;
+    INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user, changed)
+    VALUES (
+        pg_current_xact_id(), 'update', new.id, new.version, statement_timestamp(),
+        current_setting('application_name'), users_changes_acting_role(), changed
+    );
+    RETURN NULL;
+END;
+$$;
+
+ALTER FUNCTION public.users_changes_updated() OWNER TO datasvc_owner;
+
+--
 -- Name: users_counts_compact(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
 --
 
@@ -353,10 +508,7 @@ BEGIN
         WHERE ($1::text IS NULL OR status = $1)
             AND ($2::boolean IS NULL OR is_verified = $2)
             AND ($3::boolean IS NULL OR is_admin = $3)
-            AND (
-                $4::text IS NULL
-                OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, '')) LIKE caseless($4)
-            )
+            AND ($4::text IS NULL OR users_search_text(username, email, full_name) LIKE caseless($4))
     $sql$ INTO plan USING status, is_verified, is_admin, search;
     RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
 END;
@@ -368,7 +520,57 @@ ALTER FUNCTION public.users_estimate(status text, is_verified boolean, is_admin 
 -- Name: FUNCTION users_estimate(status text, is_verified boolean, is_admin boolean, search text); Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON FUNCTION public.users_estimate(status text, is_verified boolean, is_admin boolean, search text) IS 'The planner''s row estimate for the listing''s filters (NULL: no filter; search: an ILIKE pattern). Plans, never runs.';
+COMMENT ON FUNCTION public.users_estimate(status text, is_verified boolean, is_admin boolean, search text) IS 'The planner''s row estimate for the listing''s filters (NULL: no filter; search: a LIKE pattern over users_search_text()). Plans, never runs.';
+
+--
+-- Name: users_estimate_before_0013(text, boolean, boolean, text); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text) RETURNS bigint
+    LANGUAGE plpgsql PARALLEL RESTRICTED
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    plan json;
+BEGIN
+    EXECUTE $sql$
+        EXPLAIN (FORMAT JSON)
+        SELECT FROM users
+        WHERE ($1::text IS NULL OR status = $1)
+            AND ($2::boolean IS NULL OR is_verified = $2)
+            AND ($3::boolean IS NULL OR is_admin = $3)
+            AND (
+                $4::text IS NULL
+                OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, '')) LIKE caseless($4)
+            )
+    $sql$ INTO plan USING status, is_verified, is_admin, search;
+    RETURN (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric::bigint;
+END;
+$_$;
+
+ALTER FUNCTION public.users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text) OWNER TO datasvc_owner;
+
+--
+-- Name: FUNCTION users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text); Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON FUNCTION public.users_estimate_before_0013(status text, is_verified boolean, is_admin boolean, search text) IS 'The planner''s row estimate for the listing''s filters (NULL: no filter; search: an ILIKE pattern). Plans, never runs.';
+
+--
+-- Name: users_search_text(text, text, text); Type: FUNCTION; Schema: public; Owner: datasvc_owner
+--
+
+CREATE FUNCTION public.users_search_text(username text, email text, full_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    RETURN public.caseless(((((username || chr(31)) || email) || chr(31)) || COALESCE(full_name, ''::text)));
+
+ALTER FUNCTION public.users_search_text(username text, email text, full_name text) OWNER TO datasvc_owner;
+
+--
+-- Name: FUNCTION users_search_text(username text, email text, full_name text); Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON FUNCTION public.users_search_text(username text, email text, full_name text) IS 'What the listing''s search reads: caseless() of username, email and full_name joined by chr(31) (a search term holds no control character, so it cannot match across two fields). Inlined by the planner.';
 
 --
 -- Name: users_touch_updated_at(); Type: FUNCTION; Schema: public; Owner: datasvc_owner
@@ -385,6 +587,66 @@ END;
 $$;
 
 ALTER FUNCTION public.users_touch_updated_at() OWNER TO datasvc_owner;
+
+--
+-- Name: idempotency_keys; Type: TABLE; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TABLE public.idempotency_keys (
+    scope text NOT NULL,
+    request_key text NOT NULL,
+    fingerprint bytea NOT NULL,
+    status bigint NOT NULL,
+    answer json,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT idempotency_keys_request_key_check CHECK (((char_length(request_key) >= 1) AND (char_length(request_key) <= 255))),
+    CONSTRAINT idempotency_keys_status_check CHECK (((status >= 200) AND (status <= 299)))
+);
+
+ALTER TABLE public.idempotency_keys OWNER TO datasvc_owner;
+
+--
+-- Name: TABLE idempotency_keys; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON TABLE public.idempotency_keys IS 'The answer of each write sent with an Idempotency-Key, recorded in the write''s own statement; a retry with the same key and request is answered from here.';
+
+--
+-- Name: COLUMN idempotency_keys.scope; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.scope IS 'The caller the key belongs to (its token''s name; empty when the service runs without tokens).';
+
+--
+-- Name: COLUMN idempotency_keys.request_key; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.request_key IS 'The Idempotency-Key as sent (1 to 255 visible ASCII characters).';
+
+--
+-- Name: COLUMN idempotency_keys.fingerprint; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.fingerprint IS 'sha256 of the request (method, path, canonical JSON body, If-Match): the same key with another request is refused.';
+
+--
+-- Name: COLUMN idempotency_keys.status; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.status IS 'HTTP status of the recorded answer (2xx only: failures are never recorded).';
+
+--
+-- Name: COLUMN idempotency_keys.answer; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.answer IS 'What the answer showed: the user as written (row_to_json), a batch''s users in request order, or NULL (DELETE).';
+
+--
+-- Name: COLUMN idempotency_keys.expires_at; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.expires_at IS 'From then on the key may be purged (DATASVC_IDEMPOTENCY_TTL after the write).';
 
 --
 -- Name: users; Type: TABLE; Schema: public; Owner: datasvc_owner
@@ -492,6 +754,114 @@ COMMENT ON COLUMN public.users.updated_at IS 'When the row last changed (transac
 COMMENT ON COLUMN public.users.version IS 'Row version: 1 at insert, +1 on every update (trigger users_touch_updated_at); the ETag.';
 
 --
+-- Name: users_changes; Type: TABLE; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TABLE public.users_changes (
+    xid xid8 NOT NULL,
+    seq bigint NOT NULL,
+    op text NOT NULL,
+    user_id bigint NOT NULL,
+    version_after bigint NOT NULL,
+    changed_at timestamp with time zone NOT NULL,
+    caller text NOT NULL,
+    db_user text NOT NULL,
+    changed jsonb
+);
+
+ALTER TABLE public.users_changes OWNER TO datasvc_owner;
+
+--
+-- Name: TABLE users_changes; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON TABLE public.users_changes IS 'Audit trail of users: one row per created, updated or deleted user, written by the users_changes_* triggers in the writing transaction; read in (xid, seq) order by the change feed. Purged by users_changes_purge(). Migration 0015 explains it.';
+
+--
+-- Name: COLUMN users_changes.xid; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.xid IS 'The writing transaction (pg_current_xact_id()); the feed hands out only rows below its snapshot''s xmin.';
+
+--
+-- Name: COLUMN users_changes.seq; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.seq IS 'Order of the rows of one transaction (cached sequence: not an order across transactions).';
+
+--
+-- Name: COLUMN users_changes.op; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.op IS 'create, update or delete.';
+
+--
+-- Name: COLUMN users_changes.user_id; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.user_id IS 'users.id of the changed user (not a foreign key: the user may be gone).';
+
+--
+-- Name: COLUMN users_changes.version_after; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.version_after IS 'users.version after the write; for a delete, one past the last.';
+
+--
+-- Name: COLUMN users_changes.changed_at; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.changed_at IS 'statement_timestamp() of the writing statement.';
+
+--
+-- Name: COLUMN users_changes.caller; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.caller IS 'application_name of the writing session: datasvc:<caller> for the service serving a caller.';
+
+--
+-- Name: COLUMN users_changes.db_user; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.db_user IS 'The database role the session acted as (SET ROLE''s, else the login).';
+
+--
+-- Name: COLUMN users_changes.changed; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.users_changes.changed IS 'Updates only: {"column": {"old": v, "new": v}} for each column that changed; hashed_password as {} (never a value). NULL for create and delete.';
+
+--
+-- Name: users_changes_horizon; Type: TABLE; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TABLE public.users_changes_horizon (
+    xid xid8 NOT NULL,
+    seq bigint NOT NULL
+);
+
+ALTER TABLE public.users_changes_horizon OWNER TO datasvc_owner;
+
+--
+-- Name: TABLE users_changes_horizon; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON TABLE public.users_changes_horizon IS 'One row: the last (xid, seq) users_changes_purge() deleted; a feed cursor below it is expired.';
+
+--
+-- Name: users_changes_seq_seq; Type: SEQUENCE; Schema: public; Owner: datasvc_owner
+--
+
+ALTER TABLE public.users_changes ALTER COLUMN seq ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.users_changes_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 100
+);
+
+--
 -- Name: users_counts; Type: TABLE; Schema: public; Owner: datasvc_owner
 --
 
@@ -531,6 +901,20 @@ ALTER TABLE public.users ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 --
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: datasvc_owner
+--
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, request_key);
+
+--
+-- Name: users_changes users_changes_pkey; Type: CONSTRAINT; Schema: public; Owner: datasvc_owner
+--
+
+ALTER TABLE ONLY public.users_changes
+    ADD CONSTRAINT users_changes_pkey PRIMARY KEY (xid, seq);
+
+--
 -- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: datasvc_owner
 --
 
@@ -543,6 +927,24 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_username_key UNIQUE (username);
+
+--
+-- Name: idempotency_keys_expires_at_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
+--
+
+CREATE INDEX idempotency_keys_expires_at_idx ON public.idempotency_keys USING btree (expires_at);
+
+--
+-- Name: INDEX idempotency_keys_expires_at_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON INDEX public.idempotency_keys_expires_at_idx IS 'The purge''s walk over expired keys, oldest first.';
+
+--
+-- Name: users_changes_user_id_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
+--
+
+CREATE INDEX users_changes_user_id_idx ON public.users_changes USING btree (user_id);
 
 --
 -- Name: users_counts_combination_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -611,16 +1013,16 @@ COMMENT ON INDEX public.users_full_name_id_idx IS 'Keyset order of the listing s
 COMMENT ON INDEX public.users_pkey IS 'Primary key. get_by_id, update, delete; listing sorted by id; list_search joins its page back through it.';
 
 --
--- Name: users_search_caseless_trgm_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
+-- Name: users_search_text_trgm_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
 --
 
-CREATE INDEX users_search_caseless_trgm_idx ON public.users USING gin (public.caseless(((((username || chr(31)) || email) || chr(31)) || COALESCE(full_name, ''::text))) public.gin_trgm_ops);
+CREATE INDEX users_search_text_trgm_idx ON public.users USING gin (public.users_search_text(username, email, full_name) public.gin_trgm_ops);
 
 --
--- Name: INDEX users_search_caseless_trgm_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
+-- Name: INDEX users_search_text_trgm_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON INDEX public.users_search_caseless_trgm_idx IS 'Trigram index for the listing''s search filter: caseless() of username, email, full_name joined by chr(31) (LIKE %term%, terms of 3+ characters).';
+COMMENT ON INDEX public.users_search_text_trgm_idx IS 'Trigram index for the listing''s search filter: users_search_text() LIKE caseless(pattern), terms of 3+ characters.';
 
 --
 -- Name: users_status_created_at_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -632,7 +1034,7 @@ CREATE INDEX users_status_created_at_idx ON public.users USING btree (status, cr
 -- Name: INDEX users_status_created_at_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON INDEX public.users_status_created_at_idx IS 'Listing sorted by created_at (the default) with a status filter: reads only that status''s rows. Without it a first page of suspended users walks back past every recent active user (0.07 against 171 ms after 74k sign-ups); offset 5000: 20 against 64 ms.';
+COMMENT ON INDEX public.users_status_created_at_idx IS 'Listing sorted by created_at (the default) with a status filter: reads only that status''s rows, where the created_at index alone would walk back past every recent user of the other statuses.';
 
 --
 -- Name: users_status_is_verified_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -644,7 +1046,7 @@ CREATE INDEX users_status_is_verified_idx ON public.users USING btree (status, i
 -- Name: INDEX users_status_is_verified_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON INDEX public.users_status_is_verified_idx IS 'Listing pages filtered by status with is_admin=true or a search term: a bitmap of those rows instead of walking the sort key''s index past the others (full_name desc, inactive admins: 48 against 385 ms on 374k rows). Filter-only totals come from users_counts (0009).';
+COMMENT ON INDEX public.users_status_is_verified_idx IS 'Listing pages filtered by status with is_admin=true or a search term: a bitmap of those rows instead of walking the sort key''s index past the others. Filter-only totals come from users_counts (0009).';
 
 --
 -- Name: users_updated_at_id_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -663,6 +1065,24 @@ COMMENT ON INDEX public.users_updated_at_id_idx IS 'Keyset and offset order of t
 --
 
 COMMENT ON INDEX public.users_username_key IS 'Usernames are unique (409 conflict). get_by_username, auth.lookup by username; listing sorted by username (keyset and offset).';
+
+--
+-- Name: users users_changes_created; Type: TRIGGER; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TRIGGER users_changes_created AFTER INSERT ON public.users REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.users_changes_created();
+
+--
+-- Name: users users_changes_deleted; Type: TRIGGER; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TRIGGER users_changes_deleted AFTER DELETE ON public.users REFERENCING OLD TABLE AS deleted FOR EACH STATEMENT EXECUTE FUNCTION public.users_changes_deleted();
+
+--
+-- Name: users users_changes_updated; Type: TRIGGER; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TRIGGER users_changes_updated AFTER UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.users_changes_updated();
 
 --
 -- Name: users users_counts_deleted; Type: TRIGGER; Schema: public; Owner: datasvc_owner
@@ -693,6 +1113,31 @@ CREATE TRIGGER users_counts_truncated AFTER TRUNCATE ON public.users FOR EACH ST
 --
 
 CREATE TRIGGER users_touch_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.users_touch_updated_at();
+
+--
+-- Name: FUNCTION users_changes_created(); Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+REVOKE ALL ON FUNCTION public.users_changes_created() FROM PUBLIC;
+
+--
+-- Name: FUNCTION users_changes_deleted(); Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+REVOKE ALL ON FUNCTION public.users_changes_deleted() FROM PUBLIC;
+
+--
+-- Name: FUNCTION users_changes_purge(retention interval, batch integer); Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+REVOKE ALL ON FUNCTION public.users_changes_purge(retention interval, batch integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.users_changes_purge(retention interval, batch integer) TO datasvc_app;
+
+--
+-- Name: FUNCTION users_changes_updated(); Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+REVOKE ALL ON FUNCTION public.users_changes_updated() FROM PUBLIC;
 
 --
 -- Name: FUNCTION users_counts_compact(); Type: ACL; Schema: public; Owner: datasvc_owner
@@ -729,6 +1174,12 @@ REVOKE ALL ON FUNCTION public.users_counts_moved() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.users_counts_truncated() FROM PUBLIC;
+
+--
+-- Name: TABLE idempotency_keys; Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+GRANT SELECT,INSERT,DELETE ON TABLE public.idempotency_keys TO datasvc_app;
 
 --
 -- Name: TABLE users; Type: ACL; Schema: public; Owner: datasvc_owner
@@ -783,6 +1234,18 @@ GRANT UPDATE(is_verified) ON TABLE public.users TO datasvc_app;
 --
 
 GRANT UPDATE(is_admin) ON TABLE public.users TO datasvc_app;
+
+--
+-- Name: TABLE users_changes; Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+GRANT SELECT ON TABLE public.users_changes TO datasvc_app;
+
+--
+-- Name: TABLE users_changes_horizon; Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+GRANT SELECT ON TABLE public.users_changes_horizon TO datasvc_app;
 
 --
 -- Name: TABLE users_counts; Type: ACL; Schema: public; Owner: datasvc_owner

@@ -1,16 +1,15 @@
 """A real PostgreSQL for every test: migrations run once into a template, each test gets a fresh clone.
 
 The server is the one at ``DATASVC_TEST_DATABASE_URL`` (default: the machine's PostgreSQL on
-127.0.0.1:5432 as ``postgres``, trust auth; see tests/pgserver.py). `scripts/test` starts the machine's
-cluster if it is down, or a private one when the machine has none.
+127.0.0.1:5432 as ``postgres``, trust auth; see tests/support/pgserver.py). `scripts/test` starts the
+machine's cluster if it is down, or a private one when the machine has none. The helpers the tests share
+(servers, proxies, clusters, loads, waits) are in tests/support/.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,10 @@ from starlette.testclient import TestClient
 from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.pgserver import server as _server
-from tests.pgserver import url_for
+from tests.support.pgserver import clone_of, new_name, url_for
+from tests.support.pgserver import server as _server
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
-_counter = itertools.count()
 
 
 def _apply_migrations(*, dbname: str, **_: object) -> None:
@@ -41,14 +39,6 @@ def template_db() -> Iterator[str]:
         yield name
 
 
-@contextmanager
-def clone_of(template: str) -> Iterator[str]:
-    """A fresh copy of the template database ``template``, dropped afterwards."""
-    name = f"datasvc_test_{os.getpid()}_{next(_counter)}"
-    with DatabaseJanitor(dbname=name, template_dbname=template, **_server()):  # type: ignore[arg-type]
-        yield url_for(name)
-
-
 @pytest.fixture
 def database_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database for one test, dropped afterwards."""
@@ -59,7 +49,7 @@ def database_url(template_db: str) -> Iterator[str]:
 @pytest.fixture
 def empty_database_url() -> Iterator[str]:
     """A database with no schema at all, for migration tests."""
-    name = f"datasvc_empty_{os.getpid()}_{next(_counter)}"
+    name = new_name("datasvc_empty")
     with DatabaseJanitor(dbname=name, **_server()):  # type: ignore[arg-type]
         yield url_for(name)
 

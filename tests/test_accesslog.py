@@ -17,10 +17,10 @@ from datasvc.accesslog import AccessLog
 from datasvc.metrics import Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.settings import Settings
-from tests import load
-from tests.access import access_lines
-from tests.liveserver import LiveServer
-from tests.values import HASH
+from tests.support import load
+from tests.support.access import access_lines
+from tests.support.servers import ProcessServer
+from tests.support.values import HASH
 
 FIELDS = {
     "ts",
@@ -116,7 +116,7 @@ def test_blocked_stdout_drops_and_counts_never_stalls() -> None:
 async def test_sigterm_loses_no_line(settings: Settings, tmp_path) -> None:
     # Lines wait up to 60 s to be written: whatever the log holds, the drain at shutdown wrote.
     settings = settings.with_overrides(access_log_flush=60.0)
-    server = LiveServer(settings, tmp_path / "serve.log", access_log=True)
+    server = ProcessServer(settings, tmp_path / "serve.log", access_log=True)
     answered: list[str] = []
     stop = asyncio.Event()
 

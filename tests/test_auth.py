@@ -18,9 +18,9 @@ from datasvc import cli
 from datasvc.app import create_app
 from datasvc.auth import AuthConfigError, Authenticator, hash_token, parse_entries
 from datasvc.settings import Settings
-from tests.access import access_lines
-from tests.server import serve
-from tests.values import HASH
+from tests.support.access import access_lines
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
 
 TOKENS = {
     "reader": ("reader-token-0123456789", "users:read"),
@@ -241,12 +241,12 @@ def test_the_callers_name_reaches_the_database_session(auth_settings, database_u
             await holder.close()
             await watcher.close()
 
-    with serve(auth_settings) as base_url:
+    with ThreadServer(auth_settings) as server:
         created = httpx2.post(
-            f"{base_url}/api/v1/users",
+            f"{server.base_url}/api/v1/users",
             json={"email": "a@example.org", "username": "alice", "hashed_password": HASH},
             headers=bearer("writer"),
         )
         assert created.status_code == 201, created.text
-        names = asyncio.run(hold_lock_and_look(created.json()["id"], base_url))
+        names = asyncio.run(hold_lock_and_look(created.json()["id"], server.base_url))
     assert names == ["datasvc:writer"]

@@ -11,7 +11,7 @@ from datasvc.cli import main
 from datasvc.explain import convert
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
-from tests.values import HASH
+from tests.support.values import HASH
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 

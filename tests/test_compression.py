@@ -8,14 +8,14 @@ import orjson
 import pytest
 
 from datasvc.compression import MINIMUM_SIZE, accepts_gzip
-from tests.users.test_listing import _seed
+from tests.support.seed import seed_users
 
 PAGE = "/api/v1/users?limit=100"
 
 
 @pytest.fixture
 def seeded(client, database_url):
-    _seed(database_url, 100)
+    seed_users(database_url, 100)
     return client
 
 

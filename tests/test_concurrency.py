@@ -11,16 +11,16 @@ import asyncpg
 import httpx2
 import pytest
 
-from tests.server import serve
-from tests.values import HASH
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
 
 T = TypeVar("T")
 
 
 @pytest.fixture
 def base_url(settings):
-    with serve(settings) as url:
-        yield url
+    with ThreadServer(settings) as server:
+        yield server.base_url
 
 
 async def _all(coroutines: Iterable[Awaitable[T]]) -> list[T]:

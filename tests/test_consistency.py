@@ -4,7 +4,7 @@ import pytest
 
 from datasvc.consistency import HEADER, UNREACHABLE, decode, encode
 from datasvc.replicas import LsnHistory, Replica, ReplicaSet
-from tests.load import unique_user
+from tests.support.load import unique_user
 
 
 @pytest.mark.parametrize("lsn", [0, 0x16B3748, (0x3 << 32) | 0xAB, (0xFFFFFFFF << 32) | 0xFFFFFFFF])

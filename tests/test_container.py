@@ -10,11 +10,8 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -25,7 +22,8 @@ import yaml
 from datasvc.cli import _parser
 from datasvc.embedded import wheel_bindir
 from datasvc.settings import PROJECT_ROOT
-from tests import load
+from tests.support import load
+from tests.support.servers import ProcessServer, free_port
 
 BIN = Path(sys.executable).parent
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
@@ -92,12 +90,6 @@ def test_the_image_sets_where_sql_and_migrations_live():
     assert re.search(r"^USER 10001", text, flags=re.M)  # never root
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_the_entry_commands_migrate_then_serve(empty_database_url, tmp_path):
     """`datasvc migrate` then `datasvc serve`, with the image's environment (its /app mapped to a copy)."""
@@ -105,7 +97,7 @@ def test_the_entry_commands_migrate_then_serve(empty_database_url, tmp_path):
     shutil.copytree(PROJECT_ROOT / "sql", app / "sql")
     shutil.copytree(PROJECT_ROOT / "migrations", app / "migrations")
     image_env = {k: v.replace("/app/", f"{app}/") for k, v in dockerfile_env().items() if k != "PATH"}
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **image_env,
@@ -118,22 +110,11 @@ def test_the_entry_commands_migrate_then_serve(empty_database_url, tmp_path):
     assert migrate.returncode == 0, migrate.stderr
     assert migrate.stdout.startswith("applied: 0001")
 
-    server = subprocess.Popen([datasvc, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert server.poll() is None, server.communicate()
-                assert time.monotonic() < deadline, "serve did not become ready"
-                time.sleep(0.2)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
-    assert server.returncode == 0
+    server = ProcessServer(
+        None, tmp_path / "serve.log", port=port, env=env, command=[datasvc, "serve"], ready="/health/ready"
+    )
+    with server:
+        assert server.stop_with(signal.SIGTERM) == 0, server.output()
 
 
 # -- issue 14: least privilege and no open mode, out of the box ------------------------------------
@@ -224,7 +205,7 @@ def test_the_image_refuses_to_serve_open_on_its_network_address(database_url):
     """The image binds 0.0.0.0: with no token configured, `datasvc serve` exits naming both ways out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATASVC_")}
     env.update({k: v for k, v in dockerfile_env().items() if k != "PATH"})
-    env.update({"DATABASE_URL": database_url, "DATASVC_PORT": str(_free_port())})
+    env.update({"DATABASE_URL": database_url, "DATASVC_PORT": str(free_port())})
     env["DATASVC_SQL_DIR"] = str(PROJECT_ROOT / "sql")
     env["DATASVC_MIGRATIONS_DIR"] = str(PROJECT_ROOT / "migrations")
     assert env["DATASVC_HOST"] == "0.0.0.0"

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.test_security import APP_ROLE, as_role
-from tests.values import HASH
+from tests.support.pgserver import APP_ROLE, as_role
+from tests.support.values import HASH
 
 # One counted column at a time (each must move the counts on its own), and one that is not counted.
 MOVES = (

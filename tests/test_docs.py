@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 from datasvc.app import create_app
 from datasvc.auth import hash_token
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.browser import Browser, chromium
-from tests.server import serve
+from tests.support.browser import Browser, chromium
+from tests.support.servers import ThreadServer
 
 HASH = "$2b$12$" + "d" * 53
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # kept after a run (CI uploads what it finds there)
@@ -57,28 +57,28 @@ def _find(selector: str) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="no chromium (scripts/apt-deps installs it)")
 def test_docs_page_in_chromium_lists_every_operation_and_runs_get_user(settings: Settings, request):
-    with serve(settings) as base_url:
+    with ThreadServer(settings) as server:
         created = httpx2.post(
-            base_url + "/api/v1/users",
+            server.base_url + "/api/v1/users",
             json={"email": "docs@example.com", "username": "docs_page", "hashed_password": HASH},
         )
         assert created.status_code == 201, created.text
         user_id = created.json()["id"]
-        document = httpx2.get(base_url + "/openapi.json").json()
+        document = httpx2.get(server.base_url + "/openapi.json").json()
         expected = _operations(document)
         method, path = GET_USER
         operation = document["paths"][path][method]
         block = f"#operations-{operation['tags'][0]}-{operation['operationId']}"
         with Browser(timeout=15) as browser:  # bounded: each wait gives up after 15 s (~12 s in all here)
             try:
-                browser.navigate(base_url + "/docs")
+                browser.navigate(server.base_url + "/docs")
                 count = f"document.querySelectorAll('.opblock').length >= {len(expected)}"
                 browser.wait_for(count)
                 listed = {tuple(pair) for pair in browser.evaluate(LISTED)}
                 assert listed == expected
                 loaded = browser.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
                 assert loaded, "the page loads its assets"
-                assert all(url.startswith(base_url + "/") for url in loaded), loaded  # offline: no CDN
+                assert all(url.startswith(server.base_url + "/") for url in loaded), loaded  # offline: no CDN
 
                 browser.click(f"{block} .opblock-summary-control")
                 browser.click(f"{block} .try-out__btn")

@@ -17,8 +17,8 @@ import httpx2
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.liveserver import LiveServer
+from tests.support import load
+from tests.support.servers import ProcessServer
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ async def test_sigterm_with_keepalive_callers_resets_none(settings: Settings, tm
     errors: list[str] = []
     exits: list[float] = []
     for run in range(RUNS):
-        server = LiveServer(settings, tmp_path / f"serve-{run}.log")
+        server = ProcessServer(settings, tmp_path / f"serve-{run}.log")
         with server:
             async with load.client(server.base_url, connections=CALLERS) as c:
                 uid = (await c.post("/api/v1/users", json=load.unique_user("drain"))).json()["id"]

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +17,8 @@ import psycopg
 import pytest
 
 from datasvc.embedded import EmbeddedPostgres, embedded, wheel_bindir
-from datasvc.settings import PROJECT_ROOT
-from tests.liveserver import free_port
-from tests.values import HASH
+from tests.support.servers import ProcessServer, free_port
+from tests.support.values import HASH
 
 STARTUP = 90  # seconds: initdb, start and four migrations on a loaded 2-core machine take ~6 s
 
@@ -50,40 +48,12 @@ def env(data_dir: Path) -> dict[str, str]:
     }
 
 
-class Serve:
-    """`datasvc serve` (or another command line) in a subprocess, its output in a file."""
-
-    def __init__(self, env: dict[str, str], log: Path, argv: list[str] | None = None) -> None:
-        self.env = env
-        self.base = f"http://127.0.0.1:{env['DATASVC_PORT']}"
-        self.log = log
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv or [sys.executable, "-m", "datasvc", "serve"],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def ready(self) -> None:
-        started = time.monotonic()
-        while time.monotonic() - started < STARTUP:
-            assert self.proc.poll() is None, f"serve exited with {self.proc.returncode}:\n{self.output()}"
-            try:
-                if httpx.get(self.base + "/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"serve not ready within {STARTUP} s:\n{self.output()}")
-
-    def stop(self, sig: signal.Signals) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(30)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
+def _serve(env: dict[str, str], log: Path, command: list[str] | None = None) -> ProcessServer:
+    """`datasvc serve` (or another command line) with ``env`` as its whole environment, not started."""
+    port = int(env["DATASVC_PORT"])
+    return ProcessServer(
+        None, log, port=port, env=env, command=command, ready="/health/ready", timeout=STARTUP
+    )
 
 
 def _cluster(env: dict[str, str]) -> EmbeddedPostgres:
@@ -98,16 +68,16 @@ def _datasvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 @pytest.mark.slow
 def test_serve_without_database_url_starts_the_wheels_postgres(env, tmp_path):
-    serve = Serve(env, tmp_path / "serve.log")
+    serve = _serve(env, tmp_path / "serve.log")
     try:
-        serve.ready()
+        serve.start()
         created = httpx.post(
-            serve.base + "/api/v1/users",
+            serve.base_url + "/api/v1/users",
             json={"email": "e@x.io", "username": "embedded", "hashed_password": HASH},
         )
         assert created.status_code == 201, created.text
     finally:
-        code = serve.stop(signal.SIGTERM)
+        code = serve.stop_with(signal.SIGTERM)
     output = serve.output()
     assert code == 0, output
     assert "using embedded PostgreSQL" in output
@@ -135,10 +105,10 @@ def test_embedded_cluster_is_utf8_with_a_unicode_aware_locale(env):
 
 @pytest.mark.slow
 def test_sighup_stops_serve_and_its_postgres_like_sigterm(env, tmp_path):
-    serve = Serve(env, tmp_path / "serve.log")
-    serve.ready()
+    serve = _serve(env, tmp_path / "serve.log")
+    serve.start()
     assert _cluster(env).running() is not None
-    code = serve.stop(signal.SIGHUP)  # the terminal was closed
+    code = serve.stop_with(signal.SIGHUP)  # the terminal was closed
     assert code == 0, serve.output()
     assert "stopping embedded PostgreSQL" in serve.output()
     assert _cluster(env).running() is None
@@ -146,18 +116,17 @@ def test_sighup_stops_serve_and_its_postgres_like_sigterm(env, tmp_path):
 
 @pytest.mark.slow
 def test_serve_after_kill_9_takes_over_the_postgres_left_running(env, tmp_path):
-    first = Serve(env, tmp_path / "first.log")
-    first.ready()
-    first.proc.kill()
-    first.proc.wait(10)
+    first = _serve(env, tmp_path / "first.log")
+    first.start()
+    first.kill()
     left = _cluster(env).running()
     assert left is not None, "kill -9 leaves the cluster running: nothing could stop it"
 
-    second = Serve(env, tmp_path / "second.log")
-    second.ready()
+    second = _serve(env, tmp_path / "second.log")
+    second.start()
     assert _cluster(env).running() == left  # the same postmaster, reused
-    assert _cluster(env).owner() == second.proc.pid
-    assert second.stop(signal.SIGTERM) == 0, second.output()
+    assert _cluster(env).owner() == second.pid
+    assert second.stop_with(signal.SIGTERM) == 0, second.output()
     output = second.output()
     assert "embedded PostgreSQL was already running" in output
     assert "takes it over" in output
@@ -206,12 +175,12 @@ def test_scripts_serve_needs_no_postgresql_on_the_machine(env, tmp_path):
     fresh = Path(tempfile.mkdtemp(prefix="datasvc-nopg-"))  # not tmp_path: the postgres account reaches it
     fresh.chmod(0o755)
     env = env | {"DATASVC_DATA_DIR": str(fresh)}
-    serve = Serve(env, tmp_path / "serve.log", ["unshare", "-m", "sh", "-c", hide])
+    serve = _serve(env, tmp_path / "serve.log", ["unshare", "-m", "sh", "-c", hide])
     try:
-        serve.ready()
-        assert httpx.get(serve.base + "/api/v1/users").status_code == 200
+        serve.start()
+        assert httpx.get(serve.base_url + "/api/v1/users").status_code == 200
     finally:
-        code = serve.stop(signal.SIGTERM)
+        code = serve.stop_with(signal.SIGTERM)
         shutil.rmtree(fresh, ignore_errors=True)
     assert code == 0, serve.output()
     assert '"postgres":"18.' in serve.output()  # the wheel's, not the machine's 15

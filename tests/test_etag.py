@@ -11,8 +11,8 @@ from datasvc.conditional import etag
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 from datasvc.statements import execute
-from tests import load
-from tests.values import HASH
+from tests.support import load
+from tests.support.values import HASH
 
 
 @pytest.fixture

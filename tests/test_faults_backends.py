@@ -13,11 +13,11 @@ from datasvc.db import Database
 from datasvc.errors import translate
 from datasvc.registry import Registry, Retry
 from datasvc.settings import PROJECT_ROOT
-from tests import load
-from tests.faultproxy import FaultProxy
-from tests.server import serve
-from tests.values import HASH
-from tests.waits import until
+from tests.support import load
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
+from tests.support.waits import until
 
 
 @pytest.fixture
@@ -97,8 +97,8 @@ async def test_killed_backends_under_load_fail_only_in_flight_writes_and_pool_he
     settings = settings.with_overrides(pool_min_size=2, pool_max_size=4)
     killed = 0
     async with load.admin(database_url) as admin:
-        with serve(settings) as base:
-            async with load.client(base) as c:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
                 seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
                 read = functools.partial(load.read_user, user_id=seed.json()["id"])
                 log, stop = load.Log(), asyncio.Event()

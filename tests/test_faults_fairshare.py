@@ -22,8 +22,8 @@ import pytest
 
 from datasvc.auth import hash_token
 from datasvc.settings import PROJECT_ROOT
-from tests import load
-from tests.liveserver import LiveServer
+from tests.support import load
+from tests.support.servers import ProcessServer
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_a_flooding_caller_is_held_to_its_share_and_the_light_caller_keeps_its_l
         auth_tokens=_config(),
         caller_max_in_flight=caller_max,
     )
-    with LiveServer(settings, tmp_path / "serve.log") as server:
+    with ProcessServer(settings, tmp_path / "serve.log") as server:
         seeded = httpx2.post(
             server.base_url + "/api/v1/users",
             json=load.unique_user("fair"),
@@ -78,7 +78,15 @@ def test_a_flooding_caller_is_held_to_its_share_and_the_light_caller_keeps_its_l
         asyncio.run(_light(server.base_url, path))  # warm up: connections, plans
         alone = asyncio.run(_light(server.base_url, path))
         flood = subprocess.Popen(
-            [sys.executable, "-m", "tests.flood", server.base_url, path, str(4 * SUSTAINED), str(PHASE + 3)],
+            [
+                sys.executable,
+                "-m",
+                "tests.support.flood",
+                server.base_url,
+                path,
+                str(4 * SUSTAINED),
+                str(PHASE + 3),
+            ],
             cwd=PROJECT_ROOT,
             env={**os.environ, "FLOOD_TOKEN": TOKENS["heavy"]},
             stdout=subprocess.PIPE,

@@ -18,10 +18,10 @@ import pytest
 
 from datasvc import migrations
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests import load
-from tests.cluster import Cluster
-from tests.liveserver import LiveServer
-from tests.values import HASH
+from tests.support import load
+from tests.support.cluster import Cluster
+from tests.support.servers import ProcessServer
+from tests.support.values import HASH
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ async def test_kill_9_at_random_moments_loses_no_acknowledged_write(
     settings: Settings, database_url, tmp_path
 ):
     rng = random.Random(5)  # reproducible kill moments
-    server = LiveServer(settings.with_overrides(pool_min_size=1, pool_max_size=4), tmp_path / "serve.log")
+    server = ProcessServer(settings.with_overrides(pool_min_size=1, pool_max_size=4), tmp_path / "serve.log")
     ledger = Ledger()
     started = time.monotonic()
     sent = 0
@@ -138,7 +138,7 @@ async def test_postgres_crash_immediate_loses_no_acknowledged_write(settings: Se
             connect_timeout=0.5,
         )
         ledger, stop = Ledger(), asyncio.Event()
-        with LiveServer(service, tmp_path / "serve.log") as server:
+        with ProcessServer(service, tmp_path / "serve.log") as server:
             writing = asyncio.create_task(write(server.base_url, ledger, "c", stop))
             await asyncio.sleep(1.0)
             acknowledged_before = len(ledger.acknowledged)

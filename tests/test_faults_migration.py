@@ -15,9 +15,9 @@ from datasvc import migrations
 from datasvc.db import Database
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests import load
-from tests.server import serve
-from tests.values import HASH
+from tests.support import load
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 # `SELECT *`, `RETURNING *`, `users.*`: a column added later would change what the statement returns.
@@ -60,8 +60,8 @@ def _with_extra_migration(tmp_path: Path) -> Path:
 @pytest.mark.slow
 async def test_migration_applied_under_load_costs_no_request(settings: Settings, database_url, tmp_path):
     folder = _with_extra_migration(tmp_path)
-    with serve(settings.with_overrides(pool_min_size=4, pool_max_size=4)) as base:
-        async with load.client(base) as c:
+    with ThreadServer(settings.with_overrides(pool_min_size=4, pool_max_size=4)) as server:
+        async with load.client(server.base_url) as c:
             seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
             uid = seed.json()["id"]
             read = functools.partial(load.read_user, user_id=uid)

@@ -9,10 +9,10 @@ import time
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.faultproxy import FaultProxy
-from tests.server import serve
-from tests.waits import until
+from tests.support import load
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import ThreadServer
+from tests.support.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,8 @@ def through(proxy: FaultProxy, settings: Settings, database_url: str) -> Setting
 
 
 async def test_outage_answers_503_at_once_and_recovers_within_2s(settings, database_url):
-    with FaultProxy() as proxy, serve(through(proxy, settings, database_url)) as base:
-        async with load.client(base) as c:
+    with FaultProxy() as proxy, ThreadServer(through(proxy, settings, database_url)) as server:
+        async with load.client(server.base_url) as c:
             seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
             assert seed.status_code == 201, seed.text
             read = functools.partial(load.read_user, user_id=seed.json()["id"])
@@ -78,9 +78,9 @@ async def test_starts_while_database_is_down_and_becomes_ready_alone(settings, d
     with FaultProxy() as proxy:
         proxy.set_mode("close")
         started = time.monotonic()
-        with serve(through(proxy, settings, database_url)) as base:
+        with ThreadServer(through(proxy, settings, database_url)) as server:
             startup = time.monotonic() - started
-            async with load.client(base) as c:
+            async with load.client(server.base_url) as c:
                 not_ready = await c.get("/health/ready")
                 live = await c.get("/health")
                 read = await c.get("/api/v1/users/1")
@@ -116,8 +116,8 @@ async def test_pool_started_without_the_database_regains_its_warm_floor(settings
     settings = settings.with_overrides(pool_min_size=3, pool_max_size=4)
     with FaultProxy() as proxy:
         proxy.set_mode("close")
-        with serve(through(proxy, settings, database_url)) as base:
-            async with load.client(base) as c:
+        with ThreadServer(through(proxy, settings, database_url)) as server:
+            async with load.client(server.base_url) as c:
                 assert (await c.get("/health/ready")).status_code == 503
                 await asyncio.to_thread(proxy.set_mode, "pass")
                 back = time.monotonic()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.liveserver import LiveServer
+from tests.support import load
+from tests.support.servers import ProcessServer
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def _cpu_seconds(pid: int) -> float:
 
 async def test_four_times_the_load_is_shed_fast_and_latency_recovers(settings: Settings, tmp_path):
     settings = settings.with_overrides(pool_min_size=4, pool_max_size=4, max_in_flight=SUSTAINED)
-    with LiveServer(settings, tmp_path / "serve.log") as server:
+    with ProcessServer(settings, tmp_path / "serve.log") as server:
         async with load.client(server.base_url) as c:
             seed = await c.post("/api/v1/users", json=load.unique_user("seed"))
             uid = seed.json()["id"]

@@ -12,8 +12,8 @@ from datasvc.db import Database, Transaction
 from datasvc.errors import ServiceUnavailable, translate
 from datasvc.registry import Registry
 from datasvc.statements import execute
-from tests import load
-from tests.values import HASH
+from tests.support import load
+from tests.support.values import HASH
 
 TOUCH = load.TEST_SQL["faults.touch_user"]
 READ_ALL = load.TEST_SQL["faults.bio_sum"]

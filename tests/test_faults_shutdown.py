@@ -10,9 +10,9 @@ import httpx2
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.liveserver import LiveServer
-from tests.waits import until
+from tests.support import load
+from tests.support.servers import ProcessServer
+from tests.support.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ async def test_sigterm_with_100_requests_in_flight_loses_none(settings: Settings
         drain_seconds=0.5,  # requests in flight keep being served through the drain window, then the grace
         max_in_flight=0,  # all 100 inside, and the /metrics scrapes that watch them
     )
-    server = LiveServer(settings, tmp_path / "serve.log")
+    server = ProcessServer(settings, tmp_path / "serve.log")
     async with load.admin(database_url) as admin, load.admin(database_url) as locker:
         with server:
             async with load.client(server.base_url, connections=110, timeout=20) as c:

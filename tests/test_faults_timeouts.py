@@ -8,10 +8,10 @@ import time
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.faultproxy import FaultProxy
-from tests.server import serve
-from tests.waits import until
+from tests.support import load
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import ThreadServer
+from tests.support.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,8 @@ async def test_exhausted_pool_answers_503_within_acquire_timeout_and_heals(setti
         pool_min_size=1, pool_max_size=2, acquire_timeout=0.5, lock_timeout=10.0
     )
     async with load.admin(database_url) as admin, load.admin(database_url) as locker_conn:
-        with serve(settings) as base:
-            async with load.client(base) as c:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
                 uid = await _seed(c)
                 # Open the client's HTTP connections first: only the pool wait should be measured.
                 await asyncio.gather(*(load.read_user(c, uid) for _ in range(12)))
@@ -79,8 +79,8 @@ async def test_waiting_on_a_locked_row_ends_in_a_clear_problem_and_leaves_nothin
 ):
     settings = settings.with_overrides(statement_timeout=statement_timeout, lock_timeout=lock_timeout)
     async with load.admin(database_url) as admin, load.admin(database_url) as locker:
-        with serve(settings) as base:
-            async with load.client(base) as c:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
                 uid = await _seed(c)
                 async with locker.conn.transaction():
                     await locker.run("faults.lock_user", uid)
@@ -114,8 +114,8 @@ async def test_stalled_network_is_bounded_by_the_command_timeout_then_recovers(
             acquire_timeout=0.5,
             connect_timeout=0.5,
         )
-        with serve(settings) as base:
-            async with load.client(base) as c:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
                 uid = await _seed(c)
                 await asyncio.to_thread(proxy.set_mode, "stall")
                 stalled = await asyncio.gather(*(load.read_user(c, uid) for _ in range(4)))

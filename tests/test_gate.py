@@ -20,7 +20,7 @@ from datasvc.gate import MAX_PASSED, Gate
 from datasvc.metrics import _pool_numbers
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.waits import until
+from tests.support.waits import until
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 

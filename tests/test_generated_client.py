@@ -19,7 +19,7 @@ import httpx2
 import pytest
 
 from datasvc.auth import hash_token
-from tests.liveserver import LiveServer
+from tests.support.servers import ProcessServer
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def _import(name: str) -> Any:
 
 def test_a_generated_client_drives_every_users_operation(settings, tmp_path, monkeypatch):
     secured = settings.with_overrides(auth_tokens=f"client {SCOPES} {hash_token(TOKEN)}")
-    with LiveServer(secured, tmp_path / "serve.log") as server, contextlib.ExitStack() as clients:
+    with ProcessServer(secured, tmp_path / "serve.log") as server, contextlib.ExitStack() as clients:
         _generate(server.base_url, tmp_path)
         monkeypatch.syspath_prepend(str(tmp_path))
         client_mod = _import("client")

@@ -7,7 +7,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from datasvc.middleware import RequestContextMiddleware
-from tests.values import HASH
+from tests.support.values import HASH
 
 PROBLEM = "application/problem+json"
 

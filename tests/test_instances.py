@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.settings import Settings
-from tests import load
+from tests.support import load
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from datasvc.db import Database
 from datasvc.metrics import Metrics
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
-from tests.values import HASH
+from tests.support.values import HASH
 
 USER = {"email": "metrics@example.com", "username": "metrics_user", "hashed_password": HASH}
 

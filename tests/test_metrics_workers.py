@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datasvc.settings import Settings
-from tests.liveserver import LiveServer
-from tests.waits import until_blocking
+from tests.support.servers import ProcessServer
+from tests.support.waits import until_blocking
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ MISS = (
 
 def test_metrics_of_two_workers_sum_whichever_answers(settings: Settings, tmp_path):
     settings = settings.with_overrides(workers=2, drain_seconds=0.0, pool_min_size=1, pool_max_size=3)
-    with LiveServer(settings, tmp_path / "serve.log") as server:
+    with ProcessServer(settings, tmp_path / "serve.log") as server:
         assert server.process is not None
         pid = server.process.pid
         until_blocking(lambda: len(_workers(pid)) == 2, timeout=20.0)

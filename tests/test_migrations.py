@@ -18,7 +18,7 @@ from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
-from tests.waits import until_blocking
+from tests.support.waits import until_blocking
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")

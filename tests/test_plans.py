@@ -22,8 +22,8 @@ from datasvc import migrations
 from datasvc.explain import explain_json, node_types
 from datasvc.registry import Registry, Statement
 from datasvc.settings import PROJECT_ROOT
-from tests.pgserver import server as _server
-from tests.pgserver import url_for
+from tests.support.pgserver import server as _server
+from tests.support.pgserver import url_for
 
 ROWS = 100_000
 MIGRATIONS = PROJECT_ROOT / "migrations"

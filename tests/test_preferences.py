@@ -8,10 +8,10 @@ import time
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.server import serve
+from tests.support import load
+from tests.support.servers import ThreadServer
+from tests.support.waits import until
 from tests.users.test_users_api import assert_problem, new_user
-from tests.waits import until
 
 
 def test_minimal_create_is_201_with_location_and_etag_and_no_body(client):
@@ -67,8 +67,8 @@ async def test_past_the_wait_the_statement_is_cancelled_and_its_connection_serve
     # One pooled connection: the request after the 504 can only be served by the cancelled one.
     settings = settings.with_overrides(pool_min_size=1, pool_max_size=1, lock_timeout=30.0)
     async with load.admin(database_url) as admin, load.admin(database_url) as locker:
-        with serve(settings) as base:
-            async with load.client(base) as c:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
                 user = (await c.post("/api/v1/users", json=new_user())).json()
                 before = await _backends(admin)
                 lock = locker.conn.transaction()
@@ -102,8 +102,8 @@ async def test_the_wait_covers_the_wait_for_a_connection(settings: Settings, dat
         pool_min_size=1, pool_max_size=1, lock_timeout=30.0, acquire_timeout=20.0
     )
     async with load.admin(database_url) as admin, load.admin(database_url) as locker:
-        with serve(settings) as base:
-            async with load.client(base) as c:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
                 user = (await c.post("/api/v1/users", json=new_user())).json()
                 lock = locker.conn.transaction()
                 await lock.start()

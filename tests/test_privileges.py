@@ -7,21 +7,16 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.settings import Settings
-from tests import load
+from tests.support import load
+from tests.support.pgserver import as_role
 
 WARNING = "CONNECTED WITH MORE RIGHTS THAN NEEDED"
-
-
-def as_role(database_url: str, role: str) -> str:
-    parts = urlsplit(database_url)
-    return urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
 
 
 def _checked(settings: Settings, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:

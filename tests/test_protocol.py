@@ -5,15 +5,15 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tests.rawhttp import exchange, statuses
-from tests.server import serve
-from tests.values import HASH
+from tests.support.rawhttp import exchange, statuses
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
 
 
 @pytest.fixture
 def live(settings):
-    with serve(settings) as base_url:
-        yield base_url
+    with ThreadServer(settings) as server:
+        yield server.base_url
 
 
 def _problem(raw: bytes) -> tuple[dict[bytes, bytes], dict[str, object]]:

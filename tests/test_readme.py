@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.liveserver import LiveServer
+from tests.support.servers import ProcessServer
 
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
 SHOWN = re.compile(r"\s#\s(\d{3})\b[^'\"]*$")  # a trailing "# 201..." comment, outside any quotes
@@ -110,7 +110,7 @@ def test_readme_examples_are_found_and_each_shows_its_status():
 
 def test_readme_curl_examples_run_top_to_bottom_on_a_fresh_server(settings: Settings, tmp_path):
     found = all_examples()
-    with LiveServer(settings, tmp_path / "serve.log") as server:
+    with ProcessServer(settings, tmp_path / "serve.log") as server:
         statuses = _run(found, server.base_url.removeprefix("http://"))
     for example, answered in zip(found, statuses, strict=True):
         if not example.status:

@@ -82,6 +82,8 @@ def test_shipped_routes_are_the_reviewed_reads():
         "users.batch_get_by_email",
         "users.list",
         "users.list_search",
+        "users.export_json",
+        "users.export_rows",
     }
     assert registry["auth.lookup"].route is Route.PRIMARY
 

@@ -1,10 +1,10 @@
 """Issue 9.2: read replicas, proven against a real hot standby (``pg_basebackup -R -X stream``).
 
-A throwaway primary and its standby, each a cluster of the test's own (`tests.cluster`), migrated with the
-project's migrations; the service runs against them with ``DATASVC_REPLICA_URLS``. Where a statement ran is
-read from each server's own ``pg_stat_statements`` (every statement is sent tagged with its registry
-name), never from the service's word. Waits are on conditions (``/health/ready`` saying so); timing bounds
-are generous and say why.
+A throwaway primary and its standby, each a cluster of the test's own (`tests.support.cluster`),
+migrated with the project's migrations; the service runs against them with ``DATASVC_REPLICA_URLS``.
+Where a statement ran is read from each server's own ``pg_stat_statements`` (every statement is sent
+tagged with its registry name), never from the service's word. Waits are on conditions
+(``/health/ready`` saying so); timing bounds are generous and say why.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datasvc.app import create_app
 from datasvc.consistency import HEADER
 from datasvc.registry import Registry, Route
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests import load
-from tests.cluster import Cluster
+from tests.support import load
+from tests.support.cluster import Cluster
 
 pytestmark = pytest.mark.slow
 

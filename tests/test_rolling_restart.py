@@ -19,10 +19,10 @@ import httpx2
 import pytest
 
 from datasvc.settings import Settings
-from tests import load
-from tests.haproxy import HAProxy
-from tests.liveserver import LiveServer
-from tests.waits import until
+from tests.support import load
+from tests.support.haproxy import HAProxy
+from tests.support.servers import ProcessServer
+from tests.support.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ async def test_rolling_restart_behind_haproxy_fails_no_request(settings: Setting
     shared = settings.with_overrides(
         drain_seconds=1.0, shutdown_timeout=5.0, cursor_secret=secrets.token_urlsafe(32)
     )
-    instances = {name: LiveServer(shared, tmp_path / f"serve-{name}.log") for name in ("a", "b")}
+    instances = {name: ProcessServer(shared, tmp_path / f"serve-{name}.log") for name in ("a", "b")}
     restarts: list[str] = []
     lb = HAProxy(tmp_path, {name: s.port for name, s in instances.items()})
     with instances["a"], instances["b"], lb:

@@ -18,7 +18,7 @@ import pytest
 
 from datasvc.auth import hash_token
 from datasvc.settings import PROJECT_ROOT
-from tests.server import serve
+from tests.support.servers import ThreadServer
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +32,14 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 def test_generated_requests_find_no_failure(settings, tmp_path):
     secured = settings.with_overrides(auth_tokens=f"schemathesis {SCOPES} {hash_token(TOKEN)}")
     st = Path(sys.executable).with_name("st")
-    with serve(secured) as base_url:
+    with ThreadServer(secured) as server:
         result = subprocess.run(
             [
                 str(st),
                 "--config-file",
                 str(CONFIG),
                 "run",
-                f"{base_url}/openapi.json",
+                f"{server.base_url}/openapi.json",
                 "--checks",
                 "all",
                 "--max-examples",
@@ -64,7 +64,7 @@ def test_generated_requests_find_no_failure(settings, tmp_path):
             cwd=tmp_path,
             env={
                 **os.environ,
-                "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+                "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks",
                 "PYTHONPATH": str(PROJECT_ROOT),
             },
             capture_output=True,

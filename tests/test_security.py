@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx2
@@ -16,18 +15,12 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.logs import JSONFormatter
-from tests.access import access_lines
+from tests.support.access import access_lines
+from tests.support.pgserver import APP_ROLE, as_role
 
-APP_ROLE = "datasvc_app"
 # A valid bcrypt-shaped hash with a canary no other value contains.
 CANARY = "LeakCanary"
 HASH = "$2b$12$" + CANARY * 5 + "xyz"
-
-
-def as_role(database_url: str, role: str) -> str:
-    parts = urlsplit(database_url)
-    host = parts.hostname or "127.0.0.1"
-    return urlunsplit(parts._replace(netloc=f"{role}@{host}:{parts.port or 5432}"))
 
 
 async def _as_app(database_url: str, sql: str, *args: object) -> object:

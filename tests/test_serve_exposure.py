@@ -6,8 +6,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -16,7 +14,7 @@ import pytest
 from datasvc.auth import hash_token
 from datasvc.serve import is_loopback
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.liveserver import environment, free_port
+from tests.support.servers import ProcessServer, environment, free_port
 
 TOKEN = "network-token-0123456789"
 CONFIG = f"reader users:read {hash_token(TOKEN)}"
@@ -36,33 +34,9 @@ def _refused(env: dict[str, str], *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-@contextmanager
-def _running(env: dict[str, str], log: Path, *args: str) -> Iterator[int]:
-    """``datasvc serve`` on a free port until the block ends; yields the port, /health answering."""
-    port = free_port()
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "datasvc", "serve", "--port", str(port), *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert server.poll() is None, log.read_text()
-                try:
-                    if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        break
-                except httpx2.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-            yield port
-        finally:
-            server.terminate()
-            server.wait(30)
+def _running(env: dict[str, str], log: Path, *args: str) -> ProcessServer:
+    """``datasvc serve ARGS`` with ``env`` as its whole environment, on a free port; ``with`` starts it."""
+    return ProcessServer(None, log, env=env, command=[sys.executable, "-m", "datasvc", "serve", *args])
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
@@ -100,8 +74,8 @@ def test_auth_off_with_tokens_configured_is_refused(settings):
 )
 def test_a_network_address_starts_with_tokens_or_the_explicit_opt_out(settings, tmp_path, overrides, status):
     log = tmp_path / "serve.log"
-    with _running(environment(settings.with_overrides(**overrides)), log, "--host", "0.0.0.0") as port:
-        user = f"http://127.0.0.1:{port}/api/v1/users/1"
+    with _running(environment(settings.with_overrides(**overrides)), log, "--host", "0.0.0.0") as server:
+        user = f"{server.base_url}/api/v1/users/1"
         # No token: open mode answers the lookup itself (no such user); with tokens the caller is refused.
         assert httpx2.get(user, timeout=5).status_code == status
         if status == 401:
@@ -114,8 +88,8 @@ def test_a_network_address_starts_with_tokens_or_the_explicit_opt_out(settings, 
 def test_loopback_without_tokens_stays_open_for_a_first_run(settings, tmp_path):
     log = tmp_path / "serve.log"
     env = {k: v for k, v in environment(settings).items() if k != "DATASVC_HOST"}  # the default
-    with _running(env, log) as port:
-        assert httpx2.get(f"http://127.0.0.1:{port}/api/v1/users/1", timeout=5).status_code == 404
+    with _running(env, log) as server:
+        assert httpx2.get(f"{server.base_url}/api/v1/users/1", timeout=5).status_code == 404
     assert "AUTHENTICATION IS OFF" in log.read_text()
 
 

@@ -12,9 +12,8 @@ import pytest
 
 from datasvc.auth import hash_token
 from datasvc.settings import Settings
-from tests.liveserver import LiveServer
-from tests.server import serve
-from tests.waits import until_blocking
+from tests.support.servers import ProcessServer, ThreadServer
+from tests.support.waits import until_blocking
 
 TOKENS = {"alpha": "alpha-token-0123456789", "beta": "beta-token-0123456789"}
 USER = "/api/v1/users/1"  # no such user: 404 means authenticated and authorized, 401 refused
@@ -56,7 +55,7 @@ def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(set
     _replace(tokens, _line("alpha", "beta"))
     reload = 1.0
     settings = settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=reload, workers=2)
-    with LiveServer(settings, tmp_path / "serve.log") as server:
+    with ProcessServer(settings, tmp_path / "serve.log") as server:
         until_blocking(
             lambda: all(_status(server.base_url, "beta") == 404 for _ in range(10)), what="both workers"
         )
@@ -85,8 +84,8 @@ def test_a_removed_token_is_refused_by_every_worker_within_the_reload_period(set
 def watched(settings: Settings, tmp_path: Path):
     tokens = tmp_path / "tokens"
     _replace(tokens, _line("alpha"))
-    with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
-        yield base_url, tokens
+    with ThreadServer(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as server:
+        yield server.base_url, tokens
 
 
 def test_a_token_added_to_the_file_is_accepted_and_counted(watched):
@@ -150,7 +149,7 @@ def test_an_emptied_file_refuses_everyone_and_never_opens(watched):
 def test_an_empty_tokens_file_at_start_means_tokens_are_required(settings, tmp_path):
     tokens = tmp_path / "tokens"
     _replace(tokens, "")
-    with serve(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as base_url:
-        assert httpx2.get(base_url + USER).status_code == 401
+    with ThreadServer(settings.with_overrides(auth_tokens_file=tokens, auth_reload_seconds=0.05)) as server:
+        assert httpx2.get(server.base_url + USER).status_code == 401
         _replace(tokens, _line("alpha"))
-        until_blocking(lambda: _status(base_url, "alpha") == 404, what="alpha accepted")
+        until_blocking(lambda: _status(server.base_url, "alpha") == 404, what="alpha accepted")

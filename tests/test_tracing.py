@@ -7,6 +7,8 @@ its registry name, and the same trace id shows in the access log and in PostgreS
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -25,11 +27,12 @@ from datasvc.context import Timing, request_timing
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings, SettingsError
 from datasvc.statements import execute
-from tests.liveserver import LiveServer
-from tests.load import ADMIN_NAME, admin
-from tests.otlp import Receiver, SilentCollector
-from tests.values import HASH
-from tests.waits import until_blocking
+from tests.support.faultproxy import FaultProxy
+from tests.support.load import ADMIN_NAME, admin
+from tests.support.otlp import ReceivedSpan, Receiver, SilentCollector
+from tests.support.servers import ProcessServer, ThreadServer
+from tests.support.values import HASH
+from tests.support.waits import until, until_blocking
 
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -65,7 +68,7 @@ def _traced_server(settings: Settings, log_path: Path) -> Iterator[tuple[Receive
     """A `datasvc serve` exporting to a receiver of the test's, its access log in ``log_path``, a user."""
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint)
-        with LiveServer(traced, log_path, access_log=True) as server:
+        with ProcessServer(traced, log_path, access_log=True) as server:
             yield receiver, server.base_url, _create(server.base_url, "ada")
 
 
@@ -257,7 +260,7 @@ def test_a_collector_that_never_answers_costs_requests_nothing(
         traced = settings.with_overrides(
             otel_exporter_otlp_endpoint=collector.endpoint, shutdown_timeout=2.0, drain_seconds=0.0
         )
-        server = LiveServer(traced, tmp_path / "serve.log")
+        server = ProcessServer(traced, tmp_path / "serve.log")
         server.start()
         try:
             user_id = _create(server.base_url, "ada")
@@ -282,7 +285,7 @@ def test_shutdown_flushes_the_spans_still_queued(
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # nothing leaves on the timer: only the flush
     with Receiver() as receiver:
         traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, drain_seconds=0.0)
-        server = LiveServer(traced, tmp_path / "serve.log")
+        server = ProcessServer(traced, tmp_path / "serve.log")
         server.start()
         try:
             _create(server.base_url, "ada")
@@ -291,3 +294,94 @@ def test_shutdown_flushes_the_spans_still_queued(
         finally:
             server.kill()
         assert [s.name for s in receiver.spans if s.kind == CLIENT] == ["users.create"]
+
+
+async def test_a_statement_run_again_shows_both_attempts(settings: Settings, database_url: str) -> None:
+    """A lookup (``retry: safe``) whose connection is reset under it runs again on a fresh one: two spans."""
+    retried = "7" * 32
+    with FaultProxy() as proxy, Receiver() as receiver:
+        traced = settings.with_overrides(
+            database_url=proxy.url_for(database_url), otel_exporter_otlp_endpoint=receiver.endpoint
+        )
+        with ThreadServer(traced) as server:
+            base_url = server.base_url
+            user_id = _create(base_url, "ada")
+            held = proxy.held
+            proxy.set_mode("stall")
+            pending = asyncio.create_task(
+                asyncio.to_thread(_get_user, base_url, user_id, retried, sampled=True)
+            )
+            await until(lambda: proxy.held > held, what="the lookup held by the stalled network")
+            proxy.reset_now()  # the connection dies under the statement
+            proxy.set_mode("pass")
+            await pending  # 200: answered by the second attempt
+            spans = receiver.wait_for(
+                lambda got: any(s.trace_id == retried and s.kind == SERVER for s in got)
+            )
+    attempts = [s for s in spans if s.trace_id == retried and s.kind == CLIENT]
+    assert [s.name for s in attempts] == ["users.get_by_id", "users.get_by_id"]
+    failed, answered = attempts  # in the order they ended
+    assert failed.status_code == 2  # ERROR
+    assert "error.type" in failed.attributes
+    assert answered.status_code == 0
+    assert "error.type" not in answered.attributes
+    (server_span,) = [s for s in spans if s.trace_id == retried and s.kind == SERVER]
+    assert {failed.parent_span_id, answered.parent_span_id} == {server_span.span_id}
+    assert server_span.attributes["http.response.status_code"] == 200
+
+
+def _status(span: ReceivedSpan) -> int:
+    status: int = span.attributes["http.response.status_code"]
+    return status
+
+
+async def test_errors_carry_their_sqlstate_and_a_5xx_its_error_type(
+    settings: Settings, database_url: str
+) -> None:
+    with Receiver() as receiver:
+        traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, lock_timeout=0.2)
+        with ThreadServer(traced) as server:
+            base_url = server.base_url
+            user_id = _create(base_url, "ada")
+            body = {"email": "ada@example.org", "username": "ada", "hashed_password": HASH}
+            duplicate = httpx2.post(base_url + "/api/v1/users", json=body)
+            async with admin(database_url) as conn, conn.conn.transaction():
+                await conn.run("faults.lock_user", user_id)  # the PATCH waits for this lock past lock_timeout
+                locked = await asyncio.to_thread(
+                    httpx2.patch, f"{base_url}/api/v1/users/{user_id}", json={"bio": "x"}
+                )
+            spans = receiver.wait_for(
+                lambda got: (
+                    sum(s.kind == SERVER and s.attributes["http.response.status_code"] >= 400 for s in got)
+                    == 2
+                )
+            )
+    assert (duplicate.status_code, locked.status_code) == (409, 503)
+    (conflict,) = [s for s in spans if s.kind == SERVER and s.attributes["http.response.status_code"] == 409]
+    (unavailable,) = [
+        s for s in spans if s.kind == SERVER and s.attributes["http.response.status_code"] == 503
+    ]
+    # A 4xx is the caller's error: no error.type, status unset. A 5xx is ours.
+    assert "error.type" not in conflict.attributes
+    assert conflict.status_code == 0
+    assert unavailable.attributes["error.type"] == "503"
+    assert unavailable.status_code == 2
+    (insert,) = [s for s in spans if s.parent_span_id == conflict.span_id]
+    assert (insert.name, insert.attributes["db.response.status_code"]) == ("users.create", "23505")
+    assert insert.attributes["error.type"] == "23505"
+    (update,) = [s for s in spans if s.parent_span_id == unavailable.span_id and s.name.startswith("users.")]
+    assert update.attributes["db.response.status_code"] == "55P03"  # lock_not_available
+
+
+async def test_the_caller_is_named_on_the_server_span(settings: Settings) -> None:
+    token = "tracing-token"
+    entry = f"billing users:read,users:write {hashlib.sha256(token.encode()).hexdigest()}"
+    with Receiver() as receiver:
+        traced = settings.with_overrides(otel_exporter_otlp_endpoint=receiver.endpoint, auth_tokens=entry)
+        with ThreadServer(traced) as server:
+            base_url = server.base_url
+            answer = httpx2.get(base_url + "/api/v1/users/1", headers={"authorization": f"Bearer {token}"})
+            spans = receiver.wait_for(lambda got: any(s.kind == SERVER for s in got))
+    assert answer.status_code == 404
+    (server_span,) = [s for s in spans if s.kind == SERVER]
+    assert server_span.attributes["enduser.id"] == "billing"

@@ -12,10 +12,10 @@ from datetime import datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.inputs import NFC, QueryBool, QueryInt, SafeStr, field_errors
+from datasvc.inputs import NFC, QueryBool, QueryInt, SafeStr, read_query
 from datasvc.pagination import Cursor, CursorCodec, InvalidCursor, binding_digest
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation, Param
@@ -102,14 +102,7 @@ class UserPage(BaseModel):
 
 def parse_params(request: Request, max_offset: int) -> ListParams:
     """Validate the query string into `ListParams`, or a 422 naming every bad ``query.*`` parameter."""
-    query = request.query_params
-    repeated = sorted({k for k in query if len(query.getlist(k)) > 1})
-    if repeated:
-        raise ValidationFailed([FieldError(f"query.{k}", "given more than once") for k in repeated])
-    try:
-        params = ListParams.model_validate(dict(query))
-    except ValidationError as exc:
-        raise ValidationFailed(field_errors(exc, "query")) from None
+    params = read_query(request, ListParams)
     if params.offset is not None and params.offset > max_offset:
         raise ValidationFailed([FieldError("query.offset", f"must be at most {max_offset}; use the cursors")])
     if params.cursor is not None and params.offset is not None:

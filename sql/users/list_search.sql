@@ -14,7 +14,7 @@
 --   (id, id, bigint, users_pkey)
 -- expand: dir, op in (asc, >), (desc, <)
 -- params: status, is_verified, is_admin, search, limit, offset, cursor_key, cursor_id
--- expect-plan: CTE hits: Bitmap Index Scan on users_search_caseless_trgm_idx; page: top-N sort of hits, Index Scan using users_pkey
+-- expect-plan: CTE hits: Bitmap Index Scan on users_search_text_trgm_idx; page: top-N sort of hits, Index Scan using users_pkey
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -24,8 +24,7 @@ WITH hits AS MATERIALIZED (
     WHERE ($1::text IS NULL OR status = $1)
         AND ($2::boolean IS NULL OR is_verified = $2)
         AND ($3::boolean IS NULL OR is_admin = $3)
-        AND caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
-        LIKE caseless($4::text)
+        AND users_search_text(username, email, full_name) LIKE caseless($4::text)
 )
 SELECT
     counted.total,

@@ -12,20 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from datasvc.settings import Settings
-from tests.pgbouncer import PgBouncer
+from tests.support.pgbouncer import PgBouncer, through
 
 # target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE)
 TARGETS = {"pgbouncer-1.24": ("1.24", 100), "pgbouncer-1.18": ("1.18", 0)}
-APP_ROLE = "datasvc_app"
-
-
-def dbname(database_url: str) -> str:
-    return urlsplit(database_url).path.lstrip("/")
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +34,6 @@ def bouncers() -> Iterator[dict[str, PgBouncer]]:
     finally:
         for bouncer in started.values():
             bouncer.stop()
-
-
-def through(settings: Settings, bouncer: PgBouncer, database_url: str, cache_size: int) -> Settings:
-    """``settings`` of a service in transaction mode, as datasvc_app, through ``bouncer``."""
-    return settings.with_overrides(
-        database_url=bouncer.url(dbname(database_url), APP_ROLE),
-        pool_mode="transaction",
-        statement_cache_size=cache_size,
-    )
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import pytest
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 from datasvc.statements import execute
-from tests.load import TEST_SQL
-from tests.pgbouncer import PgBouncer
-from tests.pooler.conftest import APP_ROLE, dbname
+from tests.support.load import TEST_SQL
+from tests.support.pgbouncer import PgBouncer, dbname
+from tests.support.pgserver import APP_ROLE
 
 SET_NAME = Registry.load(PROJECT_ROOT / "sql")["session.set_application_name"]
 MY_NAME = TEST_SQL["pooler.my_name"]

@@ -25,12 +25,11 @@ from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 from datasvc.statements import execute
-from tests.pgbouncer import PgBouncer
-from tests.pooler.conftest import APP_ROLE, dbname, through
-from tests.test_privileges import as_role
-from tests.values import HASH
+from tests.support.pgbouncer import PgBouncer, dbname, through
+from tests.support.pgserver import APP_ROLE, as_role
+from tests.support.values import HASH
 
-WORKER = (sys.executable, "-m", "tests.pooler.statement_worker")
+WORKER = (sys.executable, "-m", "tests.support.statement_worker")
 STATEMENTS_EACH = 300  # per process: ~1 s through PgBouncer; the 1.18 control shows hundreds of mix-ups
 
 

@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 
 from datasvc.app import create_app
 from datasvc.settings import Settings
-from tests import load
-from tests.pgbouncer import PgBouncer
-from tests.pooler.conftest import APP_ROLE, dbname, through
+from tests.support import load
+from tests.support.pgbouncer import PgBouncer, dbname, through
+from tests.support.pgserver import APP_ROLE
 
 WAIT = 1  # PgBouncer's query_wait_timeout, seconds (its granularity)
 

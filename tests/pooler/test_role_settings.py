@@ -24,10 +24,9 @@ from datasvc.pooler import PoolerRefused
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 from datasvc.statements import execute
-from tests import load
-from tests.liveserver import environment, free_port
-from tests.pgbouncer import PgBouncer
-from tests.pooler.conftest import through
+from tests.support import load
+from tests.support.pgbouncer import PgBouncer, through
+from tests.support.servers import environment, free_port
 
 
 def test_transaction_mode_sends_only_application_name_at_connect() -> None:

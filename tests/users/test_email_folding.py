@@ -23,9 +23,8 @@ from starlette.testclient import TestClient
 from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests.conftest import _counter, clone_of
-from tests.pgserver import SERVER_URL, url_for
-from tests.values import HASH
+from tests.support.pgserver import SERVER_URL, clone_of, new_name, url_for
+from tests.support.values import HASH
 
 MIGRATIONS = PROJECT_ROOT / "migrations"
 CASELESS = "0007.email-caseless"
@@ -221,7 +220,7 @@ def c_before_caseless(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     for path in MIGRATIONS.glob("*.sql"):
         if path.name < CASELESS:
             shutil.copy(path, before)
-    name = f"datasvc_cmig_{os.getpid()}_{next(_counter)}"
+    name = new_name("datasvc_cmig")
     _create_c_locale_database(name)
     try:
         migrations.apply(url_for(name), before)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx2 as httpx
 import pytest
 
-from tests.server import serve
-from tests.values import HASH
+from tests.support.servers import ThreadServer
+from tests.support.values import HASH
 
 
 def _create(client, email, username="slashy"):
@@ -40,7 +40,7 @@ def test_an_email_with_reserved_characters_can_be_looked_up(client, stored, path
 
 def test_reserved_characters_through_a_real_server(settings):
     # uvicorn/httptools decode the path themselves: the route must hold for what they hand over.
-    with serve(settings) as base, httpx.Client(base_url=base) as c:
+    with ThreadServer(settings) as server, httpx.Client(base_url=server.base_url) as c:
         for n, stored in enumerate(dict.fromkeys(stored for stored, _ in RESERVED)):
             body = {"email": stored, "username": f"reserved{n}", "hashed_password": HASH}
             assert c.post("/api/v1/users", json=body).status_code == 201

@@ -10,11 +10,11 @@ from datasvc import idempotency
 from datasvc.db import Database
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
-from tests import load
-from tests.faultproxy import FaultProxy
-from tests.server import serve
+from tests.support import load
+from tests.support.faultproxy import FaultProxy
+from tests.support.servers import ThreadServer
+from tests.support.waits import until
 from tests.users.test_users_api import assert_problem, new_user
-from tests.waits import until
 
 KEY = {"Idempotency-Key": '"8e03978e-40d5-43e8-bc93-6894a57f9324"'}
 
@@ -124,8 +124,8 @@ def test_a_retried_batch_create_replays_and_writes_once(client):
 
 
 async def test_twenty_concurrent_requests_with_one_key_write_once(settings: Settings):
-    with serve(settings) as base:
-        async with load.client(base) as c:
+    with ThreadServer(settings) as server:
+        async with load.client(server.base_url) as c:
             answers = await asyncio.gather(
                 *(c.post("/api/v1/users", json=new_user(), headers=KEY) for _ in range(20))
             )
@@ -147,8 +147,8 @@ async def test_a_create_whose_answer_was_lost_after_commit_is_replayed_on_retry(
             database_url=proxy.url_for(database_url), lock_timeout=30.0, pool_min_size=1, pool_max_size=1
         )
         async with load.admin(database_url) as admin, load.admin(database_url) as locker:
-            with serve(proxied) as base:
-                async with load.client(base) as c:
+            with ThreadServer(proxied) as server:
+                async with load.client(server.base_url) as c:
                     warm = new_user(username="warm", email="warm@example.com")
                     assert (
                         await c.post("/api/v1/users", json=warm, headers={"Idempotency-Key": "w"})
@@ -183,8 +183,8 @@ async def _committed(admin: load.Admin) -> bool:
 
 async def test_expired_keys_are_purged_in_bounded_batches_then_free(settings: Settings, database_url):
     short = settings.with_overrides(idempotency_ttl=0.2)
-    with serve(short) as base:
-        async with load.client(base) as c:
+    with ThreadServer(short) as server:
+        async with load.client(server.base_url) as c:
             for i in range(25):
                 body = new_user(username=f"purged{i}", email=f"purged{i}@example.com")
                 assert (
@@ -199,8 +199,8 @@ async def test_expired_keys_are_purged_in_bounded_batches_then_free(settings: Se
         assert await idempotency.purge_expired(db, batch=10, batches=2) == 0
     finally:
         await db.close()
-    with serve(short) as base:
-        async with load.client(base) as c:
+    with ThreadServer(short) as server:
+        async with load.client(server.base_url) as c:
             # k0 is free again: another request with it is a new request, not a reuse.
             fresh = await c.post("/api/v1/users", json=new_user(), headers={"Idempotency-Key": "k0"})
     assert fresh.status_code == 201

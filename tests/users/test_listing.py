@@ -9,29 +9,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from datasvc.users.listing import like_pattern
-from tests.values import HASH
+from tests.support.seed import seed_users
+from tests.support.values import HASH
 
 URL = "/api/v1/users"
 SORTS = ["created_at", "updated_at", "username", "email", "full_name", "id"]
-
-
-def _seed(database_url: str, n: int) -> None:
-    """n users with repeating names (a third NULL), statuses, flags and colliding timestamps."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO users (email, username, hashed_password, full_name, status, is_verified, is_admin,
-                               created_at, updated_at)
-            SELECT 'u' || i || '@example.com', 'user_' || lpad(i::text, 4, '0'), %(hash)s,
-                   CASE WHEN i %% 3 = 0 THEN NULL ELSE 'Name ' || (i %% 5) END,
-                   (ARRAY['active', 'inactive', 'suspended'])[1 + i %% 3],
-                   i %% 2 = 0, i %% 7 = 0,
-                   timestamptz '2024-01-01' + (i / 4) * interval '1 minute',
-                   timestamptz '2024-06-01' - (i %% 6) * interval '1 hour'
-            FROM generate_series(1, %(n)s) AS i
-            """,
-            {"hash": HASH, "n": n},
-        )
 
 
 def _sql_ids(database_url: str, where: str = "true", order: str = "id") -> list[int]:
@@ -87,13 +69,13 @@ def test_a_bad_parameter_is_422_naming_it(client, query, field):
 
 
 def test_cursor_with_offset_is_422(client, database_url):
-    _seed(database_url, 3)
+    seed_users(database_url, 3)
     first = _ok(client, limit=1)
     assert "query.offset" in _fields(_get(client, cursor=first["next_cursor"], offset=0))
 
 
 def test_a_tampered_cursor_is_422_not_500(client, database_url):
-    _seed(database_url, 3)
+    seed_users(database_url, 3)
     token = _ok(client, limit=1)["next_cursor"]
     version, payload, mac = token.split(".")
     other = "B" if mac[0] == "A" else "A"
@@ -113,7 +95,7 @@ def test_a_tampered_cursor_is_422_not_500(client, database_url):
     ],
 )
 def test_a_cursor_replayed_with_another_sort_or_filter_is_422(client, database_url, changed):
-    _seed(database_url, 5)
+    seed_users(database_url, 5)
     token = _ok(client, limit=2)["next_cursor"]
     response = _get(client, limit=2, cursor=token, **changed)
     assert _fields(response) == ["query.cursor"]
@@ -121,7 +103,7 @@ def test_a_cursor_replayed_with_another_sort_or_filter_is_422(client, database_u
 
 
 def test_the_offset_envelope(client, database_url):
-    _seed(database_url, 5)
+    seed_users(database_url, 5)
     first = _ok(client, limit=2, sort_by="id", sort_order="asc")
     assert {k: v for k, v in first.items() if k not in ("items", "next_cursor")} == {
         "total": 5,
@@ -144,12 +126,12 @@ def test_the_offset_envelope(client, database_url):
 
 
 def test_the_trailing_slash_form_lists_too(client, database_url):
-    _seed(database_url, 2)
+    seed_users(database_url, 2)
     assert client.get(URL + "/").json()["total"] == 2
 
 
 def test_an_offset_past_the_end_still_reports_the_total(client, database_url):
-    _seed(database_url, 5)
+    seed_users(database_url, 5)
     page = _ok(client, offset=50)
     assert (page["items"], page["total"], page["has_next"], page["has_prev"]) == ([], 5, False, True)
 
@@ -160,7 +142,7 @@ def test_an_empty_table_is_an_empty_first_page(client):
 
 
 def test_count_none_and_keyset_pages_leave_the_total_out(client, database_url):
-    _seed(database_url, 5)
+    seed_users(database_url, 5)
     assert {"total", "total_kind"}.isdisjoint(_ok(client, count="none"))
     first = _ok(client, limit=2)
     assert {"total", "total_kind"}.isdisjoint(_ok(client, limit=2, cursor=first["next_cursor"]))
@@ -179,7 +161,7 @@ def test_count_none_and_keyset_pages_leave_the_total_out(client, database_url):
 )
 def test_count_estimated_without_search_is_exact_even_unanalyzed(client, database_url, filters):
     """The filters' totals come from the counts table (migration 0009), so no statistics are needed."""
-    _seed(database_url, 300)
+    seed_users(database_url, 300)
     where = " AND ".join(f"{k} = '{v}'" for k, v in filters.items()) or "true"
     page = _ok(client, count="estimated", **filters)
     assert (page["total"], page["total_kind"]) == (len(_sql_ids(database_url, where)), "exact")
@@ -189,7 +171,7 @@ def test_count_estimated_without_search_is_exact_even_unanalyzed(client, databas
 def test_count_estimated_with_search_counts_small_sets_and_estimates_large_ones(
     client, database_url, analyzed
 ):
-    _seed(database_url, 1500)
+    seed_users(database_url, 1500)
     if analyzed:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("ANALYZE users")
@@ -222,7 +204,7 @@ def test_the_document_says_total_is_left_out_rather_than_null(client):
     ],
 )
 def test_filters_select_the_rows_sql_selects(client, database_url, params, where):
-    _seed(database_url, 60)
+    seed_users(database_url, 60)
     page = _ok(client, limit=100, sort_by="id", sort_order="asc", **params)
     expected = _sql_ids(database_url, where)
     assert [u["id"] for u in page["items"]] == expected
@@ -267,7 +249,7 @@ def test_like_pattern_escapes_the_wildcards():
 
 @pytest.mark.parametrize("sort_by", SORTS)
 def test_offset_pages_follow_the_sql_order_with_id_as_tiebreaker(client, database_url, sort_by):
-    _seed(database_url, 40)
+    seed_users(database_url, 40)
     key = "ARRAY[full_name]" if sort_by == "full_name" else sort_by
     for sort_order in ("asc", "desc"):
         expected = _sql_ids(database_url, order=f"{key} {sort_order}, id {sort_order}")
@@ -279,7 +261,7 @@ def test_offset_pages_follow_the_sql_order_with_id_as_tiebreaker(client, databas
 
 
 def test_null_full_names_sort_last_ascending_and_first_descending(client, database_url):
-    _seed(database_url, 12)
+    seed_users(database_url, 12)
     up = [u["full_name"] for u in _ok(client, sort_by="full_name", sort_order="asc")["items"]]
     down = [u["full_name"] for u in _ok(client, sort_by="full_name", sort_order="desc")["items"]]
     assert up[-4:] == [None] * 4
@@ -312,7 +294,7 @@ def _walk(
 
 @pytest.mark.parametrize("sort_by", SORTS)
 def test_a_walk_forwards_then_backwards_sees_every_row_once(client, database_url, sort_by):
-    _seed(database_url, 45)
+    seed_users(database_url, 45)
     for sort_order in ("asc", "desc"):
         _walk_both_ways(client, database_url, {"limit": 7, "sort_by": sort_by, "sort_order": sort_order})
 
@@ -340,7 +322,7 @@ def _walk_both_ways(
 @pytest.mark.parametrize("sort_by", ["full_name", "created_at"])
 def test_a_search_walk_with_exact_totals_sees_every_row_once(client, database_url, sort_by):
     """count=exact with a search runs users.list_search__*: one index scan for the total and the page."""
-    _seed(database_url, 60)
+    seed_users(database_url, 60)
     where = "username LIKE 'user\\_00%' AND status <> 'inactive'"
     for sort_order in ("asc", "desc"):
         params = {"limit": 4, "sort_by": sort_by, "sort_order": sort_order, "count": "exact"}
@@ -353,7 +335,7 @@ def test_a_search_walk_with_exact_totals_sees_every_row_once(client, database_ur
 
 
 def test_a_walk_with_a_filter_stays_in_the_filter(client, database_url):
-    _seed(database_url, 60)
+    seed_users(database_url, 60)
     ids, _ = _walk(client, {"limit": 4, "status": "active", "sort_by": "full_name", "sort_order": "asc"})
     expected = _sql_ids(database_url, "status = 'active'", "ARRAY[full_name], id")
     assert ids == expected
@@ -402,7 +384,7 @@ class _Writer(threading.Thread):
 
 @pytest.mark.parametrize("sort_by", ["username", "full_name"])
 def test_a_walk_survives_a_concurrent_writer(client, database_url, sort_by):
-    _seed(database_url, 50)
+    seed_users(database_url, 50)
     original = set(_sql_ids(database_url))
     writer = _Writer(database_url)
     writer.start()
@@ -423,7 +405,7 @@ def test_a_walk_survives_a_concurrent_writer(client, database_url, sort_by):
 
 
 def test_a_cursor_whose_rows_all_went_away_turns_back(client, database_url):
-    _seed(database_url, 6)
+    seed_users(database_url, 6)
     params = {"limit": 2, "sort_by": "id", "sort_order": "asc"}
     first = _ok(client, **params)
     with psycopg.connect(database_url, autocommit=True) as conn:

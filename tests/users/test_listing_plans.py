@@ -18,7 +18,7 @@ from datasvc.connections import server_settings
 from datasvc.registry import ExpectPlanCache, PlanCache, Registry
 from datasvc.settings import Settings
 from datasvc.statements import execute
-from tests.values import HASH
+from tests.support.values import HASH
 
 ROWS = 120_000
 DEEP = 108_000  # 90% of the way down
@@ -31,8 +31,8 @@ def big_database_url(template_db: str) -> Iterator[str]:
     """One migrated database with ROWS users (about 1 in 10 without a full_name), shared by this module."""
     from pytest_postgresql.janitor import DatabaseJanitor
 
-    from tests.pgserver import server as _server
-    from tests.pgserver import url_for
+    from tests.support.pgserver import server as _server
+    from tests.support.pgserver import url_for
 
     name = f"datasvc_plans_{template_db}"
     with DatabaseJanitor(dbname=name, template_dbname=template_db, **_server()):  # type: ignore[arg-type]
@@ -205,7 +205,7 @@ async def test_a_rare_search_term_uses_the_trigram_index(conn, registry, count):
     nodes = list(_nodes(plan))
     assert not any(n["Node Type"] == "Seq Scan" for n in nodes), plan
     assert {n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"} == {
-        "users_search_caseless_trgm_idx"
+        "users_search_text_trgm_idx"
     }, plan
 
 
@@ -215,4 +215,4 @@ async def test_a_rare_search_with_an_exact_total_scans_the_trigram_index_once(co
     nodes = list(_nodes(plan))
     assert not any(n["Node Type"] == "Seq Scan" for n in nodes), plan
     bitmap = [n.get("Index Name") for n in nodes if n["Node Type"] == "Bitmap Index Scan"]
-    assert bitmap == ["users_search_caseless_trgm_idx"], plan
+    assert bitmap == ["users_search_text_trgm_idx"], plan

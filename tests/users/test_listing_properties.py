@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from tests.values import HASH
+from tests.support.values import HASH
 
 URL = "/api/v1/users"
 

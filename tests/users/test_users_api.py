@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.values import HASH, OTHER_HASH
+from tests.support.values import HASH, OTHER_HASH
 
 PROBLEM = "application/problem+json"
 USER_FIELDS = {

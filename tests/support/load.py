@@ -22,9 +22,9 @@ import orjson
 
 from datasvc.registry import Registry
 from datasvc.statements import execute
-from tests.values import HASH
+from tests.support.values import HASH
 
-TEST_SQL = Registry.load(Path(__file__).parent / "sql")
+TEST_SQL = Registry.load(Path(__file__).parents[1] / "sql")
 PROBLEM = "application/problem+json"
 ADMIN_NAME = "faulttest-admin"
 _keys = itertools.count()

@@ -25,9 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
-from tests.liveserver import free_port
-from tests.pgserver import address
+from datasvc.settings import Settings
+from tests.support.pgserver import APP_ROLE, address
+from tests.support.servers import free_port
 
 CACHE = Path(os.environ.get("DATASVC_PGBOUNCER_CACHE", Path.home() / ".cache" / "datasvc"))
 BINARIES = {"1.24": CACHE / "pgbouncer-1.24" / "pgbouncer", "1.18": Path("/usr/sbin/pgbouncer")}
@@ -156,3 +158,16 @@ class PgBouncer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def dbname(database_url: str) -> str:
+    return urlsplit(database_url).path.lstrip("/")
+
+
+def through(settings: Settings, bouncer: PgBouncer, database_url: str, cache_size: int) -> Settings:
+    """``settings`` of a service in transaction mode, as datasvc_app, through ``bouncer``."""
+    return settings.with_overrides(
+        database_url=bouncer.url(dbname(database_url), APP_ROLE),
+        pool_mode="transaction",
+        statement_cache_size=cache_size,
+    )

@@ -1,6 +1,6 @@
 """One process of the two-process wrong-statement check: runs one statement many times, counts outcomes.
 
-``python -m tests.pooler.statement_worker URL STATEMENT USER_ID COUNT CACHE_SIZE`` opens an asyncpg pool
+``python -m tests.support.statement_worker URL STATEMENT USER_ID COUNT CACHE_SIZE`` opens an asyncpg pool
 (4 connections, asyncpg's statement cache of CACHE_SIZE), prints ``ready``, waits for a line on stdin so
 that both processes start together, runs STATEMENT (``pooler.select_marked`` or ``pooler.update_marked``)
 COUNT times from 8 tasks, and prints one JSON line: how many results were its own statement's (``own``),
@@ -18,7 +18,7 @@ from collections import Counter
 import asyncpg
 import orjson
 
-from tests.load import TEST_SQL
+from tests.support.load import TEST_SQL
 
 TASKS = 8
 

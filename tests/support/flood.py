@@ -1,6 +1,6 @@
 """A caller flooding the service from its own process.
 
-``python -m tests.flood BASE_URL PATH WORKERS SECONDS``: closed-loop GETs (`load.hammer`).
+``python -m tests.support.flood BASE_URL PATH WORKERS SECONDS``: closed-loop GETs (`load.hammer`).
 
 Its own process, so that its CPU and event loop are not those of the caller a test measures beside it.
 ``FLOOD_TOKEN`` in the environment is sent as the bearer token. Prints one JSON line: how many answers,
@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from tests import load
+from tests.support import load
 
 
 def main(argv: list[str]) -> None:

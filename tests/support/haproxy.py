@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from tests.liveserver import free_port
+from tests.support.servers import free_port
 
 CHECK_INTERVAL_MS = 100
 FALL = 2  # failed checks before a server is taken out

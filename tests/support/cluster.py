@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from datasvc.embedded import machine_bindirs, wheel_bindir
-from tests.liveserver import free_port
+from tests.support.servers import free_port
 
 
 class Cluster:

@@ -30,7 +30,7 @@ from collections.abc import Coroutine
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.pgserver import address
+from tests.support.pgserver import address
 
 Mode = Literal["pass", "close", "reset", "stall"]
 

@@ -1,0 +1,219 @@
+"""The audit trail (migration 0015) and GET /api/v1/users/changes, against a real PostgreSQL.
+
+Writes come through the API and straight from psycopg (as psql would make them): the trail records both,
+and the feed hands out every committed change once, a transaction left open while others commit included.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from datasvc.settings import Settings
+
+HASH = "$2b$12$" + "a" * 53
+OTHER_HASH = "$2b$12$" + "b" * 53
+FEED = "/api/v1/users/changes"
+
+
+def create(client: TestClient, name: str) -> dict[str, Any]:
+    response = client.post(
+        "/api/v1/users", json={"email": f"{name}@example.com", "username": name, "hashed_password": HASH}
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def follow(client: TestClient, cursor: str | None = None, **params: Any) -> tuple[list[dict[str, Any]], str]:
+    """Every change after ``cursor`` that the feed hands out now, and the cursor after them."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        query = {**params, **({"after": cursor} if cursor else {})}
+        response = client.get(FEED, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        cursor = page["next_cursor"]
+        seen += page["items"]
+        if not page["items"]:
+            return seen, cursor
+
+
+@pytest.fixture
+def sql(database_url: str) -> Iterator[psycopg.Connection]:
+    """A superuser session on the test database, autocommit, as a DBA's psql."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+def test_trail_records_each_write_with_its_caller_and_changed_columns(
+    client: TestClient, sql: psycopg.Connection
+) -> None:
+    user = create(client, "ada")
+    client.patch(f"/api/v1/users/{user['id']}", json={"bio": "x", "full_name": None})
+    sql.execute("SET application_name = 'psql'")
+    sql.execute(
+        "UPDATE users SET hashed_password = %s, status = 'inactive' WHERE id = %s", (OTHER_HASH, user["id"])
+    )
+    assert client.delete(f"/api/v1/users/{user['id']}").status_code == 204
+
+    items, _ = follow(client)
+
+    assert [(i["op"], i["id"], i["version"]) for i in items] == [
+        ("create", user["id"], 1),
+        ("update", user["id"], 2),
+        ("update", user["id"], 3),
+        ("delete", user["id"], 4),
+    ]
+    assert items[0]["changed"] is None
+    assert items[3]["changed"] is None
+    # full_name was null and stays null: only bio changed, though the PATCH sets every settable column.
+    assert items[1]["changed"] == {"bio": {"old": None, "new": "x"}}
+    assert items[2]["changed"] == {"status": {"old": "active", "new": "inactive"}, "hashed_password": {}}
+    assert items[1]["caller"] == "datasvc"
+    assert items[2]["caller"] == "psql"
+    role = sql.execute("SELECT db_user FROM users_changes WHERE version_after = 3").fetchone()
+    assert role == ("postgres",)
+
+
+def test_hashed_password_never_appears_in_the_trail(client: TestClient, sql: psycopg.Connection) -> None:
+    user = create(client, "grace")
+    sql.execute("UPDATE users SET hashed_password = %s WHERE id = %s", (OTHER_HASH, user["id"]))
+    dump = sql.execute("SELECT string_agg(to_jsonb(c)::text, ' ') FROM users_changes AS c").fetchone()
+    assert dump is not None
+    assert "hashed_password" in dump[0]
+    assert HASH not in dump[0]
+    assert OTHER_HASH not in dump[0]
+    assert "a" * 53 not in client.get(FEED).text
+
+
+def test_the_service_cannot_write_the_trail(sql: psycopg.Connection) -> None:
+    sql.execute("SET ROLE datasvc_app")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        sql.execute(
+            "INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user) "
+            "VALUES ('1', 'create', 1, 1, now(), 'x', 'x')"
+        )
+
+
+def test_a_late_commit_is_handed_out_once_after_the_earlier_ones(
+    client: TestClient, sql: psycopg.Connection, database_url: str
+) -> None:
+    first = create(client, "early")
+    items, cursor = follow(client)
+    assert [i["id"] for i in items] == [first["id"]]
+    with psycopg.connect(database_url) as late:  # a transaction opened, written to, left open
+        late.execute("UPDATE users SET bio = 'late' WHERE id = %s", (first["id"],))
+        after = [create(client, f"after{i}")["id"] for i in range(3)]
+        held, cursor = follow(client, cursor)
+        assert held == []  # committed, but behind a transaction that is still running
+        late.commit()
+    items, cursor = follow(client, cursor)
+    assert [(i["op"], i["id"]) for i in items] == [("update", first["id"])] + [("create", i) for i in after]
+    assert follow(client, cursor)[0] == []
+    everything, _ = follow(client)
+    assert len(everything) == 5
+    assert len({(i["id"], i["version"]) for i in everything}) == 5
+
+
+def test_concurrent_writers_each_change_is_seen_once(client: TestClient, database_url: str) -> None:
+    writers, per_writer = 5, 40
+
+    def write(n: int) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for i in range(per_writer):
+                conn.execute(
+                    "INSERT INTO users (email, username, hashed_password) VALUES (%s, %s, %s)",
+                    (f"w{n}_{i}@example.com", f"w{n}_{i}", HASH),
+                )
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    deadline = time.monotonic() + 60  # a bound on a hang, not a timing assertion
+    while len(seen) < writers * per_writer and time.monotonic() < deadline:
+        items, cursor = follow(client, cursor, limit=7)
+        seen += items
+    for t in threads:
+        t.join()
+    seen += follow(client, cursor)[0]
+    ids = [i["id"] for i in seen]
+    assert len(ids) == writers * per_writer == len(set(ids))
+
+
+def test_from_now_skips_what_came_before(client: TestClient) -> None:
+    create(client, "before")
+    page = client.get(FEED, params={"from": "now"}).json()
+    assert page["items"] == []
+    later = create(client, "later")
+    items, _ = follow(client, page["next_cursor"])
+    assert [i["id"] for i in items] == [later["id"]]
+
+
+def test_a_cursor_behind_the_purge_is_410(client: TestClient, sql: psycopg.Connection) -> None:
+    for name in ("one", "two", "three"):
+        create(client, name)
+    start = client.get(FEED, params={"limit": 1}).json()["next_cursor"]
+    _, end = follow(client)
+    sql.execute("SELECT users_changes_purge('0 s', 1000)")
+    response = client.get(FEED, params={"after": start})
+    assert response.status_code == 410
+    problem = response.json()
+    assert problem["type"] == "urn:datasvc:problem:cursor-expired"
+    assert problem["field"] == "query.after"
+    assert client.get(FEED, params={"after": end}).json()["items"] == []  # nothing after it was purged
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"limit": "1001"}, "query.limit"),
+        ({"limit": "0"}, "query.limit"),
+        ({"wait": "31"}, "query.wait"),
+        ({"from": "then"}, "query.from"),
+        ({"from": "now", "after": "x"}, "query.from"),
+        ({"after": "1.e30.x"}, "query.cursor"),
+        ({"nope": "1"}, "query.nope"),
+    ],
+    ids=["limit-over", "limit-zero", "wait-over", "from-unknown", "from-and-after", "forged", "unknown"],
+)
+def test_bad_parameters_are_422(client: TestClient, params: dict[str, str], field: str) -> None:
+    response = client.get(FEED, params=params)
+    assert response.status_code == 422
+    assert field in [e["field"] for e in response.json()["errors"]]
+
+
+def test_a_listing_cursor_is_not_a_feed_cursor(client: TestClient) -> None:
+    create(client, "aaa")
+    create(client, "bbb")
+    listing_cursor = client.get("/api/v1/users", params={"limit": 1}).json()["next_cursor"]
+    assert client.get(FEED, params={"after": listing_cursor}).status_code == 422
+
+
+def test_a_long_poll_answers_when_a_change_commits(client: TestClient, settings: Settings) -> None:
+    start = client.get(FEED, params={"from": "now"}).json()["next_cursor"]
+    answers: list[Any] = []
+    poll = threading.Thread(
+        target=lambda: answers.append(client.get(FEED, params={"after": start, "wait": 20}))
+    )
+    poll.start()
+    user = create(client, "woken")
+    poll.join(timeout=30)
+    assert answers
+    assert [i["id"] for i in answers[0].json()["items"]] == [user["id"]]
+
+
+def test_a_long_poll_with_nothing_new_answers_empty_after_its_wait(client: TestClient) -> None:
+    start = client.get(FEED, params={"from": "now"}).json()["next_cursor"]
+    began = time.monotonic()
+    page = client.get(FEED, params={"after": start, "wait": 1}).json()
+    assert page["items"] == []
+    assert time.monotonic() - began >= 1.0
