@@ -98,8 +98,10 @@ def _statements_run(client) -> dict[str, float]:
         s.labels["statement"]: s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        # The users' statements only: start-up checks (session.*) may run meanwhile.
-        if s.name == "datasvc_db_query_duration_seconds_count" and s.labels["statement"].startswith("users.")
+        # The requests' statements only: start-up checks and purges may run meanwhile.
+        if s.name == "datasvc_db_query_duration_seconds_count"
+        and s.labels["statement"].startswith("users.")
+        and not s.labels["statement"].endswith("_purge")
     }
 
 
