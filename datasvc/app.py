@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from datasvc import docs, health, idempotency, openapi, pooler
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
+from datasvc.bodies import BodyMiddleware
 from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
 from datasvc.drain import Drain
@@ -193,10 +195,17 @@ def create_app(
                 max_body_bytes=settings.max_body_bytes,
                 access_log=access_log,
                 observe=metrics.request_observer(templates),
+                on_client_closed=functools.partial(metrics.count_closed, "client-closed"),
                 tracing=tracing,
             ),
             # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
             Middleware(GZipMiddleware),
+            # The body whole before a slot is taken: a slow upload holds none (datasvc.bodies).
+            Middleware(
+                BodyMiddleware,
+                timeout=settings.body_timeout,
+                on_timeout=functools.partial(metrics.count_closed, "body-timeout"),
+            ),
             # Inside the request context, so a shed request still has an id and an access-log line.
             Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
         ],

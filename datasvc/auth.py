@@ -42,7 +42,7 @@ log = logging.getLogger("datasvc.auth")
 SCOPES = frozenset({"users:read", "users:write", "credentials:read", "changes:read"})
 
 _CALLER = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # RFC 6750 b64token, with a length bound so hashing an absurd header costs nothing.
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9._~+/-]{1,512}=*) *$", re.IGNORECASE)
 
@@ -89,7 +89,7 @@ def parse_entries(text: str, source: str) -> list[tuple[str, Caller]]:
                 raise AuthConfigError(f"{where}: unknown scope(s) {sorted(unknown)}; known: {sorted(SCOPES)}")
             if not scopes:
                 raise AuthConfigError(f"{where}: at least one scope is needed")
-            if not _SHA256_HEX.match(digest):
+            if not SHA256_HEX.match(digest):
                 raise AuthConfigError(f"{where}: the token must be given as 64 lowercase hex (sha256)")
             out.append((digest, Caller(name, scopes)))
     return out
@@ -135,7 +135,10 @@ class Authenticator:
             raise Unauthorized("send 'Authorization: Bearer <token>'")
         match = _BEARER.match(authorization)
         if match is None:
-            raise Unauthorized("the Authorization header is not a bearer token", invalid=True)
+            # RFC 6750 section 3.1: another scheme (Basic ...) presented no bearer token, so the challenge
+            # names no error; a malformed bearer token is an invalid one.
+            bearer = authorization.split(None, 1)[0].lower() == "bearer"
+            raise Unauthorized("the Authorization header is not a bearer token", invalid=bearer)
         found = self._lookup(match.group(1))
         if found is None:
             raise Unauthorized("the bearer token is not valid", invalid=True)

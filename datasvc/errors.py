@@ -11,6 +11,7 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
     │   ├── MethodNotAllowed      405     carries ``Allow``
     │   ├── NotAcceptable         406     no representation the ``Accept`` header takes (the export)
     │   ├── Conflict              409     names the field already taken
+    │   ├── RequestTimeout        408     the body did not arrive within DATASVC_BODY_TIMEOUT
     │   ├── IdempotencyKeyInFlight 409    the first request with this Idempotency-Key has not answered yet
     │   ├── BatchItemsError               ``errors`` by item index and field; never sent itself
     │   │   ├── BatchConflict     409     items of a batch taken, or repeated in it
@@ -23,7 +24,7 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
     │   ├── TooManyRequests       429     one caller over its in-flight share, or a second export of
     │   │                                 one caller; carries ``Retry-After``
     │   ├── IdempotencyKeyReused  422     the Idempotency-Key was used for another request
-    │   └── ValidationFailed      422     lists each field and why
+    │   └── ValidationFailed      422     lists each field and why (the first `MAX_LISTED`)
     └── ServerError                       5xx: retry or page someone
         ├── InternalError         500     no detail, ever
         ├── ServiceUnavailable            503, carries ``Retry-After``; never sent itself
@@ -153,6 +154,15 @@ class Conflict(ClientError):
         return {"field": self.field} if self.field else {}
 
 
+class RequestTimeout(ClientError):
+    status = 408
+    slug = "request-timeout"
+    title = "Request body not received in time"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}  # the rest of the body may still come: the stream is lost
+
+
 class NotAcceptable(ClientError):
     status = 406
     slug = "not-acceptable"
@@ -250,17 +260,29 @@ class TooManyRequests(ClientError):
         return {"Retry-After": str(self.retry_after)}
 
 
+# A 422 lists at most this many fields; ``errors_total`` then says how many there were.
+MAX_LISTED = 20
+
+
 class ValidationFailed(ClientError):
     status = 422
     slug = "validation-failed"
     title = "Validation failed"
 
     def __init__(self, errors: Sequence[FieldError], detail: str | None = None) -> None:
-        super().__init__(detail or "; ".join(f"{e.field}: {e.reason}" for e in errors))
-        self.errors = list(errors)
+        # Listed up to MAX_LISTED: a 64 kB body of 6,000 unknown keys would otherwise get a 448 kB answer.
+        listed = list(errors[:MAX_LISTED])
+        more = len(errors) - len(listed)
+        text = "; ".join(f"{e.field}: {e.reason}" for e in listed) + (f"; and {more} more" if more else "")
+        super().__init__(detail or text)
+        self.errors = listed
+        self.total = len(errors)
 
     def extensions(self) -> dict[str, Any]:
-        return {"errors": [{"field": e.field, "reason": e.reason} for e in self.errors]}
+        out: dict[str, Any] = {"errors": [{"field": e.field, "reason": e.reason} for e in self.errors]}
+        if self.total > len(self.errors):
+            out["errors_total"] = self.total
+        return out
 
 
 class ServerError(DatasvcError):

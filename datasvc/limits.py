@@ -9,6 +9,9 @@ Two bounds, both answered with ``Retry-After`` instead of a queue:
   loop cannot take every slot, so the others are neither shed nor queued behind it. It is checked first,
   so an over-eager caller is told it is the one over its share rather than that the service is full.
 
+A request holds its slot from the moment it is admitted, its body already read (`datasvc.bodies`),
+until its answer starts: writing the answer waits on the client, not on us, so it holds none.
+
 Liveness (``/health``) is never shed, so an orchestrator does not restart a process for being busy. Pure
 ASGI: counters, no task of our own; one event loop per worker, so no lock.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasvc.errors import Overloaded, TooManyRequests
 from datasvc.responses import send_problem
@@ -105,12 +108,27 @@ class ConcurrencyLimitMiddleware:
         self.in_flight += 1
         if caller is not None:
             callers.take(caller)
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.in_flight -= 1
+                if caller is not None:
+                    callers.give_back(caller)
+
+        async def send_then_give_back(message: Message) -> None:
+            # The answer is made: from here on its writing waits on the client's reading (and the send
+            # timeout of datasvc.protocol), never in a slot that another caller's request could use.
+            if message["type"] == "http.response.start":
+                give_back()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_then_give_back)
         finally:
-            self.in_flight -= 1
-            if caller is not None:
-                callers.give_back(caller)
+            give_back()
 
 
 def _nobody(scope: Scope) -> None:

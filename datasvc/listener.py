@@ -63,6 +63,9 @@ class Listener:
         self.listens = settings.pool_mode != "transaction" and settings.database_url is not None
         self.connected = asyncio.Event()  # set while the LISTEN is in place (tests wait on it)
         self.drops = 0  # connections lost since start
+        self.notifications = 0  # received since start
+        # How the connection shows in pg_stat_activity: a DBA can tell it from the pool's.
+        self.name = f"{settings.application_name}/listener"[:63]
 
     @property
     def poll(self) -> float:
@@ -130,6 +133,7 @@ class Listener:
             self._notifying = False
 
     def _on_notification(self, *_: Any) -> None:
+        self.notifications += 1
         self.wake()
 
     async def _run(self) -> None:
@@ -141,7 +145,7 @@ class Listener:
                     self._settings.database_url,
                     timeout=self._settings.connect_timeout,
                     command_timeout=self._settings.statement_timeout + 1.0,
-                    server_settings=server_settings(self._settings),
+                    server_settings={**server_settings(self._settings), "application_name": self.name},
                     statement_cache_size=self._settings.statement_cache_size,
                 )
                 self._conn = conn

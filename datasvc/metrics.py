@@ -53,6 +53,14 @@ if TYPE_CHECKING:
     from datasvc.tokenfile import ReloadState
 
 UNMATCHED = "unmatched"
+CLOSED_REASONS = (
+    "client-closed",
+    "body-timeout",
+    "head-timeout",
+    "send-timeout",
+    "too-many-connections",
+    "too-many-pipelined",
+)
 # Point lookups take ~0.2-2 ms in the database; the tail we care about is 10 ms to a few seconds.
 _QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -145,6 +153,15 @@ class Metrics:
             buckets=_ACQUIRE_BUCKETS,
             registry=self.registry,
         )
+        self.closed = Counter(
+            "datasvc_http_closed",
+            "Requests and connections ended early, by reason: client-closed (the caller closed its "
+            "connection mid-request), body-timeout (408), head-timeout, send-timeout (the caller did not "
+            "read its answer), too-many-connections, too-many-pipelined.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._closed = {reason: self.closed.labels(reason) for reason in CLOSED_REASONS}
         self._pool = _PoolCollector()
         self._access_log = _AccessLogCollector()
         self._auth = _AuthCollector()
@@ -175,6 +192,10 @@ class Metrics:
         tally = _Tally(child)
         self._tallies.append(tally)
         return tally.observe
+
+    def count_closed(self, reason: str) -> None:
+        """One request or connection ended early for ``reason`` (one of `CLOSED_REASONS`)."""
+        self._closed[reason].inc()
 
     def register(self, collector: Collector) -> None:
         """A feature's own collector, read when scraped (with ``--workers N``: the answering worker's)."""

@@ -1,5 +1,8 @@
 """Request tracking at the ASGI edge: request id, body cap, clock, access log, last-resort 500.
 
+A caller that closes its connection mid-request (`ClientDisconnect`) is logged at INFO and counted as
+``client-closed`` (status 499 in the access log and metrics), never a 500 with a traceback.
+
 Pure ASGI rather than ``BaseHTTPMiddleware``: no extra task per request and streaming stays intact.
 """
 
@@ -12,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasvc.accesslog import AccessLog
@@ -23,6 +27,11 @@ if TYPE_CHECKING:
     from datasvc.tracing import Tracing
 
 error_log = logging.getLogger("datasvc.error")
+client_log = logging.getLogger("datasvc.client")
+
+# The status the access log and metrics give a request whose caller closed its connection before the
+# request was read whole (nginx's 499): no answer was sent.
+CLIENT_CLOSED = 499
 
 # A caller's request id is echoed into headers and logs, so only a conservative alphabet is honoured.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -41,12 +50,14 @@ class RequestContextMiddleware:
         max_body_bytes: int,
         access_log: AccessLog | None = None,
         observe: Callable[[Scope, int, float], None] | None = None,
+        on_client_closed: Callable[[], None] | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.access_log = access_log  # None: no access log (DATASVC_ACCESS_LOG=off)
         self.observe = observe  # metrics: called once per request with its status and duration
+        self.on_client_closed = on_client_closed  # metrics: the `client-closed` count
         self.tracing = tracing  # None: tracing not configured (datasvc.tracing is then never imported)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,6 +94,12 @@ class RequestContextMiddleware:
                 await send_problem(scope, send_wrapper, PayloadTooLarge(_too_large(self.max_body_bytes)))
             else:
                 await self.app(scope, _capped(receive, self.max_body_bytes), send_wrapper)
+        except ClientDisconnect:
+            # The caller went away before its request was read: its doing, not an error of ours.
+            status = CLIENT_CLOSED
+            client_log.info("client closed the connection mid-request", extra={"request_id": request_id})
+            if self.on_client_closed is not None:
+                self.on_client_closed()
         except Exception:
             error_log.exception("unhandled error", extra={"request_id": request_id})
             if not response_started:

@@ -1,19 +1,30 @@
-"""uvicorn's httptools protocol with a bound on the request head (request line + headers): 431 beyond it.
+"""uvicorn's httptools protocol, with the bounds a connection needs against a slow or hostile caller.
 
-httptools buffers a request head of any size (1 MB of headers is parsed and handed to the app), so a
-caller could make each connection hold as much memory as it cares to send. uvicorn's h11 protocol has a
-bound (``h11_max_incomplete_event_size``) but is several times slower; this keeps httptools and counts:
+What uvicorn gives and we use: ``timeout_keep_alive`` (an idle keep-alive connection closes), reading
+paused while a pipelined request waits its turn and while a request body is not consumed, and writing
+paused (``FlowControl``) while the send buffer is over its high-water mark. What it lacks, added here:
 
-- the raw bytes received while a head is incomplete, so memory stays within the limit plus one read;
-- the exact size of the URL and of every header as the parser reports them, so a head that arrives in
-  one read is measured too.
+- a bound on the request head (request line + headers): httptools buffers a head of any size, so past
+  ``DATASVC_MAX_HEADER_BYTES`` (raw bytes while the head is incomplete, and the exact URL and header
+  sizes the parser reports) the connection gets a 431 problem and is closed;
+- a head timeout (``DATASVC_HEAD_TIMEOUT``): a connection that has not completed a request head within
+  it, from its start or from the head's first byte, is closed (slowloris holds nothing for ever);
+- a send timeout (``DATASVC_SEND_TIMEOUT``): a connection whose send buffer stays full that long (the
+  client does not read its answers) is aborted, which also ends the request task waiting to write;
+- a bound on connections (``DATASVC_MAX_CONNECTIONS``): past it a new connection is answered 503 and
+  closed at once, so the descriptor limit is never reached and the connections already open are served;
+- a bound on pipelining: at most `MAX_PIPELINED` requests wait behind the one being answered; the next
+  one is answered 503 after them and the connection closed;
+- framing the app must never see (RFC 9112): an HTTP/1.1 request with no ``Host`` or several (section
+  3.2), a ``Transfer-Encoding`` whose final coding is not ``chunked`` (section 6.3), both 400 and closed;
+  a WebSocket upgrade (not served) is a 400 problem, other upgrades (``h2c``) are ignored and the
+  connection closed after the answer.
 
-Past ``DATASVC_MAX_HEADER_BYTES`` the connection gets a 431 problem and is closed: after a refused head
-the rest of the stream cannot be parsed.
-
-A request the parser cannot read at all (a malformed request line, an unknown method, a broken header) is
-answered 400 problem+json too, instead of uvicorn's ``text/plain``: every answer, even one the app never
-saw, is problem+json and carries an ``X-Request-ID`` (the caller's, if it had sent a safe one already).
+Every answer written here is problem+json with ``Date`` and an ``X-Request-ID`` (the caller's, if it
+sent a safe one already), like the app's; a request the parser cannot read at all is a 400 too.
+The request body's timeout and the slots of ``DATASVC_MAX_IN_FLIGHT`` are the app's (`datasvc.bodies`,
+`datasvc.limits`): a request holds a slot from its body's last byte until its answer is handed to the
+transport, never while the client sends or reads.
 
 It also serves the drain window (`datasvc.drain`): once the process drains, each request is answered
 with ``Connection: close`` and its connection closed after the answer, never before.
@@ -21,24 +32,31 @@ with ``Connection: close`` and its connection closed after the answer, never bef
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import http
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from datasvc.drain import Drain
-from datasvc.errors import BadRequest, DatasvcError, HeadersTooLarge
+from datasvc.errors import BadRequest, DatasvcError, HeadersTooLarge, Overloaded
 from datasvc.middleware import new_request_id, safe_request_id
-from datasvc.responses import PROBLEM_MEDIA_TYPE
+from datasvc.responses import raw_problem
 from datasvc.settings import Settings
+
+if TYPE_CHECKING:
+    from datasvc.metrics import Metrics
+
+# Requests a connection may have waiting behind the one being answered. Browsers and HTTP clients do
+# not pipeline; a caller that sends a hundred requests at once and reads nothing only piles up work.
+MAX_PIPELINED = 16
 
 
 @functools.cache
-def _configured_limit() -> int:
+def _environment() -> Settings:
     # Read once per worker process: `datasvc serve` passes its settings to workers in the environment.
-    return Settings.from_env().max_header_bytes
+    return Settings.from_env()
 
 
 class _Refused(Exception):
@@ -46,38 +64,99 @@ class _Refused(Exception):
 
 
 class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
-    """`HttpToolsProtocol` that answers 431 to a request head larger than ``max_head_bytes``."""
+    """`HttpToolsProtocol` with bounded heads, timeouts, connections and pipelining (module docstring)."""
 
-    max_head_bytes: int | None = None  # None: DATASVC_MAX_HEADER_BYTES from the environment
+    settings: Settings | None = None  # None: from the environment (`datasvc serve`)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._limit = self.max_head_bytes or _configured_limit()
+        settings = self.settings or _environment()
+        self._limit = settings.max_header_bytes
+        self._head_timeout = settings.head_timeout
+        self._send_timeout = settings.send_timeout
+        self._max_connections = settings.max_connections
         self._in_head = True
         self._head_bytes = 0  # raw bytes received while the head was incomplete
         self._parsed_bytes = 0  # URL and header bytes the parser reported
+        self._hosts = 0  # Host headers of the request being parsed
+        self._coding: bytes | None = None  # the final Transfer-Encoding coding, if any
         self._refused = False
         self._deferred: DatasvcError | None = None  # a refusal waiting for earlier pipelined answers
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        # The request being answered (uvicorn's `cycle` is the last one parsed, maybe a pipelined one).
+        self._running: RequestResponseCycle | None = None
         # The app's lifespan state holds the process's Drain (absent for apps without the lifespan).
+        self._metrics: Metrics | None = self.app_state.get("metrics")
         self._drain: Drain | None = self.app_state.get("drain")
         if self._drain is not None:
             self._drain.connections = self.connections  # uvicorn's one set of open connections
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self._max_connections and len(self.connections) >= self._max_connections:
+            # Before uvicorn counts it: refused at once, nothing read, the ones already open unaffected.
+            self._refused = True
+            self.transport = transport
+            self._closed("too-many-connections")
+            error = Overloaded(f"more than {self._max_connections} connections open; retry shortly")
+            transport.write(raw_problem(error, request_id=new_request_id(), headers=self._server_headers()))
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        if self.flow is None:  # refused in connection_made: uvicorn never knew it
+            return
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
         in_head_before = self._in_head
         super().data_received(data)
-        if self._in_head and in_head_before and not self._refused:
+        if self._refused:
+            return
+        if self._in_head and in_head_before:
             self._head_bytes += len(data)
             if self._head_bytes > self._limit:
-                self._refuse()
+                self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
+                return
+        if self._head_timer is None and (self._in_head or not self._busy()):
+            self._arm_head_timer()  # a head begun and not complete, or bytes that begin none
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self._send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    # -- parser callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._closed("too-many-pipelined")
+            self.headers = []  # not the previous request's: the refusal must not echo its id
+            self._refuse(Overloaded(f"more than {MAX_PIPELINED} requests pipelined on one connection"))
+            raise _Refused
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
         self._parsed_bytes = 0
+        self._hosts = 0
+        self._coding = None
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -86,27 +165,95 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)  # ": " and CRLF
         super().on_header(name, value)
+        name, value = self.headers[-1]  # lower-cased and trimmed by uvicorn
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"transfer-encoding":
+            self._coding = value.rpartition(b",")[2].strip().lower()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if error := self._framing_error():
+            self._refuse(error)
+            raise _Refused
         super().on_headers_complete()
+        if self.parser.should_upgrade():
+            self.cycle.keep_alive = False  # the parser reads nothing after an upgrade request
         if self._drain is not None and self._drain.draining and self.cycle.scope is self.scope:
             self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
 
+    def _framing_error(self) -> DatasvcError | None:
+        if self._hosts != 1 and self.parser.get_http_version() == "1.1":
+            return BadRequest(f"an HTTP/1.1 request needs exactly one Host header, not {self._hosts}")
+        if self._coding is not None and self._coding != b"chunked":
+            return BadRequest("Transfer-Encoding must end with chunked; the body's length is unknown")
+        if self.parser.should_upgrade() and self._upgrade() == b"websocket":
+            return BadRequest("WebSocket is not served here: this API is plain HTTP requests")
+        return None
+
+    def _upgrade(self) -> bytes | None:
+        for name, value in self.headers:
+            if name == b"upgrade":
+                return value.strip().lower()
+        return None
+
+    # Upgrades are never taken up (no WebSocket protocol runs here, whatever is installed): the request is
+    # refused (WebSocket) or answered as plain HTTP, and uvicorn's warnings about it would only be noise.
+    def _should_upgrade(self) -> bool:
+        return False
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass
+
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # a refusal aborts the parser, which uvicorn reports as a parse error
-            self._refused = True
-            self._answer(BadRequest("the request line or headers cannot be parsed as HTTP/1.1"))
+            self._refuse(BadRequest("the request line or headers cannot be parsed as HTTP/1.1"))
 
     def _count(self, size: int) -> None:
         self._parsed_bytes += size
         if self._parsed_bytes > self._limit:
-            self._refuse()
+            self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
             raise _Refused
 
-    def _refuse(self) -> None:
+    # -- timers --------------------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._busy():  # reading waits for our answers: the head's time runs once they are out
+            self._arm_head_timer()
+            return
         self._refused = True
-        self._answer(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
+        self._closed("head-timeout")
+        self.transport.close()
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        self._refused = True
+        self._closed("send-timeout")
+        # Not close(): that waits for the buffer to drain, which is what the client does not let happen.
+        # The request task waiting to write is told first, so it drops what is left instead of writing
+        # on the aborted transport (uvloop wakes it before `connection_lost`).
+        if self._running is not None:
+            self._running.disconnected = True
+        self.transport.abort()
+
+    def _closed(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.count_closed(reason)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._send_timer = None
+
+    # -- answers written here ------------------------------------------------------------------
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -118,6 +265,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         """Requests read before the refused one are still being answered (pipelining)."""
         return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
 
+    def _refuse(self, error: DatasvcError) -> None:
+        self._refused = True
+        self._answer(error)
+
     def _answer(self, error: DatasvcError) -> None:
         """Write ``error`` as problem+json and close: after a head it cannot read, the stream is lost.
 
@@ -127,33 +278,26 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._deferred = error
             return
         request_id = self._caller_request_id() or new_request_id()
-        body = orjson.dumps(
-            {
-                "type": error.type,
-                "title": error.title,
-                "status": error.status,
-                "detail": error.detail,
-                "request_id": request_id,
-            }
-        )
-        head = (
-            f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n"
-            f"content-type: {PROBLEM_MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
-            f"x-request-id: {request_id}\r\nconnection: close\r\n\r\n"
-        )
-        self.transport.write(head.encode() + body)
+        self.transport.write(raw_problem(error, request_id=request_id, headers=self._server_headers()))
         self.transport.close()
+
+    def _server_headers(self) -> list[tuple[bytes, bytes]]:
+        # uvicorn's ``Date`` (refreshed every second by the server), as on every answer of the app.
+        return list(self.server_state.default_headers)
 
     def _caller_request_id(self) -> str | None:
         # uvicorn collects the headers parsed so far in `self.headers` (before the scope exists).
-        for name, value in getattr(self, "headers", ()):
+        for name, value in getattr(self, "headers", None) or ():
             if name.lower() == b"x-request-id":
                 return safe_request_id(value)
         return None
 
 
+def for_settings(settings: Settings) -> type[HeadLimitedHttpToolsProtocol]:
+    """The protocol class with explicit settings (tests and in-process servers; no environment)."""
+    return type("HeadLimitedHttpToolsProtocol", (HeadLimitedHttpToolsProtocol,), {"settings": settings})
+
+
 def limited(max_head_bytes: int) -> type[HeadLimitedHttpToolsProtocol]:
-    """The protocol class with an explicit bound (tests and in-process servers; no environment)."""
-    return type(
-        "HeadLimitedHttpToolsProtocol", (HeadLimitedHttpToolsProtocol,), {"max_head_bytes": max_head_bytes}
-    )
+    """The protocol class with an explicit head bound and the other settings' defaults."""
+    return for_settings(Settings(max_header_bytes=max_head_bytes))

@@ -8,9 +8,9 @@ recovery, is not paused, and is at most ``DATASVC_REPLICA_MAX_LAG`` seconds behi
 Lag is measured in time *from WAL positions*, not from timestamps: `LsnHistory` remembers when the
 primary was first seen at each position, and a replica is as far behind as the time since the primary
 first passed the position the replica has replayed. ``now() - pg_last_xact_replay_timestamp()`` and
-``pg_stat_replication.replay_lag`` misreport it (0.5 s with no writes at all; 32 ms while replay was
-paused, issue 9). A replica that has replayed everything the primary wrote is 0 s behind, however long
-ago the last write was.
+``pg_stat_replication.replay_lag`` misreport it: the first grows while nothing is written (a replica
+with nothing to replay looks behind), the second stays near zero while replay is paused. A replica that
+has replayed everything the primary wrote is 0 s behind, however long ago the last write was.
 
 Reads that carry a consistency token (`datasvc.consistency`) go only to a replica that has replayed up
 to the token: one whose sampled replay position has reached it (the sample is a lower bound of the

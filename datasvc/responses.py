@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import http
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -82,3 +83,33 @@ async def send_problem(scope: Scope, send: Send, error: DatasvcError) -> None:
 
 async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
+
+
+def raw_problem(
+    error: DatasvcError, *, request_id: str, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> bytes:
+    """A whole HTTP/1.1 problem answer as bytes, for the protocol to write below the app; it closes.
+
+    ``headers`` are the server's own (uvicorn's ``Date``); the error's (``Retry-After``) follow.
+    """
+    body = orjson.dumps(
+        {
+            "type": error.type,
+            "title": error.title,
+            "status": error.status,
+            "detail": error.detail or error.title,
+            "request_id": request_id,
+        }
+    )
+    lines = [b"HTTP/1.1 %d %s\r\n" % (error.status, http.HTTPStatus(error.status).phrase.encode())]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    lines += [
+        f"{name.lower()}: {value}\r\n".encode("latin-1")
+        for name, value in error.headers().items()
+        if name.lower() != "connection"
+    ]
+    lines.append(
+        b"content-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\nconnection: close\r\n\r\n"
+        % (PROBLEM_MEDIA_TYPE.encode(), len(body), request_id.encode())
+    )
+    return b"".join(lines) + body

@@ -330,6 +330,42 @@ class Settings:
             "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
         ),
     ] = 16384
+    head_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_HEAD_TIMEOUT",
+            _positive_float,
+            "Seconds a request line plus headers may take to arrive, from the connection or its first byte; "
+            "then the connection is closed.",
+        ),
+    ] = 10.0
+    body_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_BODY_TIMEOUT",
+            _positive_float,
+            "Seconds a whole request body may take to arrive after its head; then 408 and the connection "
+            "is closed. The body is read before the request takes a slot of `DATASVC_MAX_IN_FLIGHT`.",
+        ),
+    ] = 10.0
+    send_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_SEND_TIMEOUT",
+            _positive_float,
+            "Seconds an answer may wait for the client to read it (the send buffer full); then the "
+            "connection is closed.",
+        ),
+    ] = 30.0
+    max_connections: Annotated[
+        int,
+        Env(
+            "DATASVC_MAX_CONNECTIONS",
+            _non_negative_int,
+            "Open client connections per worker; past it a new connection is answered 503 and closed at "
+            "once. 0: no limit (the descriptor limit is then the bound).",
+        ),
+    ] = 4096
     host: Annotated[str, Env("DATASVC_HOST", str, "Address `datasvc serve` binds.")] = "127.0.0.1"
     port: Annotated[int, Env("DATASVC_PORT", port, "Port `datasvc serve` binds.")] = 8000
     workers: Annotated[int, Env("DATASVC_WORKERS", positive_int, "Worker processes of `datasvc serve`.")] = 1
@@ -409,7 +445,8 @@ class Settings:
             "DATASVC_AUTH_TOKENS_FILE",
             Path,
             "File of `caller scopes sha256hex` lines, added to `DATASVC_AUTH_TOKENS`; re-read when it "
-            "changes (a file that does not parse keeps the last good set). Set, even empty: tokens required.",
+            "changes; a token it no longer lists is refused, even when it does not parse. Set, even empty: "
+            "tokens required.",
         ),
     ] = None
     auth_reload_seconds: Annotated[

@@ -1,4 +1,4 @@
--- depends: 0011.users-status-index-comment
+-- depends: 0013.users-estimate-search-text
 -- The audit trail of users: one row per created, updated or deleted user, written by triggers in the
 -- writing transaction, so a change made with psql is recorded as one made by the service; the change
 -- feed (GET /api/v1/users/changes) reads it.

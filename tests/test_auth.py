@@ -70,18 +70,25 @@ def test_missing_token_is_401_with_bearer_challenge(secured):
     [
         "Bearer not-a-configured-token",
         "Bearer " + TOKENS["reader"][0] + "x",
-        "Basic cmVhZGVyOnNlY3JldA==",
         "Bearer",
         "Bearer two tokens",
         "Bearer " + "a" * 600,
         "bearer\treader-token-0123456789",
     ],
-    ids=["unknown", "suffixed", "basic", "empty", "two-words", "huge", "tab"],
+    ids=["unknown", "suffixed", "empty", "two-words", "huge", "tab"],
 )
 def test_bad_token_is_401_invalid_token(secured, header):
     response = secured.get("/api/v1/users/1", headers={"Authorization": header})
     assert_problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+@pytest.mark.parametrize("header", ["Basic cmVhZGVyOnNlY3JldA==", "Digest username=x", "Negotiate"])
+def test_another_scheme_is_challenged_without_an_error_code(secured, header):
+    # RFC 6750 section 3.1: no bearer token was presented, so the challenge names no error.
+    response = secured.get("/api/v1/users/1", headers={"Authorization": header})
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_scheme_is_case_insensitive(secured):

@@ -72,3 +72,16 @@ def test_patch_reasons_are_the_same_words(client):
     errors = _errors(client.patch(created.headers["location"], json={"email": "nope", "is_admin": "yes"}))
     assert errors["body.email"].startswith("must be an email address")
     assert errors["body.is_admin"] == "must be true or false"
+
+
+def test_a_body_of_thousands_of_unknown_keys_lists_only_the_first_errors(client):
+    """6,000 unknown keys in 64 kB: the 422 names the first MAX_LISTED and how many there were in all."""
+    body: dict[str, object] = {"email": "a@b.io", "username": "alice", "hashed_password": HASH}
+    body.update({f"k{i}": 0 for i in range(6000)})
+    response = client.post("/api/v1/users", json=body)
+    assert response.status_code == 422
+    problem = response.json()
+    assert len(problem["errors"]) == 20
+    assert problem["errors_total"] == 6000
+    assert problem["detail"].endswith("; and 5980 more")
+    assert len(response.content) < 4096  # not 7x the request: the answer's size is bounded

@@ -44,3 +44,15 @@ def test_the_bookkeeping_tables_are_not_in_the_schema() -> None:
     assert "CREATE TABLE public.users (" in text
     for table in ("_yoyo_migration", "yoyo_lock", "datasvc_migration_file"):
         assert table not in text
+
+
+def test_no_statement_writes_out_the_search_text() -> None:
+    """The searched text has one definition, users_search_text() (migration 0012): statements call it."""
+    written_out = [
+        f"{path.relative_to(PROJECT_ROOT)}:{number}"
+        for path in sorted((PROJECT_ROOT / "sql").rglob("*.sql"))
+        if path != SCHEMA
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "chr(31)" in line and not line.lstrip().startswith("--")
+    ]
+    assert not written_out, f"call users_search_text(username, email, full_name) instead: {written_out}"

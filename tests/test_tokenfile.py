@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from datasvc.auth import hash_token
+from datasvc.auth import Caller, hash_token
 from datasvc.settings import Settings
+from datasvc.tokenfile import still_listed
 from tests.support.servers import ProcessServer, ThreadServer
 from tests.support.waits import until_blocking
 
@@ -99,16 +100,18 @@ def test_a_token_added_to_the_file_is_accepted_and_counted(watched):
 
 
 @pytest.mark.parametrize(
-    ("bad", "error"),
+    ("bad", "error", "alpha"),
     [
-        ("alpha users:read\n", "expected 'caller scopes sha256hex'"),
-        (_line("beta") + "gamma users:write " + hash_token(TOKENS["beta"]) + "\n", "configured twice"),
-        (b"\xff\xfe not utf-8", "DATASVC_AUTH_TOKENS_FILE="),
-        (None, "cannot stat it"),
+        (_line("alpha") + "beta users:read\n", "expected 'caller scopes sha256hex'", 404),
+        ("beta users:read\n", "expected 'caller scopes sha256hex'", 401),
+        (_line("beta") + "gamma users:write " + hash_token(TOKENS["beta"]) + "\n", "configured twice", 401),
+        (b"\xff\xfe not utf-8", "DATASVC_AUTH_TOKENS_FILE=", 401),
+        (None, "cannot stat it", 401),
     ],
-    ids=["unparseable", "token-twice", "not-utf8", "deleted"],
+    ids=["typo-alpha-still-listed", "alpha-removed-and-typo", "token-twice", "not-utf8", "deleted"],
 )
-def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, error):
+def test_a_bad_file_accepts_only_the_tokens_it_still_lists_and_says_why(watched, caplog, bad, error, alpha):
+    """Fail closed: a token the file no longer lists is refused whatever else is wrong with the file."""
     base_url, tokens = watched
     with caplog.at_level(logging.ERROR, logger="datasvc.auth"):
         if bad is None:
@@ -118,8 +121,10 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
         until_blocking(
             lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 1, what="the refusal"
         )
-        assert _status(base_url, "alpha") == 404  # never falls open, never drops the good set
-        assert _status(base_url, "beta") == 401
+        assert _status(base_url, "alpha") == alpha
+        assert _status(base_url, "beta") == 401  # never in a good set: a bad file grants nothing
+        assert httpx2.get(base_url + USER).status_code == 401  # never open
+        assert _metric(base_url, "datasvc_auth_tokens") == (1 if alpha == 404 else 0)
         text = httpx2.get(base_url + "/metrics").text
         assert re.search(r'^datasvc_auth_tokens_reloads_total\{result="refused"\} 1\.0$', text, re.M)
         last = re.search(
@@ -131,11 +136,34 @@ def test_a_bad_file_keeps_the_last_good_set_and_says_why(watched, caplog, bad, e
     logged = [r for r in caplog.records if r.name == "datasvc.auth" and r.levelno == logging.ERROR]
     assert len(logged) == 1  # once, not at every check
     assert error in logged[0].error
+    assert logged[0].refused == ([] if alpha == 404 else ["alpha"])
     # Fixed, it is applied and the alarm clears.
     _replace(tokens, _line("beta"))
     until_blocking(lambda: _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0, what="the fix")
     assert _status(base_url, "beta") == 404
     assert _status(base_url, "alpha") == 401
+
+
+def test_back_to_the_last_good_file_after_a_bad_edit_restores_every_token(watched):
+    base_url, tokens = watched
+    good = tokens.read_text()
+    _replace(tokens, "garbage\n")
+    until_blocking(lambda: _status(base_url, "alpha") == 401, what="alpha refused")
+    _replace(tokens, good)
+    until_blocking(lambda: _status(base_url, "alpha") == 404, what="alpha accepted again")
+    assert _metric(base_url, "datasvc_auth_tokens_reload_failing") == 0
+
+
+def test_a_line_that_breaks_keeps_no_more_scopes_than_both_versions_give():
+    alpha = hash_token(TOKENS["alpha"])
+    served = [(alpha, Caller("alpha", frozenset({"users:read", "users:write"})))]
+    assert still_listed(served, f"alpha users:read,users:wirte {alpha}\nbroken line\n") == [
+        (alpha, Caller("alpha", frozenset({"users:read"})))
+    ]
+    assert still_listed(served, f"alpha users:raed {alpha}\n") == []  # no scope left: refused
+    assert still_listed(served, f"{alpha}\n") == []  # a bare hash names no scope
+    assert still_listed(served, f"alpha users:read {alpha}\nalpha users:write {alpha}\n") == []
+    assert still_listed(served, "") == []
 
 
 def test_an_emptied_file_refuses_everyone_and_never_opens(watched):

@@ -9,7 +9,7 @@
 -- One page of the export as NDJSON lines, built by the server (json_build_object: what psql's
 -- `COPY (SELECT row_to_json(...))` costs), timestamps in UTC with microseconds, RFC 3339.
 -- params: status, is_verified, is_admin, search, after_id, limit
--- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx)
+-- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_text_trgm_idx)
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -35,8 +35,7 @@ WHERE
     AND ($3::boolean IS NULL OR is_admin = $3)
     AND (
         $4::text IS NULL
-        OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
-        LIKE caseless($4)
+        OR users_search_text(username, email, full_name) LIKE caseless($4)
     )
 ORDER BY id
 LIMIT $6;
@@ -44,7 +43,7 @@ LIMIT $6;
 -- name: export_rows :many
 -- One page of the export as columns, for the CSV the service writes.
 -- params: status, is_verified, is_admin, search, after_id, limit
--- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_caseless_trgm_idx)
+-- expect-plan: Index Scan using users_pkey on users under Limit (a rare search term: Bitmap Index Scan on users_search_text_trgm_idx)
 -- route: replica
 -- retry: safe
 -- plan-cache: custom
@@ -60,8 +59,7 @@ WHERE
     AND ($3::boolean IS NULL OR is_admin = $3)
     AND (
         $4::text IS NULL
-        OR caseless(username || chr(31) || email || chr(31) || coalesce(full_name, ''))
-        LIKE caseless($4)
+        OR users_search_text(username, email, full_name) LIKE caseless($4)
     )
 ORDER BY id
 LIMIT $6;

@@ -9,7 +9,7 @@ Usage::
         server.signal(signal.SIGTERM)                       # what a thread cannot show: signals,
         code = server.wait(6)                               # ``kill -9``, the process's exit
 
-Both run the HTTP stack of ``datasvc serve`` (httptools with the request-head bound of ``settings``,
+Both run the HTTP stack of ``datasvc serve`` (httptools with the bounds and timeouts of ``settings``,
 uvloop) on 127.0.0.1, are built from `Settings`, `start` when the block opens (returning once ``/health``
 answers, failing past a deadline) and stop when it ends. `ThreadServer` serves ``create_app(settings)``
 inside the test's process (so the test can read the app's state); `ProcessServer` runs the command
@@ -34,7 +34,7 @@ import httpx2
 import uvicorn
 
 from datasvc.app import create_app
-from datasvc.protocol import limited
+from datasvc.protocol import for_settings
 from datasvc.settings import FIELDS, PROJECT_ROOT, Settings
 
 
@@ -95,7 +95,7 @@ class ThreadServer(Server):
         self.port = self.sock.getsockname()[1]
         options: dict[str, Any] = {
             "loop": "uvloop",
-            "http": limited(settings.max_header_bytes),
+            "http": for_settings(settings),
             "log_config": None,
             "access_log": False,
             "server_header": False,

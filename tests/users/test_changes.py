@@ -6,16 +6,23 @@ and the feed hands out every committed change once, a transaction left open whil
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from datasvc.settings import Settings
+from datasvc.settings import PROJECT_ROOT, Settings
+from tests.support.servers import ThreadServer
+from tests.support.waits import until_blocking
 
 HASH = "$2b$12$" + "a" * 53
 OTHER_HASH = "$2b$12$" + "b" * 53
@@ -217,3 +224,98 @@ def test_a_long_poll_with_nothing_new_answers_empty_after_its_wait(client: TestC
     page = client.get(FEED, params={"after": start, "wait": 1}).json()
     assert page["items"] == []
     assert time.monotonic() - began >= 1.0
+
+
+def test_a_service_write_wakes_the_listening_connection(client: TestClient) -> None:
+    listener = client.app_state["listener"]
+    until_blocking(listener.connected.is_set, what="the LISTEN in place")
+    create(client, "notifier")
+    until_blocking(lambda: listener.notifications >= 1, what="the write's notification")
+
+
+def test_a_dropped_listening_connection_loses_no_wake_up(client: TestClient, sql: psycopg.Connection) -> None:
+    listener = client.app_state["listener"]
+    until_blocking(listener.connected.is_set, what="the LISTEN in place")
+    start = client.get(FEED, params={"from": "now"}).json()["next_cursor"]
+    killed = sql.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+        (listener.name,),
+    ).fetchone()
+    assert killed == (1,)
+    answers: list[Any] = []
+    began = time.monotonic()
+    poll = threading.Thread(
+        target=lambda: answers.append(client.get(FEED, params={"after": start, "wait": 20}))
+    )
+    poll.start()
+    # Written with psql while the listening connection is down or coming back: nobody notifies it.
+    sql.execute(
+        "INSERT INTO users (email, username, hashed_password) VALUES ('gap@example.com', 'gap', %s)", (HASH,)
+    )
+    poll.join(timeout=30)
+    assert [i["op"] for i in answers[0].json()["items"]] == ["create"]
+    # One poll period (0.5 s) after the commit at most; 10 s bounds a loaded CI machine, half the wait.
+    assert time.monotonic() - began < 10
+    until_blocking(lambda: listener.drops == 1 and listener.connected.is_set(), what="the LISTEN back")
+
+
+def _recorded(out: Path) -> tuple[list[tuple[int, int]], str | None]:
+    """The changes of every whole line the consumer wrote, and the cursor of the last one."""
+    changes: list[tuple[int, int]] = []
+    cursor = None
+    for line in (out.read_bytes() if out.exists() else b"").split(b"\n"):
+        try:
+            page = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # the partial line of a killed consumer (or the empty tail)
+        changes += [(i, v) for i, v in page["changes"]]
+        cursor = page["cursor"]
+    return changes, cursor
+
+
+def test_a_consumer_killed_and_resumed_sees_no_gap_and_no_repeat(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    writers, per_writer = 3, 150
+    out = tmp_path / "consumed.jsonl"
+
+    def write(n: int) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for i in range(per_writer):
+                conn.execute(
+                    "INSERT INTO users (email, username, hashed_password) VALUES (%s, %s, %s)",
+                    (f"k{n}_{i}@example.com", f"k{n}_{i}", HASH),
+                )
+
+    def consumer(cursor: str | None) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "tests.support.feed_consumer", server.base_url, str(out)]
+        return subprocess.Popen([*args, *([cursor] if cursor else [])], cwd=PROJECT_ROOT)
+
+    with ThreadServer(settings) as server:
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+        for t in threads:
+            t.start()
+        first = consumer(None)
+        try:
+            until_blocking(
+                lambda: len(_recorded(out)[0]) >= 100, timeout=60, what="a first consumer's progress"
+            )
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        for t in threads:
+            t.join()
+        changes, cursor = _recorded(out)
+        assert cursor is not None
+        second = consumer(cursor)
+        try:
+            until_blocking(
+                lambda: len(_recorded(out)[0]) >= writers * per_writer,
+                timeout=60,
+                what="the resumed consumer",
+            )
+        finally:
+            second.send_signal(signal.SIGKILL)
+            second.wait()
+    changes, _ = _recorded(out)
+    assert len(changes) == len(set(changes)) == writers * per_writer

@@ -1,0 +1,111 @@
+"""What the audit trail (migration 0015) costs a write: the service's create and PATCH, triggers off and on.
+
+    .venv/bin/python -m bench.audit_cost postgresql://postgres@127.0.0.1:5432/<database> [N] [CONCURRENCY]
+
+Sends the registry's own statements (`users.create`, `users.update` with a one-field patch, as the service
+sends them, each its own transaction) in windows of N statements per connection over CONCURRENCY
+connections, with the three users_changes triggers disabled, then enabled, three times, alternating, in
+one run. It reports per window the statements per second (wall clock: commits included, so what the
+audit row adds to WAL and flushes shows) and the backend CPU per statement (utime + stime from /proc:
+what a write costs the database, which on a shared machine is steadier than its wall time), and the
+ratio on/off of the means. Rows it inserted are deleted with the triggers in the state they were
+inserted with.
+
+It runs ALTER TABLE ... DISABLE TRIGGER: a superuser or the owner, on a database of its own (a write by
+anyone else while the triggers are off would not be recorded). It reads /proc: the server must run on
+this machine. The database must be migrated and hold users (ids 1..M are patched round-robin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import asyncpg
+
+from datasvc.registry import Registry
+from datasvc.settings import PROJECT_ROOT
+
+TRIGGERS = ("users_changes_created", "users_changes_updated", "users_changes_deleted")
+TICKS = os.sysconf("SC_CLK_TCK")
+HASH = "$2b$12$" + "a" * 53
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def window(
+    conns: list[asyncpg.Connection],
+    pids: list[int],
+    what: str,
+    tag: str,
+    n: int,
+    top: int,
+    registry: Registry,
+) -> tuple[float, float]:
+    """Statements per second and backend CPU µs per statement of one window."""
+    create, update = registry["users.create"].text, registry["users.update"].text
+
+    async def one(k: int, conn: asyncpg.Connection) -> None:
+        for i in range(n):
+            if what == "create":
+                await conn.fetchrow(create, f"{tag}{k}_{i}@x.example", f"{tag}{k}_{i}", HASH, None, None)
+            else:
+                await conn.fetchrow(update, 1 + (k * n + i) * 7919 % top, f'{{"bio": "{tag}{i}"}}', None)
+
+    before = sum(cpu_seconds(p) for p in pids)
+    started = time.perf_counter()
+    await asyncio.gather(*(one(k, c) for k, c in enumerate(conns)))
+    elapsed = time.perf_counter() - started
+    total = n * len(conns)
+    return total / elapsed, (sum(cpu_seconds(p) for p in pids) - before) / total * 1e6
+
+
+async def main(url: str, n: int, concurrency: int) -> None:
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    admin = await asyncpg.connect(url)
+    conns = [await asyncpg.connect(url) for _ in range(concurrency)]
+    pids = [await c.fetchval("SELECT pg_backend_pid()") for c in conns]
+    top = await admin.fetchval("SELECT max(id) FROM users")
+    assert top, "the users table is empty: load rows first"
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    try:
+        for round_ in range(3):
+            for state in ("DISABLE", "ENABLE"):
+                for name in TRIGGERS:
+                    await admin.execute(f"ALTER TABLE users {state} TRIGGER {name}")  # names from TRIGGERS
+                tag = f"ac{round_}{state[0].lower()}"
+                for what in ("create", "patch"):
+                    results.setdefault((what, state), []).append(
+                        await window(conns, pids, what, tag, n, top, registry)
+                    )
+                await admin.execute("DELETE FROM users WHERE email LIKE $1", f"{tag}%@x.example")
+    finally:
+        for name in TRIGGERS:
+            await admin.execute(f"ALTER TABLE users ENABLE TRIGGER {name}")
+        for c in (admin, *conns):
+            await c.close()
+    for what in ("create", "patch"):
+        off, on = results[(what, "DISABLE")], results[(what, "ENABLE")]
+        rate_off, rate_on = (sum(r for r, _ in v) / len(v) for v in (off, on))
+        cpu_off, cpu_on = (sum(c for _, c in v) / len(v) for v in (off, on))
+        print(
+            f"{what:6s} statements/s off {' / '.join(f'{r:.0f}' for r, _ in off)}, "
+            f"on {' / '.join(f'{r:.0f}' for r, _ in on)}: on/off {rate_on / rate_off:.3f}; "
+            f"backend CPU µs/statement off {cpu_off:.0f}, on {cpu_on:.0f}: on/off {cpu_on / cpu_off:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(
+        main(
+            sys.argv[1],
+            int(sys.argv[2]) if len(sys.argv) > 2 else 500,
+            int(sys.argv[3]) if len(sys.argv) > 3 else 4,
+        )
+    )
