@@ -111,11 +111,11 @@ def csv_ids(base: str) -> Iterator[str]:
     with httpx2.stream(
         "GET", base + "/api/v1/users/export", headers={"Accept": "text/csv"}, timeout=600
     ) as r:
-        text = io.StringIO()
+        text = io.StringIO(newline="")
         for chunk in r.iter_text():
             text.write(chunk)
         text.seek(0)
-        for row in csv.DictReader(text, newline=""):  # type: ignore[call-arg]
+        for row in csv.DictReader(text):
             yield f"{row['id']}:{row['email']}"
 
 

@@ -6,7 +6,8 @@ A wake-up is a hint, never the data: every read goes through the trail's own rul
 so a lost or extra wake-up costs latency, never a change.
 
 Who notifies: the process that wrote a user, after its write committed (`Listener.nudge`, called for every
-successful write operation), on this same connection; repeats while one is in flight fold into one more.
+successful write operation), on this same connection; writes while one is in flight (or within
+`NOTIFY_GAP` after it) fold into one more.
 Not the trigger: a transaction that notifies holds a cluster-wide lock from before its commit record
 until it is flushed, so concurrent writers would commit one fsync at a time (migration 0015). A write made
 with psql wakes nobody: the waiters' poll period (`DIRECT_POLL`) picks it up.
@@ -43,6 +44,7 @@ CHANNEL = "datasvc_users_changes"
 DIRECT_POLL = 0.5  # a waiter reads again after this long without a notification (writes made with psql)
 POOLER_POLL = 0.25  # behind a transaction pooler, where nothing notifies across processes
 PENDING_POLL = 0.1  # changes wait behind a transaction still running: read again this soon
+NOTIFY_GAP = 0.01  # at most one NOTIFY per this long per process, however many writes commit meanwhile
 PING_EVERY = 10.0  # a silent network never closes the socket: ask the server this often
 RECONNECT_PAUSE = 1.0
 
@@ -123,6 +125,9 @@ class Listener:
                     return
                 async with self._busy:
                     await execute(conn, self._registry["changes.notify"], ())
+                # Each NOTIFY is a transaction of its own with a commit to flush: under a write load, one
+                # per gap wakes the waiters as well as one per write would.
+                await asyncio.sleep(NOTIFY_GAP)
                 if not self._again:
                     return
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

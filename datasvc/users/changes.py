@@ -127,6 +127,7 @@ async def _read(
             "changes after this cursor were purged (older than DATASVC_CHANGES_RETENTION); "
             "start again without `after`"
         )
+    found = sorted((int(row["xid"]), row["seq"], row) for row in rows if row["xid"] is not None)
     page = [
         {
             "op": row["op"],
@@ -136,10 +137,9 @@ async def _read(
             "caller": row["caller"],
             "changed": row["changed"],
         }
-        for row in rows
-        if row["xid"] is not None
+        for _, _, row in found
     ]
-    after = (int(rows[-1]["xid"]), rows[-1]["seq"]) if page else (position or horizon)
+    after = found[-1][:2] if found else (position or horizon)
     if len(page) < limit:
         # Everything below the snapshot's xmin has been read: nothing can appear there any more.
         after = max(after, (int(first["below"]), 0))
@@ -157,6 +157,10 @@ OPERATIONS: tuple[Operation, ...] = (
         endpoint=list_changes,
         operation_id="listUserChanges",
         summary="Follow changes to users: every committed change once, in transaction order",
+        description=(
+            "The audit trail as a feed: pass the last cursor to get what committed after it; `wait` "
+            "long-polls until a change arrives. A cursor older than the retention is 410."
+        ),
         tag="users",
         response_model=ChangesPage,
         params=(
@@ -166,7 +170,9 @@ OPERATIONS: tuple[Operation, ...] = (
                 "`next_cursor` of the previous answer. Absent: from the oldest retained change.",
             ),
             _query(
-                "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, ""
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "Changes per page.",
             ),
             _query(
                 "wait",

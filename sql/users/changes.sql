@@ -12,20 +12,18 @@
 -- A NULL position starts at the purge horizon (the oldest retained change). Every row also carries,
 -- once per page, `below`, the purge horizon (a position behind it has lost changes: 410) and `pending`
 -- (committed changes wait at or above `below`, behind a transaction still running). The page's columns
--- are NULL when it is empty. xid8 travels as text: asyncpg has no codec for it.
+-- are NULL when it is empty. xid8 travels as text: asyncpg has no codec for it. The page's rows come in
+-- (xid, seq) order from its LIMIT; the service sorts them again rather than pay an outer ORDER BY here
+-- (with one, the statement took 10x as long on 1,000 rows of updates).
 -- params: after_xid, after_seq, limit
 -- expect-plan: Index Scan using users_changes_pkey on users_changes under Limit
 -- retry: safe
-WITH snap AS (
-    SELECT pg_current_snapshot() AS taken
-),
-
-bound AS (
+WITH bound AS (
     SELECT
         coalesce(
             (
                 SELECT min(running.xid)
-                FROM pg_snapshot_xip(snap.taken) AS running (xid)
+                FROM pg_snapshot_xip(pg_current_snapshot()) AS running (xid)
                 WHERE NOT EXISTS (
                         SELECT FROM pg_stat_activity AS a
                         WHERE
@@ -33,19 +31,47 @@ bound AS (
                             AND a.datname IS DISTINCT FROM current_database()
                     )
             ),
-            pg_snapshot_xmax(snap.taken)
+            pg_snapshot_xmax(pg_current_snapshot())
         ) AS below
-    FROM snap
+),
+
+meta AS (
+    SELECT
+        bound.below,
+        horizon.xid AS horizon_xid,
+        horizon.seq AS horizon_seq,
+        coalesce(
+            (
+                SELECT p.xid FROM users_changes AS p
+                ORDER BY p.xid DESC, p.seq DESC
+                LIMIT 1
+            ) >= bound.below,
+            false
+        ) AS pending
+    FROM bound
+    CROSS JOIN users_changes_horizon AS horizon
+),
+
+page AS MATERIALIZED (
+    -- Bounds as scalar sub-selects (run once, then constants of the index scan), not as columns of
+    -- the rows joined: a bound correlated to another row is no index bound, and the scan reads it all.
+    SELECT c.xid, c.seq, c.op, c.user_id, c.version_after, c.changed_at, c.caller, c.changed
+    FROM users_changes AS c
+    WHERE
+        (c.xid, c.seq) > (
+            coalesce($1::text::xid8, (SELECT m.horizon_xid FROM meta AS m)),
+            coalesce($2::bigint, (SELECT m.horizon_seq FROM meta AS m))
+        )
+        AND c.xid < (SELECT m.below FROM meta AS m)
+    ORDER BY c.xid, c.seq
+    LIMIT $3
 )
 
 SELECT
-    bound.below::text AS below,
-    horizon.xid::text AS horizon_xid,
-    horizon.seq AS horizon_seq,
-    exists(
-        SELECT FROM users_changes AS p
-        WHERE p.xid >= bound.below
-    ) AS pending,
+    meta.below::text AS below,
+    meta.horizon_xid::text AS horizon_xid,
+    meta.horizon_seq,
+    meta.pending,
     page.xid::text AS xid,
     page.seq,
     page.op,
@@ -54,15 +80,5 @@ SELECT
     page.changed_at,
     page.caller,
     page.changed
-FROM bound
-CROSS JOIN users_changes_horizon AS horizon
-LEFT JOIN LATERAL (
-    SELECT c.xid, c.seq, c.op, c.user_id, c.version_after, c.changed_at, c.caller, c.changed
-    FROM users_changes AS c
-    WHERE
-        (c.xid, c.seq) > (coalesce($1::text::xid8, horizon.xid), coalesce($2::bigint, horizon.seq))
-        AND c.xid < bound.below
-    ORDER BY c.xid, c.seq
-    LIMIT $3
-) AS page ON true
-ORDER BY page.xid, page.seq;
+FROM meta
+LEFT JOIN page ON true;

@@ -3,8 +3,7 @@
 from starlette.testclient import TestClient
 
 from datasvc.app import create_app
-from tests.users.test_batch_get import _statements_run
-from tests.users.test_users_api import USER_FIELDS, assert_problem, new_user
+from tests.support.api import USER_FIELDS, assert_problem, new_user, statements_run
 
 URL = "/api/v1/users:batchCreate"
 
@@ -19,14 +18,14 @@ def _total(client, **filters) -> int:
 
 
 def test_created_in_request_order_in_one_statement_and_counted(client):
-    before = _statements_run(client)
+    before = statements_run(client)
     response = client.post(URL, json={"users": [_user(i) for i in (3, 1, 2)]})
     assert response.status_code == 201, response.text
     items = response.json()["items"]
     assert [u["username"] for u in items] == ["user3", "user1", "user2"]
     assert set(items[0]) == USER_FIELDS
     assert response.headers["x-consistency-token"]
-    ran = {k: v - before.get(k, 0) for k, v in _statements_run(client).items() if v != before.get(k, 0)}
+    ran = {k: v - before.get(k, 0) for k, v in statements_run(client).items() if v != before.get(k, 0)}
     assert ran == {"users.batch_create": 1}
     assert client.get(f"/api/v1/users/{items[1]['id']}").json() == items[1]
     # The counts triggers (migration 0009) saw the one multi-row INSERT: the totals stay exact.

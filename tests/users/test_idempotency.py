@@ -11,10 +11,10 @@ from datasvc.db import Database
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests.support import load
+from tests.support.api import assert_problem, new_user
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import ThreadServer
 from tests.support.waits import until
-from tests.users.test_users_api import assert_problem, new_user
 
 KEY = {"Idempotency-Key": '"8e03978e-40d5-43e8-bc93-6894a57f9324"'}
 
