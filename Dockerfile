@@ -4,6 +4,11 @@
 # from `datasvc token new`) or mount a file and set DATASVC_AUTH_TOKENS_FILE (re-read when it changes);
 # only DATASVC_AUTH=off runs it open, on purpose. Connect as the runtime role datasvc_app, not the owner:
 #   docker run -e DATABASE_URL=postgresql://datasvc_app:...@db/datasvc -e DATASVC_AUTH_TOKENS=... datasvc
+# It needs DATABASE_URL: the embedded PostgreSQL (the `embedded` extra) is not installed here.
+# Stopping: SIGTERM drains for DATASVC_DRAIN_SECONDS (5), then in-flight requests get
+# DATASVC_SHUTDOWN_TIMEOUT (10): give it a stop grace period of at least 20 s (`docker stop -t 20`,
+# compose's stop_grace_period, Kubernetes' terminationGracePeriodSeconds), more if you raise either.
+# The health check follows DATASVC_PORT.
 
 # Build stage: install datasvc and its dependencies into a virtualenv; every dependency ships a
 # manylinux wheel (asyncpg, orjson, uvloop, httptools, psycopg-binary), so no compiler is needed.
@@ -35,6 +40,6 @@ USER 10001:10001
 EXPOSE 8000
 # Liveness only (no database call); orchestrators should gate traffic on /health/ready (compose.yaml does).
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('DATASVC_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["datasvc"]
 CMD ["serve"]

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench                          # everything: ~20 min with the default 10 s runs
     .venv/bin/python -m bench --duration 3 --warmup 1 --targets datasvc-1w --scenarios by_id,create
     .venv/bin/python -m bench report bench/results/<run>.json
+    .venv/bin/python -m bench --checkout before=../wt-before --targets datasvc-1w,before:datasvc-1w
 
 Targets, all in one run on this machine and over loopback: ``datasvc-1w`` and ``datasvc-2w`` (`datasvc
 serve --workers 1|2`, access log on), ``pgbouncer-1.24`` and ``pgbouncer-1.18`` (one worker behind
@@ -11,7 +12,10 @@ PgBouncer in transaction mode, bench/pooler.py) and ``direct-app`` (their baseli
 standby in DATASVC_REPLICA_URLS, bench/replica.py),
 ``ceiling`` (bench/ceiling.py), ``peer`` (the FastAPI + SQLAlchemy service from ../shared/bench, on its
 own schema and an identical seed), ``pgbench`` (our statements, bare).
-Every load is bounded: WARMUP + DURATION seconds per scenario and target. See docs/benchmarks.md.
+``--checkout NAME=DIR`` adds ``NAME:<target>`` for each of our service's targets: the same, served from
+another checkout of the code (``git worktree add --detach DIR <commit>``), so a change is measured against
+the code before it in one run. Every load is bounded: WARMUP + DURATION seconds per scenario and target.
+See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -101,6 +105,13 @@ PORTS = {
 }
 
 
+# Targets served by our service, which another checkout can serve too (``--checkout``).
+CHECKOUT_TARGETS = tuple(
+    t for t in TARGETS + EXTRA_TARGETS if t not in ("ceiling", "peer", "pgbench", "pgbench-session")
+)
+MAX_CHECKOUTS = 4  # their ports: base + 20·k + the target's own offset, below the next person's base
+
+
 def _csv(raw: str) -> list[str]:
     return [x.strip() for x in raw.split(",") if x.strip()]
 
@@ -159,8 +170,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--database", default=env("BENCH_DATABASE", "datasvc_bench"))
     p.add_argument("--peer-database", default=env("BENCH_PEER_DATABASE", "datasvc_bench_peer"))
     p.add_argument("--reseed", action="store_true", help="reload the rows even if the count is right")
+    p.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another checkout of the code: targets NAME:<target> are served from DIR in the same run",
+    )
     args = p.parse_args(argv)
-    if bad := [t for t in args.targets if t not in TARGETS + EXTRA_TARGETS]:
+    args.checkouts = {}
+    for entry in args.checkout:
+        name, _, path = entry.partition("=")
+        if not name or ":" in name or not (Path(path) / "datasvc" / "__init__.py").exists():
+            p.error(f"--checkout {entry}: give NAME=DIR, DIR a checkout of datasvc")
+        args.checkouts[name] = Path(path).resolve()
+    if len(args.checkouts) > MAX_CHECKOUTS:
+        p.error(f"at most {MAX_CHECKOUTS} --checkout")
+    known = TARGETS + EXTRA_TARGETS + tuple(f"{n}:{t}" for n in args.checkouts for t in CHECKOUT_TARGETS)
+    if bad := [t for t in args.targets if t not in known]:
         p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS + EXTRA_TARGETS)}")
     try:
         args.selected = selected(args.scenarios)
@@ -375,10 +402,32 @@ def _git(*argv: str) -> str:
     return p.stdout.strip()
 
 
+def port_of(target: str, args: argparse.Namespace) -> int:
+    """The port a target serves on; ``NAME:<target>`` (``--checkout``) on one of its checkout's own."""
+    name, _, base = target.rpartition(":")
+    shift = 20 * (list(args.checkouts).index(name) + 1) if name else 0
+    return PORTS[base] + shift
+
+
+def _git_at(root: Path) -> str:
+    """A checkout's commit, for the record."""
+    p = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+    return p.stdout.strip() or str(root)
+
+
 def plan_target(
-    target: str, args: argparse.Namespace, ours: str, peer_url: str | None
+    target: str,
+    args: argparse.Namespace,
+    ours: str,
+    peer_url: str | None,
+    *,
+    label: str | None = None,
+    root: Path = PROJECT_ROOT,
 ) -> tuple[services.Service, str, list[Scenario]]:
-    """The service a target names, the database it uses, and the scenarios it takes part in."""
+    """The service a target names, the database it uses, and the scenarios it takes part in.
+
+    ``label``: the name it is reported under (``NAME:<target>`` when ``root`` is another checkout).
+    """
     if target == "peer":
         assert peer_url is not None
         return (
@@ -390,13 +439,14 @@ def plan_target(
         svc = services.ceiling(port=PORTS[target], database_url=ours)
         return svc, ours, [s for s in args.selected if s.ceiling]
     svc = services.datasvc(
-        target,
-        port=PORTS[target],
+        label or target,
+        port=port_of(label or target, args),
         workers=2 if target == "datasvc-2w" else 1,
         database_url=ours,
         n=args.rows,
         access_log=not target.endswith("-nolog"),
         tokens=target.endswith("-tokens"),
+        root=root,
     )
     scenarios = list(args.selected)
     if target.endswith("-nolog"):  # the log's cost shows on cheap requests; lists cost the database
@@ -430,6 +480,7 @@ def run(args: argparse.Namespace) -> Path:
         "pooler_clients": args.pooler_clients,
         "pin": {"service": args.service_cpus, "load": args.load_cpus} if args.pin else None,
         "targets": args.targets,
+        "checkouts": {name: _git_at(path) for name, path in args.checkouts.items()},
         "nproc": os.cpu_count(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "command": " ".join([Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
@@ -445,7 +496,7 @@ def run(args: argparse.Namespace) -> Path:
     # The replica targets' primary and standby are made once (seeding N users takes a while).
     pair_ctx = contextlib.ExitStack()
     pair = None
-    if any(t in replica.TARGETS for t in args.targets):
+    if any(t.rpartition(":")[2] in replica.TARGETS for t in args.targets):
         pair = pair_ctx.enter_context(replica.started(args.rows))
     for s in args.selected:
         for round_no in range(args.rounds):
@@ -477,22 +528,26 @@ def measure(
     raw: Path,
 ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
     """One target on one scenario, started afresh: its rows, and its memory (None: not a service of ours)."""
+    label = target
+    checkout, _, target = label.rpartition(":")
+    root = args.checkouts[checkout] if checkout else PROJECT_ROOT
     if target in ("pgbench", "pgbench-session"):
         return pgbench_target([s], args, ours, raw, session=target == "pgbench-session"), None
     if target in pooler.TARGETS:
         if s.key not in pooler.scenarios(target):
             return [], None
         # By default as many client connections as requests in flight: they wait in PgBouncer's queue for
-        # one of its server connections (as many as the direct targets' pool), not at the service's gate.
+        # one of its server connections (as many as the direct targets' pool), not in the service's.
         with pooler.started(target, args.server, args.database, args.pooler_pool, args.pooler_clients) as via:
             svc = services.datasvc(
-                target,
-                port=PORTS[target],
+                label,
+                port=port_of(label, args),
                 workers=1,
                 database_url=via.url,
                 n=args.rows,
                 pooler_env=via.env,
                 tokens=target.endswith("-tokens"),
+                root=root,
             )
             return http_target(svc, [s], args, ours, raw, pooler_pid=via.pooler_pid)
     if target in tracing.TARGETS:
@@ -513,15 +568,16 @@ def measure(
             return [], None
         assert pair is not None
         svc = services.datasvc(
-            target,
-            port=PORTS[target],
+            label,
+            port=port_of(label, args),
             workers=1,
             database_url=pair.primary_url,
             n=args.rows,
             pooler_env=pair.env(target),
+            root=root,
         )
         return http_target(svc, [s], args, pair.primary_url, raw)
-    svc, db, takes_part = plan_target(target, args, ours, peer_url)
+    svc, db, takes_part = plan_target(target, args, ours, peer_url, label=label, root=root)
     if s not in takes_part:
         return [], None
     return http_target(svc, [s], args, db, raw)

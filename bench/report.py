@@ -384,6 +384,29 @@ def goals(res: Results) -> str:
     return table(["target (datasvc 1 worker vs peer 1 worker, same run)", "measured", "verdict"], rows)
 
 
+def checkouts(res: Results) -> str:
+    """Each ``NAME:<target>`` against ``<target>`` (this checkout): medians of the round-by-round ratios."""
+    rows = []
+    for other in (t for t in res.targets if ":" in t):
+        target = other.rpartition(":")[2]
+        for s in res.scenarios:
+            rps = res.round_ratios(target, other, s.key)
+            p99 = res.round_ratios(target, other, s.key, "p99_ms")
+            if rps:
+                rows.append([s.key, f"{target} ÷ {other}", _median(rps), _median(p99), _spread(rps)])
+    names = ", ".join(f"{k} = {v}" for k, v in res.meta.get("checkouts", {}).items())
+    hdr = ["scenario", "pair", "req/s ratio", "p99 ratio", "req/s ratios by round"]
+    return (f"checkouts: {names}\n\n" if names else "") + table(hdr, rows)
+
+
+def _median(values: list[float]) -> str:
+    return fmt(statistics.median(values), 3) if values else "-"
+
+
+def _spread(values: list[float]) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
 def render(data: dict[str, Any]) -> str:
     res = Results(data)
     m = res.meta
@@ -406,6 +429,8 @@ def render(data: dict[str, Any]) -> str:
         parts += ["### Through PgBouncer (transaction mode)", pooled(res)]
     if any(t in res.targets for t in REPLICATED):
         parts += ["### With a read replica", replicated(res)]
+    if any(":" in t for t in res.targets):
+        parts += ["### Against other checkouts (--checkout)", checkouts(res)]
     if res.rss:
         parts += ["### Memory", memory(res)]
     parts += ["### Targets", goals(res)]

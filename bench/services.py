@@ -52,6 +52,7 @@ def datasvc(
     access_log: bool = True,
     pooler_env: dict[str, str] | None = None,
     tokens: bool = False,
+    root: Path = PROJECT_ROOT,
 ) -> Service:
     """`datasvc serve` as deployed, every production feature (access log included) on.
 
@@ -59,6 +60,7 @@ def datasvc(
     the deep cursor can be fetched (the default bound is 100,000; deeper pages are meant for cursors).
     ``pooler_env``: more settings: those of a service behind a transaction pooler (bench/pooler.py), or
     its replicas (bench/replica.py). ``tokens``: authentication on, with `BENCH_CALLERS` configured.
+    ``root``: the checkout whose code serves (``--checkout``): its package is imported first.
     """
     auth = {"DATASVC_AUTH_TOKENS": ";".join(BENCH_CALLERS)} if tokens else {}
     return Service(
@@ -72,16 +74,19 @@ def datasvc(
             "DATASVC_ACCESS_LOG": "on" if access_log else "off",
             **(pooler_env or {}),
             **auth,
+            **({"PYTHONPATH": str(root)} if root != PROJECT_ROOT else {}),
         },
+        cwd=root,
         tokens=BENCH_TOKENS if tokens else (),
     )
 
 
-# Four callers with both read scopes: wrk's 32 connections rotate through their tokens, so each caller has
-# ~8 requests in flight, inside the per-caller share (DATASVC_CALLER_MAX_IN_FLIGHT, 25 by default).
+# Four callers with the read scopes and users:write (the write scenarios with tokens): wrk's 32 connections
+# rotate through their tokens, so each caller has ~8 requests in flight, inside the per-caller share
+# (DATASVC_CALLER_MAX_IN_FLIGHT, 25 by default).
 BENCH_TOKENS = tuple(f"bench-token-{i}" for i in range(1, 5))
 BENCH_CALLERS = tuple(
-    f"bench{i} users:read,credentials:read {hashlib.sha256(token.encode()).hexdigest()}"
+    f"bench{i} users:read,users:write,credentials:read {hashlib.sha256(token.encode()).hexdigest()}"
     for i, token in enumerate(BENCH_TOKENS, 1)
 )
 

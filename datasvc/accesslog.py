@@ -23,10 +23,12 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from prometheus_client.core import CounterMetricFamily, Metric
 
 LOGGER = "datasvc.access"
 _PREFIX = {"level": "info", "logger": LOGGER, "msg": "request"}
@@ -87,6 +89,17 @@ class AccessLog:
     def dropped(self) -> int:
         """Lines never written: refused while stdout was blocked, or lost because it was closed."""
         return self._refused + self._lost
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The `dropped` count as a Prometheus family (`datasvc.metrics.Metrics.register`)."""
+        yield CounterMetricFamily(
+            "datasvc_access_log_dropped",
+            "Access-log lines dropped because stdout did not keep up (requests are never held for it).",
+            value=self.dropped,
+        )
 
     def _start(self) -> None:
         self._closed = False

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -19,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import docs, health, openapi, pooler
+from datasvc import consistency, docs, health, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.bodies import BodyMiddleware
@@ -29,7 +31,7 @@ from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
 from datasvc.listener import Listener
-from datasvc.metrics import METRICS_OPERATIONS, Metrics
+from datasvc.metrics import Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
 from datasvc.pagination import CursorCodec
@@ -37,7 +39,7 @@ from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.replicas import ReplicaCollector
 from datasvc.responses import JSONResponse, problem_response
-from datasvc.routing import Operation, build_routes
+from datasvc.routing import Endpoint, Operation, build_routes
 from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
 from datasvc.users import batches, changes, export, listing, retention
@@ -52,6 +54,10 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         endpoint=health.live,
         operation_id="health",
         summary="Liveness: the process answers (no database call)",
+        description=(
+            "200 as long as the process can answer; it never touches the database, so a database "
+            "outage does not get the process restarted."
+        ),
         tag="health",
         response_model=health.Live,
     ),
@@ -61,9 +67,35 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
         endpoint=health.ready,
         operation_id="ready",
         summary="Readiness: not shutting down, the database answers and every migration is applied",
+        description=(
+            "503 while draining, while the database does not answer, or while a migration this code "
+            "needs is not applied; the body says which. Migration drift is reported without failing."
+        ),
         tag="health",
         response_model=health.Ready,
         errors=(503,),
+    ),
+)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: the metrics of every worker process, in the Prometheus text format."""
+    metrics: Metrics = request.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+METRICS_OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        method="GET",
+        path="/metrics",
+        endpoint=metrics_endpoint,
+        operation_id="metrics",
+        summary="Prometheus metrics of the whole service process group (text exposition format)",
+        description=(
+            "Request, database, pool and shedding metrics of every worker process, for a Prometheus scrape."
+        ),
+        tag="ops",
+        media_type="text/plain",
     ),
 )
 
@@ -78,6 +110,37 @@ def operations() -> tuple[Operation, ...]:
         *HEALTH_OPERATIONS,
         *METRICS_OPERATIONS,
     )
+
+
+def wired(
+    ops: Sequence[Operation], settings: Settings, *, after_write: Callable[[], object]
+) -> tuple[Operation, ...]:
+    """The operations with the features their declarations ask for, wrapped around their endpoints.
+
+    ``Prefer: wait`` bounds the handler alone (`datasvc.preferences`); the consistency token is stamped
+    after it (`datasvc.consistency`), so a write that committed is never answered 504 for the stamp; and
+    ``after_write`` is told of every successful write (the change feed's wake-up).
+    """
+    bounded = [dataclasses.replace(op, endpoint=preferences.bounded(op.endpoint)) for op in ops]
+    stamped = consistency.apply(bounded, replicas=bool(settings.replicas))
+    wrapped = []
+    for op in stamped:
+        if op.consistency == "write":
+            op = dataclasses.replace(op, endpoint=_telling(op.endpoint, after_write))
+        wrapped.append(op)
+    return tuple(wrapped)
+
+
+def _telling(endpoint: Endpoint, after_write: Callable[[], object]) -> Endpoint:
+    """``endpoint``, calling ``after_write`` after each 2xx answer (its transaction has committed)."""
+
+    async def told(request: Request) -> Response:
+        response = await endpoint(request)
+        if 200 <= response.status_code < 300:
+            after_write()
+        return response
+
+    return told
 
 
 def create_app(
@@ -106,12 +169,14 @@ def create_app(
     callers = CallerLimit(settings.caller_limit if authenticator.enabled else 0, authenticator.identify)
     document = openapi.build(ops)
     metrics = Metrics(registry)
-    metrics.watch_auth(reloads=watcher.state if watcher else None, callers=callers)
+    if watcher is not None:
+        metrics.register(watcher.state)  # each worker reloads the file on its own
+    metrics.register(callers)  # a caller's share is per worker
     # The access line is an INFO line: DATASVC_LOG_LEVEL=warning silences it as it did under `logging`.
     access_log = None
     if settings.access_log and settings.log_level.lower() in ("debug", "info"):
         access_log = AccessLog(interval=settings.access_log_flush)
-        metrics.watch_access_log(access_log)
+        metrics.register(access_log, shared=True)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
     listener = Listener(settings, registry)
@@ -120,7 +185,7 @@ def create_app(
         return JSONResponse(document)
 
     routes = [
-        *build_routes(ops, guard=authenticator.authorize, after_write=listener.nudge),
+        *build_routes(wired(ops, settings, after_write=listener.nudge), guard=authenticator.authorize),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *docs.routes(),
     ]
@@ -147,7 +212,7 @@ def create_app(
             except BaseException:
                 await db.close()
                 raise
-        metrics.watch_pool(db)
+        metrics.register(db.collector, shared=True)
         if db.replicas:
             metrics.register(ReplicaCollector(db.replicas))
         if take_sigterm:
@@ -177,7 +242,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            metrics.watch_pool(None)
+            metrics.unregister(db.collector)
             await listener.close()
             await db.close()
             if tracing is not None:

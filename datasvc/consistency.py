@@ -9,6 +9,9 @@ it back is served by a replica only if that replica has replayed up to it (`data
 by the primary. The token is PostgreSQL's own LSN text (``0/16B3748``): opaque to callers, comparable by a
 DBA with ``pg_last_wal_replay_lsn()``.
 
+`apply` wraps the endpoints of the operations that declare it, when the app is wired: the router knows
+nothing of this feature.
+
 A token that does not parse is not refused: the read goes to the primary, whose answer is never stale. A
 caller that sends a token wants its writes back, and the primary always has them; and during a rolling
 deploy an instance may meet tokens of a newer format than its own, which must not break reads.
@@ -16,12 +19,15 @@ deploy an instance may meet tokens of a newer format than its own, which must no
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from datasvc.context import request_min_lsn
+from datasvc.context import UNREACHABLE, request_min_lsn
 from datasvc.inputs import header
+from datasvc.routing import Endpoint, Operation
 
 if TYPE_CHECKING:
     from contextvars import Token
@@ -33,12 +39,48 @@ if TYPE_CHECKING:
 
 HEADER = "X-Consistency-Token"
 _HEADER_KEY = HEADER.lower().encode()
-UNREACHABLE = 1 << 64  # past any WAL position: the read goes to the primary
 PRIMARY_ONLY = "primary"  # the token of an instance without replicas
 PATTERN = r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$"
 _LSN = re.compile(PATTERN)
 
 log = logging.getLogger("datasvc.consistency")
+
+
+def apply(operations: Sequence[Operation], *, replicas: bool) -> tuple[Operation, ...]:
+    """``operations`` with the declared consistency: writes stamp a token, reads honour one.
+
+    Without replicas (``replicas`` False) every read runs on the primary, so a token changes nothing
+    there and reads are left as they are; writes still answer ``primary``.
+    """
+    out = []
+    for op in operations:
+        if op.consistency == "write":
+            op = dataclasses.replace(op, endpoint=_stamping(op.endpoint))
+        elif op.consistency == "read" and replicas:
+            op = dataclasses.replace(op, endpoint=_pinning(op.endpoint))
+        out.append(op)
+    return tuple(out)
+
+
+def _stamping(endpoint: Endpoint) -> Endpoint:
+    async def stamped(request: Request) -> Response:
+        response = await endpoint(request)
+        await stamp(request, response)
+        return response
+
+    return stamped
+
+
+def _pinning(endpoint: Endpoint) -> Endpoint:
+    async def pinned(request: Request) -> Response:
+        token = pin_reads(request)
+        try:
+            return await endpoint(request)
+        finally:
+            if token is not None:
+                request_min_lsn.reset(token)
+
+    return pinned
 
 
 def encode(lsn: int) -> str:

@@ -1,9 +1,10 @@
-"""The connection pool and the one way to run a registry statement: which connection, and how often.
+"""The one way to run a registry statement: on which server, and how often.
 
-`Database` lives in the Starlette lifespan state, never in a module global. Every acquire is bounded by
-``acquire_timeout``. Sending the statement is `datasvc.statements.execute`: by its registry name's tagged
-text, so asyncpg's prepared statement cache re-uses one server-side plan per statement and connection,
-with its time added to the request's `Timing`, which the access log and ``Server-Timing`` report.
+`Database` lives in the Starlette lifespan state, never in a module global. Connections come from
+`datasvc.pool` (one `Pool` per server: who gets the next connection, what becomes of it afterwards).
+Sending the statement is `datasvc.statements.execute`: by its registry name's tagged text, so asyncpg's
+prepared statement cache re-uses one server-side plan per statement and connection, with its time added
+to the request's `Timing`, which the access log and ``Server-Timing`` report.
 
 Retries are narrow on purpose:
 
@@ -14,11 +15,11 @@ Retries are narrow on purpose:
   connection died under it is run once more on a fresh connection: reading twice is harmless;
 - a write whose connection died is never retried: it may have committed, and only the caller can tell.
 
-A connection that died is terminated and the whole pool expired (its siblings probably died too), so the
-pool heals without serving another request a dead connection. docs/reliability.md has the measurements.
-So is one whose server refused a write as read-only (25006): after a failover the old connections may
-still reach the demoted server, and asyncpg checks ``target_session_attrs`` only when it connects; the
-refused statement did nothing, so it is run once more on a fresh connection, which finds the new primary.
+A connection that died is closed and its pool expired (`Pool.release`), so the pool heals without
+serving another request a dead connection (docs/reliability.md). So is one whose server refused a write
+as read-only (25006): after a failover the old connections may still reach the demoted server, and
+asyncpg checks ``target_session_attrs`` only when it connects; the refused statement did nothing, so it is
+run once more on a fresh connection, which finds the new primary.
 
 Replicas (``DATASVC_REPLICA_URLS``, `datasvc.replicas`): a statement declared ``-- route: replica`` run by
 `Database.run` goes to a replica in rotation, everything else and everything in a transaction to the
@@ -33,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,12 +41,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 from asyncpg import exceptions as pg
 
-from datasvc.connections import create_pool
-from datasvc.consistency import UNREACHABLE
-from datasvc.context import request_caller, request_min_lsn, request_timing
-from datasvc.errors import DatabaseUnavailable, PoolTimeout, connect_refused
+from datasvc.context import UNREACHABLE, request_caller, request_min_lsn
+from datasvc.errors import DatabaseUnavailable, PoolTimeout
+from datasvc.pool import CONNECTION_LOST, READ_ONLY, Pool, PoolCollector
 from datasvc.registry import Registry, Retry, Route, Statement
-from datasvc.replicas import Replica, ReplicaSet, Target
+from datasvc.replicas import Replica, ReplicaSet
 from datasvc.statements import execute
 
 if TYPE_CHECKING:
@@ -66,23 +65,6 @@ ROLLED_BACK: tuple[type[BaseException], ...] = (
     pg.InvalidCachedStatementError,
 )
 
-# The connection died (backend terminated, server crashed or restarting, socket reset). Not
-# QueryCanceledError: a statement that ran out of time would only run out of time again.
-CONNECTION_LOST: tuple[type[BaseException], ...] = (
-    pg.PostgresConnectionError,
-    pg.AdminShutdownError,
-    pg.CrashShutdownError,
-    pg.CannotConnectNowError,
-    ConnectionError,
-    # A backend that sent FATAL while its connection sat idle in the pool leaves asyncpg's protocol stuck
-    # ("cannot switch to state 12; another operation (2) is in progress", MagicStack/asyncpg#1069).
-    asyncpg.InternalClientError,
-)
-
-# The server refused a write as read-only: the connection reaches a standby (a demoted primary after a
-# failover). The statement did nothing; the pool's connections to that server are of no use for writes.
-READ_ONLY: tuple[type[BaseException], ...] = (pg.ReadOnlySQLTransactionError,)
-
 # A replica could not answer a read, but the primary may: connection lost or refused, a recovery conflict
 # (40001 "canceling statement due to conflict with recovery", 40P01 for buffer pins), the standby shutting
 # down (57P01-57P03), its pool full, or a network that went silent.
@@ -98,214 +80,83 @@ REPLICA_UNUSABLE: tuple[type[BaseException], ...] = (
 
 
 class Database:
-    """A pool plus the registry: handlers ask for statements by name, never by SQL text."""
+    """The primary's pool, the replicas and the registry: handlers ask for statements by name, never SQL."""
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        primary: Pool,
         registry: Registry,
         settings: Settings,
         metrics: Metrics | None = None,
         replicas: ReplicaSet | None = None,
     ) -> None:
-        self.primary = Target("primary", pool, settings.pool_max_size)
+        self.primary = primary
         self.replicas = replicas if replicas is not None else ReplicaSet([], max_lag=settings.replica_max_lag)
-        self._refill: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
         self.registry = registry
         self.settings = settings
         self.metrics = metrics
+        self.collector = PoolCollector(self.pools)
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """The primary's pool."""
-        return self.primary.pool
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a connection of the primary's pool right now."""
-        return self.primary.waiting
-
-    def targets(self) -> list[Target]:
-        """The primary and every replica, for the pool metrics."""
-        return [self.primary, *self.replicas.replicas]
+    def pools(self) -> list[Pool]:
+        """The primary's pool and every replica's, for the metrics."""
+        return [self.primary, *(r.pool for r in self.replicas.replicas)]
 
     @classmethod
     async def connect(
         cls, settings: Settings, registry: Registry, metrics: Metrics | None = None
     ) -> Database:
-        """Open the pool; if the database is down, start empty and connect on first use."""
+        """Open the pools; if the database is down, start empty and connect on first use."""
         if settings.database_url is None:
             raise ValueError("settings.database_url is required to open the pool")
         # Replica pools start empty (asyncpg connects nothing at min_size 0): a replica that is down at
         # start-up is only out of rotation. The first sample below opens a connection to each.
         replicas = ReplicaSet(
             [
-                Replica(url, await create_pool(settings, min_size=0, url=url), settings.pool_max_size)
+                Replica(
+                    url, await Pool.open("replica", settings, registry=registry, metrics=metrics, url=url)
+                )
                 for url in settings.replicas
             ],
             max_lag=settings.replica_max_lag,
         )
-        try:
-            pool = await create_pool(settings, min_size=settings.pool_min_size)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning(
-                "database unreachable at start-up; serving 503 until it answers",
-                extra={"error": type(exc).__name__},
-            )
-            pool = await create_pool(settings, min_size=0)
-            db = cls(pool, registry, settings, metrics, replicas)
-            if settings.pool_min_size > 0:
-                db._refill = asyncio.create_task(db._restore_floor())
-        else:
-            db = cls(pool, registry, settings, metrics, replicas)
+        primary = await Pool.open(
+            "primary", settings, registry=registry, metrics=metrics, min_size=settings.pool_min_size
+        )
+        db = cls(primary, registry, settings, metrics, replicas)
         if replicas:
             # One round before serving, so reads start on the replicas that are fit for them.
             await replicas.sample(db.primary, db._sample)
             db._sampler = asyncio.create_task(replicas.run(db.primary, db._sample))
         return db
 
-    async def _sample(self, target: Target, name: str) -> Any:
+    async def _sample(self, pool: Pool, name: str) -> Any:
         """Run one lag-tracking statement on exactly this server (`datasvc.replicas`), never retried."""
-        async with self.connection(target) as conn:
-            return await execute(conn, self.registry[name], (), self.metrics, target.kind)
-
-    async def _restore_floor(self) -> None:
-        """After a start with the database down: once it answers, swap in a pool with its warm floor.
-
-        asyncpg cannot raise a pool's min_size later, so a new pool replaces the empty one. Requests in
-        flight release into the pool they acquired from (`connection` holds on to it), and the old pool
-        closes once they have.
-        """
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                pool = await create_pool(self.settings, min_size=self.settings.pool_min_size)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                continue
-            old, self.primary.pool = self.primary.pool, pool
-            self.primary.gate.expire()  # connections of the old pool go back to it, not to the next request
-            log.info("database answers; pool floor restored", extra={"min_size": self.settings.pool_min_size})
-            try:
-                await old.close()
-            except asyncio.CancelledError:  # shutting down meanwhile: do not leave its sockets open
-                old.terminate()
-                raise
-            return
+        async with self.connection(pool) as conn:
+            return await execute(conn, self.registry[name], (), self.metrics, pool.kind)
 
     async def close(self) -> None:
-        """Close gracefully within the shutdown bound, then terminate whatever is left."""
-        for task in (self._refill, self._sampler):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        for target in self.targets():
-            try:
-                await target.gate.drain()  # the pool's close waits for the connections parked there
-                await asyncio.wait_for(target.pool.close(), timeout=self.settings.shutdown_timeout)
-            except TimeoutError:
-                log.warning("pool did not close in time; terminating", extra={"target": target.kind})
-                target.pool.terminate()
+        """Close every pool, each within the shutdown bound."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        for pool in self.pools():
+            await pool.close()
 
     @asynccontextmanager
-    async def connection(self, target: Target | None = None) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection of ``target`` (default the primary), waited for at most ``acquire_timeout``."""
-        target = target or self.primary
-        name = self._caller_name()
-        pool, conn = await self._acquire(target, name)
+    async def connection(self, pool: Pool | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of ``pool`` (default the primary's) for the request's caller, given back after."""
+        pool = pool or self.primary
+        conn = await pool.acquire(request_caller.get())
+        error: BaseException | None = None
         try:
-            await self._name_caller(conn, name)
             yield conn
-        except (*CONNECTION_LOST, *READ_ONLY):
-            await _lost(target, pool, conn)
-            raise
-        except TimeoutError:
-            _stalled(conn)
+        except BaseException as exc:
+            error = exc
             raise
         finally:
-            await self._release(target, pool, conn)
-
-    async def _acquire(self, target: Target, name: str) -> tuple[asyncpg.Pool, asyncpg.Connection]:
-        """A connection of ``target`` within ``acquire_timeout``, or `PoolTimeout`.
-
-        Requests wait at ``target.gate`` in arrival order (`datasvc.gate`: asyncpg's own queue lets
-        newcomers overtake); ``name``, the ``application_name`` the request runs under, lets the gate
-        hand a released connection to a waiter of the same caller.
-
-        The bound is one timer cancelling this task, rather than ``pool.acquire(timeout=…)``: asyncpg
-        wraps that in ``asyncio.timeout``, whose Python code cost ~4% of a lookup's instructions
-        (callgrind, docs/benchmarks.md) to bound a wait that almost never happens (an idle connection is
-        taken without suspending). A cancellation that is not our timer's propagates as it came.
-        """
-        started = time.perf_counter()
-        target.waiting += 1
-        task = asyncio.current_task()
-        assert task is not None
-        expiry = _Expiry(task)
-        timer = asyncio.get_running_loop().call_later(self.settings.acquire_timeout, expiry.fire)
-        gate = target.gate
-        try:
-            handed = await gate.enter(name)
-            if handed is not None:
-                return handed  # the connection the previous request used, handed straight over
-            try:
-                # Captured once: if `_restore_floor` swaps pools meanwhile, the connection goes back to
-                # its own.
-                pool = target.pool
-                conn = await pool.acquire()
-            except BaseException:
-                gate.leave()
-                raise
-            gate.taken(conn)
-            return pool, conn
-        except asyncio.CancelledError:
-            if expiry.fired and task.uncancel() <= expiry.cancelling:
-                raise PoolTimeout(self.settings.acquire_timeout) from None
-            raise
-        except CONNECTION_LOST:
-            raise
-        except asyncpg.PostgresError as exc:
-            # The server refused a new connection (no such database, bad password, no CONNECT privilege…):
-            # an outage whatever the SQLSTATE, where the same code from a statement could be a bug.
-            raise connect_refused(exc) from exc
-        finally:
-            timer.cancel()
-            target.waiting -= 1
-            waited = time.perf_counter() - started
-            if self.metrics is not None:
-                self.metrics.observe_acquire(waited, target.kind)
-            timing = request_timing.get()
-            if timing is not None and timing.trace is not None:
-                timing.trace.waited(waited, target.kind)
-
-    async def _release(self, target: Target, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-        try:
-            # To the next waiter, or back to the pool. Bounded, as asyncpg bounds it after
-            # ``acquire(timeout=…)``: a transaction left open rolls back.
-            await target.gate.release(pool, conn, self.settings.acquire_timeout)
-        except Exception as exc:
-            # The pool's reset query failed (backend killed, network gone) and asyncpg has already
-            # terminated the connection; the request's own work is finished, so it must not fail for this.
-            log.info("connection dropped on release", extra={"error": type(exc).__name__})
-
-    def _caller_name(self) -> str:
-        """``<application_name>:<caller>`` for an authenticated request, else the plain name."""
-        caller = request_caller.get()
-        if caller is None:
-            return self.settings.application_name
-        return f"{self.settings.application_name}:{caller}"[:63]  # NAMEDATALEN - 1
-
-    async def _name_caller(self, conn: asyncpg.Connection, name: str) -> None:
-        """Name the connection for the request's caller (``name``), for auditing (pg_stat_activity, logs).
-
-        The server reports every change of ``application_name``, so comparing costs nothing. Connections
-        keep their session on release (`datasvc.connections`), so a round trip is paid only when the caller
-        differs from the connection's previous one (the gate prefers handing a connection to its previous
-        caller); a request without a caller restores the plain name.
-        """
-        if conn.get_settings().application_name != name:
-            await execute(conn, self.registry["session.set_application_name"], (name,))
+            await pool.release(conn, error)
 
     async def run(self, name: str, *args: Any) -> Any:
         """Run statement ``name`` on a pooled connection, outside any transaction; the result its kind says.
@@ -329,9 +180,9 @@ class Database:
                 replica = self.replicas.choose()
             if replica is not None:
                 try:
-                    async with self.connection(replica) as conn:
+                    async with self.connection(replica.pool) as conn:
                         if not ask or await self._has_replayed(conn, replica, min_lsn or 0):
-                            return await execute(conn, stmt, args, self.metrics, replica.kind)
+                            return await execute(conn, stmt, args, self.metrics, replica.pool.kind)
                 except REPLICA_UNUSABLE as exc:
                     if isinstance(exc, pg.QueryCanceledError):
                         raise  # the statement ran out of time: it would on the primary too
@@ -344,10 +195,10 @@ class Database:
 
         A token is read back moments after its write, when the last sample (every `replicas.PERIOD`) is
         almost always older than it: without asking, nearly every read that carries a token went to the
-        primary (2 to 5 of 100 on the replica, docs/scaling.md). One round trip on the replica instead; what
-        it says is also a fresher sample of the replica's position for the reads that follow.
+        primary (docs/scaling.md). One round trip on the replica instead; what it says is also a fresher
+        sample of the replica's position for the reads that follow.
         """
-        state = await execute(conn, self.registry["replica.replay_state"], (), self.metrics, replica.kind)
+        state = await execute(conn, self.registry["replica.replay_state"], (), self.metrics, "replica")
         if not state["in_recovery"] or state["replay_lsn"] is None:
             return False  # promoted (or not a standby at all): the sampler takes it out of rotation
         replica.saw_replay(state["replay_lsn"])
@@ -356,22 +207,19 @@ class Database:
     async def _run_on_primary(self, stmt: Statement, args: tuple[Any, ...]) -> Any:
         reconnected = False
         attempt = 0
+        pool = self.primary
         while True:
             try:
                 # `connection()` spelled out: an async context manager costs a generator per request.
-                name = self._caller_name()
-                pool, conn = await self._acquire(self.primary, name)
+                conn = await pool.acquire(request_caller.get())
+                error: BaseException | None = None
                 try:
-                    await self._name_caller(conn, name)
                     return await execute(conn, stmt, args, self.metrics)
-                except (*CONNECTION_LOST, *READ_ONLY):
-                    await _lost(self.primary, pool, conn)
-                    raise
-                except TimeoutError:
-                    _stalled(conn)
+                except BaseException as exc:
+                    error = exc
                     raise
                 finally:
-                    await self._release(self.primary, pool, conn)
+                    await pool.release(conn, error)
             except (*ROLLED_BACK, *READ_ONLY) as exc:
                 # A read-only refusal (25006) did nothing either; the pool is expired by now, so the next
                 # connection is opened anew and finds the new primary of a multi-host DATABASE_URL.
@@ -431,38 +279,6 @@ class Transaction:
     async def run(self, name: str, *args: Any) -> Any:
         """Run statement ``name`` inside this transaction (never retried on its own: the whole is)."""
         return await execute(self.conn, self._db.registry[name], args, self._db.metrics)
-
-
-class _Expiry:
-    """The acquire timer: cancels the waiting task, and remembers it did (see `Database._acquire`)."""
-
-    __slots__ = ("cancelling", "fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.cancelling = task.cancelling()
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-
-async def _lost(target: Target, pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-    # Never hand a connection in an unknown protocol state to the next request: close it. Its
-    # siblings most likely died with it (restart, failover, mass kill) but may not know yet, so
-    # expire them all: each is replaced on its next acquire, and a retry lands on a fresh one.
-    with contextlib.suppress(asyncpg.InterfaceError):  # asyncpg may have detached it already
-        conn.terminate()
-    target.gate.expire()  # nor hand a sibling from before straight to the next request
-    await pool.expire_connections()
-
-
-def _stalled(conn: asyncpg.Connection) -> None:
-    # Only a silent network makes the client-side command timeout fire before the server's
-    # statement_timeout: close the connection now rather than wait on its reset when releasing.
-    with contextlib.suppress(asyncpg.InterfaceError):
-        conn.terminate()
 
 
 def _why(what: str, exc: BaseException) -> dict[str, Any]:

@@ -47,7 +47,7 @@ class Drain:
         # uvicorn's set of open connections (protocol objects), learnt from the first connection made.
         self.connections: Collection[Any] = ()
 
-    def begin(self) -> None:
+    def begin(self, signal_name: str = "SIGTERM") -> None:
         """Answer readiness 503 and every request from now on with ``Connection: close``."""
         if self.draining:
             return
@@ -59,7 +59,7 @@ class Drain:
             if cycle is not None and not cycle.response_started:
                 cycle.keep_alive = False
         log.info(
-            "SIGTERM: draining; readiness answers 503 and connections close after their answer",
+            f"{signal_name}: draining; readiness answers 503 and connections close after their answer",
             extra={"drain_seconds": self.seconds, "open_connections": len(self.connections)},
         )
 
@@ -90,7 +90,7 @@ class Drain:
     def _start_window(self, loop: asyncio.AbstractEventLoop, hand_on: _SignalHandler, signum: int) -> None:
         if self.draining:
             return
-        self.begin()
+        self.begin(signal.Signals(signum).name)  # SIGHUP is handed to this handler too: name it
         loop.call_later(self.seconds, self._end_window, hand_on, signum)
 
     def _end_window(self, hand_on: _SignalHandler, signum: int) -> None:

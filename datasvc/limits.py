@@ -19,8 +19,9 @@ ASGI: counters, no task of our own; one event loop per worker, so no lock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasvc.errors import Overloaded, TooManyRequests
@@ -67,6 +68,27 @@ class CallerLimit:
             self.in_flight[caller] = held
         else:
             del self.in_flight[caller]
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The refusals by caller and the share, as Prometheus families (this worker's own)."""
+        if not self.per_caller:
+            return
+        limited = CounterMetricFamily(
+            "datasvc_caller_limited",
+            "Requests refused 429 because their caller had DATASVC_CALLER_MAX_IN_FLIGHT in flight.",
+            labels=["caller"],
+        )
+        for name, count in sorted(self.refused.items()):
+            limited.add_metric([name], count)
+        yield limited
+        yield GaugeMetricFamily(
+            "datasvc_caller_max_in_flight",
+            "Requests one caller may have in flight (per worker).",
+            value=self.per_caller,
+        )
 
     async def refuse(self, scope: Scope, send: Send, caller: str) -> None:
         self.refused[caller] = self.refused.get(caller, 0) + 1

@@ -47,5 +47,8 @@ def configure(level: str = "info") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # yoyo logs every step of every migration at INFO (130 lines on a first start); datasvc.migrations
+    # logs one line per migration instead, and yoyo's detail stays for DATASVC_LOG_LEVEL=debug.
+    logging.getLogger("yoyo").setLevel("DEBUG" if level.upper() == "DEBUG" else "WARNING")
     # uvicorn's own access log is replaced by ours, which carries the request id and database time.
     logging.getLogger("uvicorn.access").disabled = True

@@ -233,7 +233,12 @@ def apply(
         _rows(conn, registry, "migrate.create_file_table")
         with _yoyo(database_url, migrations_dir, conn, registry) as (backend, migrations):
             pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
+            # One at a time, for one line each (yoyo's own, one per step, are debug: datasvc/logs.py); its
+            # post-apply hooks (we ship none) run once, after the last.
+            for i, migration in enumerate(pending, 1):
+                log.info("applying migration", extra={"migration": migration.id})
+                hooks = pending.post_apply if i == len(pending) else None
+                backend.apply_migrations(type(pending)([migration], post_apply=hooks))
         applied_now = [m.id for m in pending]
         state = _status(conn, registry, migrations_dir)
         to_record = [m for m in state.applied if m in applied_now or m in state.unrecorded]
@@ -270,7 +275,9 @@ def rollback(
             chosen = applied[:count] if count is not None else applied
             if confirm is not None and chosen:
                 confirm(_plan(conn, registry, migrations_dir, chosen, applied, application_name))
-            backend.rollback_migrations(chosen)
+            for migration in chosen:
+                log.info("rolling back migration", extra={"migration": migration.id})
+                backend.rollback_migrations(type(chosen)([migration]))
         done = [m.id for m in chosen]
         if done:
             _rows(conn, registry, "migrate.forget_files", done)

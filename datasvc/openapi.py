@@ -84,6 +84,14 @@ COMMON_ERRORS = (400, 413, 431, 500, 503, 504)
 # caller's fair share (datasvc.limits). Declared whether or not tokens are configured.
 GUARD_ERRORS = (401, 403, 429)
 
+# Every tag an operation uses is declared once, in this order, with what its operations are for.
+TAGS = {
+    "users": "The user accounts: create, read, change, delete, list, export, follow changes.",
+    "auth": "For an authentication service: stored credentials, behind their own scope.",
+    "health": "Liveness and readiness probes, for orchestrators and load balancers.",
+    "ops": "Operating the service: metrics.",
+}
+
 # Response headers, declared once under components/headers.
 HEADERS: dict[str, dict[str, Any]] = {
     "X-Request-ID": {
@@ -135,6 +143,7 @@ def build(
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    used = list(dict.fromkeys(op.tag for op in operations))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -143,7 +152,23 @@ def build(
             "description": "The users data service: every statement is a reviewed SQL file. Operations "
             "with a security requirement need a bearer token holding the scope named, unless the "
             "instance runs open (no token configured: development only).",
+            "contact": {"name": "the datasvc maintainers"},
         },
+        # Where an instance listens is the deployment's choice: a variable, with the default address of
+        # `datasvc serve`; the paths are absolute (/api/v1/..., /health).
+        "servers": [
+            {
+                "url": "{origin}",
+                "description": "An instance of the service",
+                "variables": {
+                    "origin": {
+                        "default": "http://127.0.0.1:8000",
+                        "description": "Scheme, host and port of the instance (DATASVC_HOST, DATASVC_PORT)",
+                    }
+                },
+            }
+        ],
+        "tags": [{"name": tag, "description": TAGS.get(tag, tag)} for tag in used],
         "paths": paths,
         "components": {
             "schemas": schemas,
@@ -157,6 +182,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     out: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
+        "description": op.description,
         "tags": [op.tag],
         # OpenAPI 3.1 lets a non-OAuth scheme list the roles it needs: here, the token's scope.
         "security": [{"bearer": [op.scope]}] if op.scope is not None else [],

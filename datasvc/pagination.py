@@ -22,13 +22,13 @@ from typing import Any, Literal
 import orjson
 
 from datasvc.errors import FieldError, ValidationFailed
+from datasvc.settings import MIN_SECRET_BYTES
 
 Direction = Literal["next", "prev"]
 
 VERSION = "1"
 MAX_CURSOR_CHARS = 1024  # a search term is at most 100 characters; a real cursor is far below this
 _MAC_BYTES = 16  # 128 bits: far beyond guessing, and a shorter token
-MIN_SECRET_BYTES = 32  # the HMAC-SHA256 block's worth of key: the one rule, DATASVC_CURSOR_SECRET's too
 
 
 class InvalidCursor(ValidationFailed):
@@ -86,7 +86,12 @@ class CursorCodec:
             raise InvalidCursor("is not a cursor this service issued")
         signed = f"{parts[0]}.{parts[1]}"
         if not hmac.compare_digest(self._mac(signed), parts[2]):
-            raise InvalidCursor("is not a cursor this service issued (bad signature)")
+            # Most often a cursor from before a restart: name the setting that keeps them valid.
+            raise InvalidCursor(
+                "is not a cursor this service issued (bad signature): cursors are signed with "
+                "DATASVC_CURSOR_SECRET, and where it is not set each start of the service picks a new "
+                "secret, so a restart invalidates earlier cursors; start again without a cursor"
+            )
         try:
             payload = orjson.loads(_b64decode(parts[1]))
         except (binascii.Error, ValueError):

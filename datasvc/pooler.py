@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from datasvc.connections import role_settings
@@ -51,11 +52,17 @@ class PoolerRefused(RuntimeError):
 
 async def check(db: Database) -> None:
     """Once the database answers, raise `PoolerRefused` unless transaction mode can run safely there."""
+    deadline = time.monotonic() + db.settings.start_timeout
     while True:
         try:
             problems = [*await _role_problems(db), *await _prepared_statement_problems(db)]
             break
         except Exception as exc:  # the database or the pooler's server is not there yet: ask again
+            if time.monotonic() >= deadline:  # never "waiting" for ever: DATASVC_START_TIMEOUT bounds it
+                raise PoolerRefused(
+                    f"transaction mode checks: no answer from the database within DATASVC_START_TIMEOUT="
+                    f"{db.settings.start_timeout:g}s ({type(exc).__name__})"
+                ) from None
             log.warning("transaction mode checks wait for the database", extra={"error": repr(exc)})
             await asyncio.sleep(RETRY_SECONDS)
     if problems:

@@ -67,6 +67,17 @@ def _wait(request: Request, cap: float) -> float | None:
     return min(wait, cap) if wait > 0 else None
 
 
+def bounded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` bounded by the caller's ``Prefer: wait``, for the app's wiring (`within_wait`)."""
+
+    async def run(request: Request) -> Response:
+        if not _has_prefer(request):
+            return await endpoint(request)
+        return await within_wait(endpoint, request)
+
+    return run
+
+
 async def within_wait(endpoint: Callable[[Request], Awaitable[Response]], request: Request) -> Response:
     """Run ``endpoint``, bounded by the caller's ``Prefer: wait`` if it sent one (else as it is)."""
     if not _has_prefer(request):

@@ -26,6 +26,9 @@ The request body's timeout and the slots of ``DATASVC_MAX_IN_FLIGHT`` are the ap
 `datasvc.limits`): a request holds a slot from its body's last byte until its answer is handed to the
 transport, never while the client sends or reads.
 
+``HttpToolsProtocol`` is uvicorn's private API: pyproject.toml pins the tested uvicorn, and
+tests/test_private_apis.py names each callback and attribute this relies on.
+
 It also serves the drain window (`datasvc.drain`): once the process drains, each request is answered
 with ``Connection: close`` and its connection closed after the answer, never before.
 """

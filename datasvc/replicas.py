@@ -1,9 +1,9 @@
 """Read replicas: which hot standby may answer a read now, and why another may not.
 
-Each replica of ``DATASVC_REPLICA_URLS`` has a pool of its own (`Target`). A background task samples, every
-`PERIOD` seconds, the primary's WAL position (``pg_current_wal_lsn()``) and each replica's replay position,
-recovery state and replay pause (``sql/replica/``). A replica is in rotation while it answers, is still in
-recovery, is not paused, and is at most ``DATASVC_REPLICA_MAX_LAG`` seconds behind.
+Each replica of ``DATASVC_REPLICA_URLS`` has a pool of its own (`datasvc.pool.Pool`). A background task
+samples, every `PERIOD` seconds, the primary's WAL position (``pg_current_wal_lsn()``) and each replica's
+replay position, recovery state and replay pause (``sql/replica/``). A replica is in rotation while it
+answers, is still in recovery, is not paused, and is at most ``DATASVC_REPLICA_MAX_LAG`` seconds behind.
 
 Lag is measured in time *from WAL positions*, not from timestamps: `LsnHistory` remembers when the
 primary was first seen at each position, and a replica is as far behind as the time since the primary
@@ -31,11 +31,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from datasvc.gate import Gate
 from datasvc.settings import redact_url
 
 if TYPE_CHECKING:
-    import asyncpg
+    from datasvc.pool import Pool
 
 log = logging.getLogger("datasvc.replicas")
 
@@ -44,25 +43,13 @@ PERIOD = 0.25  # seconds between two samples; also how soon a paused or promoted
 SAMPLE_TIMEOUT = 1.0
 
 
-class Target:
-    """One server's pool as `Database` uses it: the primary or one replica (the metrics' ``target``)."""
-
-    __slots__ = ("gate", "kind", "pool", "waiting")
-
-    def __init__(self, kind: str, pool: asyncpg.Pool, size: int = 10) -> None:
-        self.kind = kind  # "primary" or "replica"
-        self.pool = pool
-        self.gate = Gate(size)  # who gets the pool's next connection (`datasvc.gate`)
-        self.waiting = 0  # requests waiting for a connection right now, for the metrics
-
-
-class Replica(Target):
+class Replica:
     """A hot standby, its pool and what the last sample said about it."""
 
-    __slots__ = ("in_rotation", "lag", "paused", "replay_lsn", "shown", "why_out")
+    __slots__ = ("in_rotation", "lag", "paused", "pool", "replay_lsn", "shown", "why_out")
 
-    def __init__(self, url: str, pool: asyncpg.Pool, size: int = 10) -> None:
-        super().__init__("replica", pool, size)
+    def __init__(self, url: str, pool: Pool) -> None:
+        self.pool = pool
         self.shown = redact_url(url)
         self.in_rotation = False
         self.why_out: str | None = "not sampled yet"
@@ -124,7 +111,7 @@ class LsnHistory:
         return 0.0
 
 
-Sample = Callable[[Target, str], Awaitable[Any]]
+Sample = Callable[["Pool", str], Awaitable[Any]]
 
 
 class ReplicaSet:
@@ -153,7 +140,7 @@ class ReplicaSet:
             return replica
         return None
 
-    async def sample(self, primary: Target, run: Sample) -> None:
+    async def sample(self, primary: Pool, run: Sample) -> None:
         """One round: the primary's position, then every replica's state, concurrently."""
         try:
             lsn = await asyncio.wait_for(run(primary, "replica.primary_lsn"), SAMPLE_TIMEOUT)
@@ -165,7 +152,7 @@ class ReplicaSet:
 
     async def _sample_one(self, replica: Replica, run: Sample) -> None:
         try:
-            row = await asyncio.wait_for(run(replica, "replica.replay_state"), SAMPLE_TIMEOUT)
+            row = await asyncio.wait_for(run(replica.pool, "replica.replay_state"), SAMPLE_TIMEOUT)
         except Exception as exc:  # refused, reset, timed out, shutting down: unusable for now
             replica.lag = None
             replica.take_out(f"unreachable ({type(exc).__name__})")
@@ -184,7 +171,7 @@ class ReplicaSet:
         else:
             replica.put_in()
 
-    async def run(self, primary: Target, run: Sample) -> None:
+    async def run(self, primary: Pool, run: Sample) -> None:
         """Sample every `period` seconds until cancelled."""
         while True:
             started = time.monotonic()

@@ -16,15 +16,11 @@ from starlette.responses import Response
 from starlette.routing import Route, compile_path
 from starlette.types import Receive, Scope, Send
 
-from datasvc import consistency, preferences
-from datasvc.context import request_min_lsn
 from datasvc.errors import MethodNotAllowed
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 # Runs before the handler with the operation chosen, e.g. the bearer-token check; raises to refuse.
 Guard = Callable[[Request, "Operation"], object]
-# Told that a write operation answered 2xx: its transaction has committed.
-AfterWrite = Callable[[], object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +45,7 @@ class Operation:
     operation_id: str
     summary: str
     tag: str
+    description: str = ""  # what the summary leaves out: how it behaves, what to send back
     status: int = 200
     request_model: type[BaseModel] | None = None
     response_model: type[BaseModel] | None = None
@@ -59,19 +56,15 @@ class Operation:
     # Extra paths served by the same handler (the trailing-slash form): routed, not listed in OpenAPI.
     aliases: Sequence[str] = ()
     scope: str | None = None  # the caller scope the operation requires when auth is on
-    # "write": a successful answer carries X-Consistency-Token; "read": honours one (datasvc.consistency).
+    # "write": a successful answer carries X-Consistency-Token; "read": honours one. Declared here for the
+    # OpenAPI document; `datasvc.consistency.apply` wraps the endpoints when the app is wired.
     consistency: str | None = None
     # The status of its answer to `Prefer: return=minimal` (headers, no body); None: always the full one.
     minimal: int | None = None
 
 
-def build_routes(
-    operations: Sequence[Operation], *, guard: Guard | None = None, after_write: AfterWrite | None = None
-) -> list[Route]:
-    """One Starlette route per distinct path, dispatching on method; ``guard`` vets every request.
-
-    ``after_write`` is called after every successful write operation (the change feed's wake-up).
-    """
+def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None) -> list[Route]:
+    """One Starlette route per distinct path, dispatching on method; ``guard`` vets every request."""
     by_path: dict[str, dict[str, Operation]] = {}
     for op in operations:
         for path in (op.path, *op.aliases):
@@ -90,10 +83,7 @@ def build_routes(
         return 0 if any(pattern.match(path) for pattern in lookups) else 2
 
     ordered = sorted(by_path.items(), key=lambda item: order(item[0]))
-    return [
-        Route(path, _dispatcher(methods, guard, after_write), methods=list(methods))
-        for path, methods in ordered
-    ]
+    return [Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in ordered]
 
 
 def _router_path(op: Operation, path: str) -> str:
@@ -104,13 +94,11 @@ def _router_path(op: Operation, path: str) -> str:
     return path
 
 
-def _dispatcher(
-    methods: dict[str, Operation], guard: Guard | None, after_write: AfterWrite | None
-) -> _Dispatch:
+def _dispatcher(methods: dict[str, Operation], guard: Guard | None) -> _Dispatch:
     table: dict[str, tuple[Operation, Endpoint]] = {m: (op, op.endpoint) for m, op in methods.items()}
     if "GET" in table:
         table.setdefault("HEAD", table["GET"])
-    return _Dispatch(table, guard, after_write)
+    return _Dispatch(table, guard)
 
 
 class _Dispatch:
@@ -121,17 +109,11 @@ class _Dispatch:
     already done once by the app's ``ExceptionMiddleware`` (whose handlers answer what is raised here).
     """
 
-    __slots__ = ("after_write", "allow", "guard", "table")
+    __slots__ = ("allow", "guard", "table")
 
-    def __init__(
-        self,
-        table: dict[str, tuple[Operation, Endpoint]],
-        guard: Guard | None,
-        after_write: AfterWrite | None,
-    ) -> None:
+    def __init__(self, table: dict[str, tuple[Operation, Endpoint]], guard: Guard | None) -> None:
         self.table = table
         self.guard = guard
-        self.after_write = after_write
         self.allow = sorted(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,16 +125,5 @@ class _Dispatch:
         scope["operation"] = operation
         if self.guard is not None:
             self.guard(request, operation)
-        if operation.consistency == "write":
-            response = await preferences.within_wait(endpoint, request)
-            await consistency.stamp(request, response)
-            if self.after_write is not None and 200 <= response.status_code < 300:
-                self.after_write()
-        else:
-            pinned = consistency.pin_reads(request) if operation.consistency == "read" else None
-            try:
-                response = await preferences.within_wait(endpoint, request)
-            finally:
-                if pinned is not None:
-                    request_min_lsn.reset(pinned)
+        response = await endpoint(request)
         await response(scope, receive, send)

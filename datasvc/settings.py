@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 from urllib.parse import urlsplit
 
-from datasvc.pagination import MIN_SECRET_BYTES
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
 CALLER_SHARE = 4
+# The cursor secret's least length, the HMAC-SHA256 block's worth of key (`datasvc.pagination`).
+MIN_SECRET_BYTES = 32
 
 
 class SettingsError(ValueError):
@@ -261,6 +261,15 @@ class Settings:
     connect_timeout: Annotated[
         float, Env("DATASVC_CONNECT_TIMEOUT", _positive_float, "Seconds to open one database connection.")
     ] = 5.0
+    start_timeout: Annotated[
+        float,
+        Env(
+            "DATASVC_START_TIMEOUT",
+            _positive_float,
+            "With `DATASVC_POOL_MODE=transaction`: seconds `datasvc serve` waits at start-up for the "
+            "database to answer its checks, then exits 1 (SIGINT/SIGTERM stop the wait at once).",
+        ),
+    ] = 60.0
     statement_timeout: Annotated[
         float,
         Env(

@@ -76,7 +76,9 @@ async def _execute_unnamed(
     under one Sync, so a transaction pooler cannot hand the Bind to another server than the Parse.
     """
     prepared = await conn.prepare(text, name="")
-    prepared._state.mark_unprepared()  # asyncpg's own path when its statement cache is off (PgBouncer)
+    # A private API, pinned in pyproject.toml and guarded by tests/test_private_apis.py: asyncpg's own path
+    # when its statement cache is off (PgBouncer).
+    prepared._state.mark_unprepared()
     if stmt.kind is Kind.ONE:
         return await prepared.fetchrow(*args)
     if stmt.kind is Kind.MANY:

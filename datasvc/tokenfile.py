@@ -24,8 +24,11 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from datasvc.auth import SHA256_HEX, AuthConfigError, Authenticator, Caller, parse_entries, read_tokens_file
 
@@ -36,7 +39,7 @@ SETTLE_NS = 2_000_000_000
 Signature = tuple[int, int, int, int, int]
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a collector: compared and hashed by identity
 class ReloadState:
     """What ``/metrics`` shows: how many reloads were applied or refused, and the last refusal."""
 
@@ -46,6 +49,34 @@ class ReloadState:
     last_error: str | None = None
     last_error_at: float | None = None  # unix time
     tokens: int = 0
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The reloads as Prometheus families (this worker's own: `datasvc.metrics.Metrics.register`)."""
+        reloads = CounterMetricFamily(
+            "datasvc_auth_tokens_reloads",
+            "Changes of DATASVC_AUTH_TOKENS_FILE seen: applied, or refused (the last good set kept).",
+            labels=["result"],
+        )
+        reloads.add_metric(["applied"], self.applied)
+        reloads.add_metric(["refused"], self.failed)
+        yield reloads
+        yield GaugeMetricFamily(
+            "datasvc_auth_tokens_reload_failing",
+            "1 while the tokens file as it is now cannot be applied (alert on this).",
+            value=int(self.failing),
+        )
+        yield GaugeMetricFamily("datasvc_auth_tokens", "Tokens accepted now.", value=self.tokens)
+        if self.last_error is not None:
+            last = GaugeMetricFamily(
+                "datasvc_auth_tokens_last_error_timestamp_seconds",
+                "When the tokens file was last refused, labelled with why.",
+                labels=["error"],
+            )
+            last.add_metric([self.last_error], self.last_error_at or 0.0)
+            yield last
 
 
 class TokensFileWatcher:

@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from datasvc import migrations
 from datasvc.app import create_app
 from datasvc.settings import PROJECT_ROOT, Settings
+from tests.support.pgbouncer import TARGETS, PgBouncer, through
 from tests.support.pgserver import clone_of, new_name, url_for
 from tests.support.pgserver import server as _server
 
@@ -54,9 +55,57 @@ def empty_database_url() -> Iterator[str]:
         yield url_for(name)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `pooler` runs once per target: the HTTP contract through each pooler."""
+    if metafunc.definition.get_closest_marker("pooler") and "target" in metafunc.fixturenames:
+        metafunc.parametrize("target", list(TARGETS), indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.pooler(name=value)``: through the poolers, only the variant whose ``name`` is ``value``.
+
+    A test parametrised at home runs through the poolers with one representative value, which keeps the
+    poolers' share of the suite within seconds; directly it runs with every value.
+    """
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("pooler")
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, object] = callspec.params if callspec is not None else {}
+        through_a_pooler = params.get("target", "direct") != "direct"
+        if marker and through_a_pooler and any(params.get(k) != v for k, v in marker.kwargs.items()):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
+def bouncers() -> Iterator[dict[str, PgBouncer]]:
+    """PgBouncer 1.24 and 1.18, transaction pooling to the test server, by version: started once."""
+    started: dict[str, PgBouncer] = {}
+    try:
+        for version in ("1.24", "1.18"):
+            started[version] = PgBouncer(version)
+            started[version].start()
+        yield started
+    finally:
+        for bouncer in started.values():
+            bouncer.stop()
+
+
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
+def target(request: pytest.FixtureRequest) -> str:
+    """``direct``, or a pooler of `TARGETS` for a test marked `pooler`."""
+    return str(getattr(request, "param", "direct"))
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, target: str, request: pytest.FixtureRequest) -> Settings:
+    """The service's settings against this test's database, through the test's `target`."""
+    direct = Settings(
         database_url=database_url,
         pool_min_size=1,
         pool_max_size=4,
@@ -64,6 +113,12 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         statement_timeout=5.0,
         data_dir=tmp_path,
     )
+    pooled = TARGETS[target]
+    if pooled is None:
+        return direct
+    version, cache_size = pooled
+    bouncer = request.getfixturevalue("bouncers")[version]
+    return through(direct, bouncer, database_url, cache_size)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from datasvc.cli import _parser
+from datasvc.embedded import wheel_bindir
 from datasvc.settings import PROJECT_ROOT
 
 UNREACHABLE = "postgresql://app:s3cret@127.0.0.1:1/datasvc"  # nothing listens on port 1
@@ -25,6 +27,7 @@ COMMANDS: dict[str, tuple[list[str], int | None]] = {
     "db start": (["db", "start"], 2),  # the embedded cluster, which cannot keep its data (below)
     "db stop": (["db", "stop"], 0),
     "db url": (["db", "url"], 0),
+    "db psql": (["db", "psql", "-c", "SELECT 1"], None),  # psql itself answers (exit 2, its own words)
     "migrate": (["migrate"], 1),
     "migrate --status": (["migrate", "--status"], 1),
     "migrate --rollback": (["migrate", "--rollback", "--yes"], 1),
@@ -34,6 +37,7 @@ COMMANDS: dict[str, tuple[list[str], int | None]] = {
     "sql show": (["sql", "show", "users.get_by_id"], 0),
     "sql check": (["sql", "check"], 1),
     "sql explain": (["sql", "explain", "users.get_by_id", "--param", "id=1"], 1),
+    "sql schema": (["sql", "schema"], 1),
 }
 
 
@@ -150,3 +154,49 @@ def test_serve_options_out_of_range_are_usage_errors(option, value, capsys):
         _parser().parse_args(["serve", option, value])
     assert exited.value.code == 2
     assert f"argument {option}: '{value}' must be" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        _parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert re.fullmatch(r"datasvc \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
+
+
+def _options(parser: argparse.ArgumentParser, prefix: str = "datasvc") -> list[tuple[str, argparse.Action]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, f"{prefix} {name}")
+        elif action.option_strings and not isinstance(action, argparse._HelpAction):
+            found.append((prefix, action))
+    return found
+
+
+@pytest.mark.parametrize(("command", "action"), _options(_parser()), ids=lambda x: getattr(x, "dest", x))
+def test_every_option_of_every_command_is_described(command, action):
+    assert action.help, f"{command} {action.option_strings[0]}"
+    assert action.help != argparse.SUPPRESS
+
+
+def test_db_psql_runs_psql_on_the_database_url(database_url, tmp_path):
+    done = _datasvc(["db", "psql", "-At", "-c", "SELECT count(*) FROM users"], database_url, tmp_path)
+    assert (done.returncode, done.stdout.strip()) == (0, "0"), done.stderr
+
+
+def test_db_psql_on_a_machine_with_only_python_uses_the_wheels_psql(database_url, tmp_path):
+    if wheel_bindir() is None:
+        pytest.skip("no embedded-server wheel on this platform")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATASVC_", "DATABASE_URL"))}
+    env |= {"DATABASE_URL": database_url, "PATH": str(Path(sys.executable).parent)}  # no psql on it
+    done = subprocess.run(
+        [sys.executable, "-m", "datasvc", "db", "psql", "-At", "-c", "SHOW server_version_num"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().isdigit()

@@ -7,12 +7,30 @@ from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 
 
-def test_list_prints_every_statement_with_kind_and_location(capsys):
+def test_list_prints_one_short_line_per_statement_service_first(capsys):
     assert main(["sql", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    registry = Registry.load(PROJECT_ROOT / "sql")
+    internal_at = next(i for i, line in enumerate(lines) if line.startswith("# internal:"))
+    assert lines[0].startswith("# service statements")
+    for stmt in registry.values():
+        (i, line) = next((i, line) for i, line in enumerate(lines) if line.startswith(stmt.name + " "))
+        assert line.split() == [
+            stmt.name,
+            f":{stmt.kind.value}",
+            stmt.route.value,
+            *(", ".join(stmt.params) or "-").split(),
+        ]
+        is_internal = stmt.name.split(".")[0] in ("migrate", "session", "replica", "explain")
+        assert (i > internal_at) == is_internal, line
+    assert len(lines) == len(registry) + 2
+
+
+def test_list_verbose_adds_file_and_line(capsys):
+    assert main(["sql", "list", "--verbose"]) == 0
     out = capsys.readouterr().out
     for stmt in Registry.load(PROJECT_ROOT / "sql").values():
         line = next(line for line in out.splitlines() if line.startswith(stmt.name + " "))
-        assert f":{stmt.kind.value}" in line
         assert f"{stmt.file.name}:{stmt.line}" in line
 
 

@@ -27,6 +27,7 @@ async def _all(coroutines: Iterable[Awaitable[T]]) -> list[T]:
     return list(await asyncio.gather(*coroutines))
 
 
+@pytest.mark.pooler
 def test_fifty_concurrent_creates_of_one_username_make_one_row(base_url, database_url):
     async def run() -> list[httpx2.Response]:
         async with httpx2.AsyncClient(base_url=base_url, timeout=30) as client:
@@ -54,6 +55,7 @@ def test_fifty_concurrent_creates_of_one_username_make_one_row(base_url, databas
     assert asyncio.run(count()) == 1
 
 
+@pytest.mark.pooler
 def test_concurrent_patches_with_if_match_exactly_one_wins_per_version(base_url):
     """Twenty writers race per round, all holding the same ETag: one 200, nineteen 412, over ten rounds."""
     writers, rounds = 20, 10

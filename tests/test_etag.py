@@ -13,6 +13,7 @@ from datasvc.settings import PROJECT_ROOT
 from datasvc.statements import execute
 from tests.support import load
 from tests.support.values import HASH
+from tests.support.waits import until
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ def test_create_and_every_read_carry_the_same_etag(client, user):
         assert client.get(path).headers["etag"] == tag
 
 
+@pytest.mark.pooler
 def test_patch_with_the_current_etag_applies_and_moves_the_etag(client, user):
     old = user.headers["etag"]
     response = client.patch(url(user), json={"bio": "hello"}, headers={"If-Match": old})
@@ -45,6 +47,7 @@ def test_patch_with_the_current_etag_applies_and_moves_the_etag(client, user):
     assert client.get(url(user)).headers["etag"] == new
 
 
+@pytest.mark.pooler
 def test_patch_with_a_stale_etag_is_412_and_changes_nothing(client, user):
     stale = user.headers["etag"]
     assert client.patch(url(user), json={"bio": "first"}).status_code == 200
@@ -99,6 +102,7 @@ def test_delete_with_a_stale_etag_is_412_and_keeps_the_user(client, user):
     assert client.get(url(user)).status_code == 404
 
 
+@pytest.mark.pooler
 def test_if_none_match_current_is_304_without_a_body(client, user):
     tag = user.headers["etag"]
     for value in (tag, f"W/{tag}", f'"0", {tag}', "*"):
@@ -137,8 +141,8 @@ async def test_writers_queued_on_the_row_lock_get_distinct_increasing_versions(d
             second = asyncio.create_task(
                 execute(early, registry["users.update"], (row["id"], '{"bio": "early"}', None))
             )
-            while await admin.run("faults.waiting", load.ADMIN_NAME) == 0:  # early queues on late's lock
-                await asyncio.sleep(0.01)
+            # early queues on late's lock
+            await until(lambda: _waiting(admin), what="the early update waiting on the late one's lock")
             await late_tx.commit()
             second_row = await second
             await early_tx.commit()
@@ -148,3 +152,7 @@ async def test_writers_queued_on_the_row_lock_get_distinct_increasing_versions(d
     assert (first["version"], second_row["version"]) == (2, 3)
     # What the old tag would have done: the later write carries the earlier instant.
     assert second_row["updated_at"] < first["updated_at"]
+
+
+async def _waiting(admin: load.Admin) -> bool:
+    return bool(await admin.run("faults.waiting", load.ADMIN_NAME) > 0)

@@ -104,27 +104,34 @@ async def test_killed_backends_under_load_fail_only_in_flight_writes_and_pool_he
                 log, stop = load.Log(), asyncio.Event()
                 driver = asyncio.create_task(load.steady(c, log, stop, (read, load.create_user), workers=4))
                 started = time.monotonic()
-                while time.monotonic() - started < 3.0:
-                    # Pacing, not synchronisation: a kill every 0.2 s for 3 s, under the steady load.
+                rounds = 0
+                while rounds < 15 or killed < 10:
+                    # Pacing, not synchronisation: a kill every 0.2 s under the steady load, 15 rounds
+                    # and 10 backends killed at least, however long a loaded machine takes to reconnect.
                     await asyncio.sleep(0.2)
                     killed += len(await admin.run("faults.terminate", load.ADMIN_NAME))
+                    rounds += 1
+                    assert time.monotonic() - started < 60, f"only {killed} backends to kill in 60 s"
+                took = time.monotonic() - started
                 stop.set()
                 await driver
                 after = [await read(c) for _ in range(20)]
+                # A terminated backend shows in pg_stat_activity until its process has exited: the pool
+                # is back within its bound once the last killed ones are gone.
+                await until(lambda: _at_most(admin, settings.pool_max_size), what="the pool within its bound")
                 open_after = await admin.service_backends()
         # Leaving `serve` ran the lifespan shutdown: the pool closed every connection, and the server
         # processes behind them end a moment later (asynchronously): wait for that, bounded.
-        await until(lambda: _none_left(admin), timeout=5.0, what="every service backend gone")
+        await until(lambda: _none_left(admin), what="every service backend gone")
         leaked = await admin.service_backends()
 
     reads = [a for a in log.answers if a.kind == "read"]
     writes = [a for a in log.answers if a.kind == "write"]
     failed_writes = [a for a in writes if not a.ok]
     figure = (
-        f"{killed} backends killed in 3 s; reads {load.summary(reads)}; writes {load.summary(writes)}; "
-        f"{open_after} connections open after, {leaked} after shutdown"
+        f"{killed} backends killed in {took:.1f} s; reads {load.summary(reads)}; "
+        f"writes {load.summary(writes)}; {open_after} connections open after, {leaked} after shutdown"
     )
-    assert killed >= 10, figure
     assert all(a.ok for a in reads), figure
     assert all(a.is_503_problem for a in failed_writes), figure
     assert len(failed_writes) <= killed, figure
@@ -136,3 +143,7 @@ async def test_killed_backends_under_load_fail_only_in_flight_writes_and_pool_he
 
 async def _none_left(admin: load.Admin) -> bool:
     return await admin.service_backends() == 0
+
+
+async def _at_most(admin: load.Admin, n: int) -> bool:
+    return await admin.service_backends() <= n

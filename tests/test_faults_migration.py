@@ -18,6 +18,7 @@ from datasvc.settings import PROJECT_ROOT, Settings
 from tests.support import load
 from tests.support.servers import ThreadServer
 from tests.support.values import HASH
+from tests.support.waits import until
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.S)
 # `SELECT *`, `RETURNING *`, `users.*`: a column added later would change what the statement returns.
@@ -73,11 +74,13 @@ async def test_migration_applied_under_load_costs_no_request(settings: Settings,
             driver = asyncio.create_task(
                 load.steady(c, log, stop, (read, load.create_user, patch), workers=6)
             )
-            await asyncio.sleep(1.0)
+            await until(lambda: sum(a.ok for a in log.answers) >= 30, what="the load served normally")
             began = time.monotonic()
             applied = await asyncio.to_thread(migrations.apply, database_url, folder)
             took = time.monotonic() - began
-            await asyncio.sleep(1.5)
+            done = began + took
+            # Requests begun after the migration, against the changed schema, on every connection.
+            await until(lambda: len(log.between(done, float("inf"))) >= 30, what="30 answers after it")
             stop.set()
             await driver
     state = migrations.status(database_url, folder)

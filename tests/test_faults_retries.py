@@ -80,15 +80,23 @@ async def _collide(db: Database, kind: str) -> tuple[list[object], Counter[str]]
 
 
 @pytest.mark.parametrize("kind", ["deadlock", "serialization"])
-async def test_rolled_back_transaction_is_retried_and_both_commit(db, kind):
+@pytest.mark.pooler
+async def test_rolled_back_transaction_is_retried_and_both_commit(db, kind, target):
     results, attempts = await _collide(db, kind)
-    figure = f"{kind}: results {results}, attempts {dict(attempts)}"
+    figure = f"{kind} ({target}): results {results}, attempts {dict(attempts)}"
     assert sorted(map(str, results)) == ["a", "b"], figure
-    assert sum(attempts.values()) == 3, figure  # exactly one of the two ran twice
+    if target == "direct" or kind == "deadlock":
+        assert sum(attempts.values()) == 3, figure  # exactly one of the two ran twice
+    else:
+        # Behind a pooler's extra hop on a loaded machine the retried serializable one can start before
+        # the winner has committed and collide once more (seen: a=3, b=1), which is the retry doing its
+        # job: both must still commit.
+        assert sum(attempts.values()) >= 3, figure
     print(figure)
 
 
 @pytest.mark.parametrize("kind", ["deadlock", "serialization"])
+@pytest.mark.pooler(kind="serialization")
 async def test_retries_exhausted_is_503_with_retry_after(settings, kind):
     db = await Database.connect(
         settings.with_overrides(transaction_retries=0), Registry.load(settings.sql_dir)

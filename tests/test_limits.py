@@ -9,6 +9,7 @@ from starlette.types import Receive, Scope, Send
 
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
 from datasvc.settings import Settings
+from tests.support.waits import until
 
 
 def _blocking_app(gate: asyncio.Event, entered: list[str]):
@@ -26,12 +27,10 @@ async def test_requests_past_the_limit_are_shed_as_503_problems_but_health_is_no
     limited = ConcurrencyLimitMiddleware(_blocking_app(gate, entered), max_in_flight=2)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=limited), base_url="http://t") as c:
         held = [asyncio.create_task(c.get(f"/api/v1/users/{n}")) for n in range(2)]
-        while len(entered) < 2:
-            await asyncio.sleep(0.001)
-        shed = await asyncio.wait_for(c.get("/api/v1/users/3"), 2)  # a missing limit would block here
+        await until(lambda: len(entered) >= 2, what="2 requests inside the app")
+        shed = await asyncio.wait_for(c.get("/api/v1/users/3"), 30)  # a missing limit blocks here for ever
         health = asyncio.create_task(c.get("/health"))
-        while len(entered) < 3:
-            await asyncio.sleep(0.001)
+        await until(lambda: len(entered) >= 3, what="3 requests inside the app")
         gate.set()
         answers = await asyncio.gather(*held, health)
         again = await c.get("/api/v1/users/4")
@@ -66,13 +65,11 @@ async def test_a_caller_past_its_share_gets_429_while_others_are_admitted():
     limited = ConcurrencyLimitMiddleware(_blocking_app(gate, entered), max_in_flight=10, callers=callers)
     async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=limited), base_url="http://t") as c:
         held = [asyncio.create_task(c.get(f"/api/v1/users/{n}", headers={"x-caller": "a"})) for n in range(2)]
-        while len(entered) < 2:
-            await asyncio.sleep(0.001)
-        refused = await asyncio.wait_for(c.get("/api/v1/users/3", headers={"x-caller": "a"}), 5)
+        await until(lambda: len(entered) >= 2, what="2 requests inside the app")
+        refused = await asyncio.wait_for(c.get("/api/v1/users/3", headers={"x-caller": "a"}), 30)
         other = asyncio.create_task(c.get("/api/v1/users/4", headers={"x-caller": "b"}))
         anonymous = asyncio.create_task(c.get("/api/v1/users/5"))  # no known token: not counted per caller
-        while len(entered) < 4:
-            await asyncio.sleep(0.001)
+        await until(lambda: len(entered) >= 4, what="4 requests inside the app")
         assert callers.in_flight == {"a": 2, "b": 1}
         gate.set()
         answers = await asyncio.gather(*held, other, anonymous)

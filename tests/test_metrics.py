@@ -12,6 +12,7 @@ from datasvc.metrics import Metrics
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
 from tests.support.values import HASH
+from tests.support.waits import until
 
 USER = {"email": "metrics@example.com", "username": "metrics_user", "hashed_password": HASH}
 
@@ -99,14 +100,11 @@ async def test_waiting_counts_requests_blocked_on_a_full_pool(settings):
     settings = settings.with_overrides(pool_min_size=1, pool_max_size=1, acquire_timeout=5.0)
     metrics = Metrics()
     db = await Database.connect(settings, Registry.load(PROJECT_ROOT / "sql"), metrics)
-    metrics.watch_pool(db)
+    metrics.register(db.collector)
     try:
         async with db.connection():
             waiter = asyncio.create_task(db.run("users.get_by_id", 1))
-            for _ in range(100):
-                if db.waiting:
-                    break
-                await asyncio.sleep(0.01)
+            await until(lambda: db.primary.waiting == 1, what="the lookup waits for the connection")
             samples = _samples(metrics.render().decode())
             assert samples[("datasvc_db_pool_waiting", (("target", "primary"),))] == 1
             assert samples[("datasvc_db_pool_connections", (("state", "in_use"), ("target", "primary")))] == 1

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from datasvc import migrations
+from datasvc import logs, migrations
 from datasvc.app import create_app
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
@@ -145,13 +145,12 @@ def test_a_migrator_killed_mid_run_does_not_block_the_next(empty_database_url, m
     (migrations_dir / "9002.slow.sql").write_text(
         f"-- The same migration, fixed.\n-- depends: {SHIPPED[-1]}\nCREATE TABLE slow_marker (id int);\n"
     )
-    started = time.monotonic()
     done = _migrate(url, migrations_dir)
     out, err = done.communicate(timeout=60)
-    # yoyo alone would wait 10 s on the stale row, then fail; the killed session's transaction (which
-    # created slow_marker) is aborted within about a second because the server checks for the client.
+    # yoyo alone would wait 10 s on the stale row, then fail (its lock timeout): success is the proof,
+    # no clock needed. The killed session's transaction (which created slow_marker) is aborted within
+    # about a second because the server checks for the client.
     assert (done.returncode, out.strip()) == (0, "applied: 9002.slow"), err
-    assert time.monotonic() - started < 8
     assert _scalar(url, "SELECT count(*) FROM yoyo_lock") == 0
     assert _table_exists(url, "slow_marker")
 
@@ -160,9 +159,8 @@ def test_a_stale_yoyo_lock_row_is_cleared_under_the_advisory_lock(empty_database
     migrations.apply(empty_database_url, MIGRATIONS)
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, now(), 999999)")
-    started = time.monotonic()
+    # yoyo alone would wait 10 s on the stale row, then raise: returning at all is the proof.
     assert migrations.rollback(empty_database_url, MIGRATIONS) == [SHIPPED[-1]]
-    assert time.monotonic() - started < 5
 
 
 def test_waiting_for_a_held_lock_gives_up_after_the_wait(empty_database_url):
@@ -299,3 +297,12 @@ def test_a_rollback_is_refused_while_the_service_is_connected_unless_forced(
         forced = _run_migrate(url, migrations_dir, "--rollback", "--yes", "--force")
         assert forced.returncode == 0, forced.stderr
     assert not _table_exists(url, "extra")
+
+
+def test_a_first_migration_logs_one_line_per_migration(empty_database_url, capsys):
+    logs.configure("info")
+    migrations.apply(empty_database_url, MIGRATIONS)
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if "step" in line], "yoyo's per-step lines are debug"
+    applying = [json.loads(line)["migration"] for line in lines if "applying migration" in line]
+    assert applying == SHIPPED

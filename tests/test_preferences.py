@@ -9,9 +9,9 @@ import pytest
 
 from datasvc.settings import Settings
 from tests.support import load
+from tests.support.api import assert_problem, new_user
 from tests.support.servers import ThreadServer
 from tests.support.waits import until
-from tests.users.test_users_api import assert_problem, new_user
 
 
 def test_minimal_create_is_201_with_location_and_etag_and_no_body(client):

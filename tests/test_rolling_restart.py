@@ -1,8 +1,10 @@
 """Issue 9.3: two `datasvc serve` instances behind a real HAProxy, restarted one after the other under
 continuous load: no request fails.
 
-Each restart is what an operator (or an orchestrator) does: SIGTERM to one instance, wait for it to exit,
-start it again, wait until the balancer has it back in rotation, then the next. The balancer retries
+Each restart is what an operator (or an orchestrator) does: SIGTERM to one instance, wait until the
+balancer has taken it out, a second SIGTERM to end its drain window (rather than a window of a guessed
+length), wait for it to exit, start it again, wait until the balancer has it back in rotation, then the
+next. The balancer retries
 nothing (``retries 0``), so a request the service dropped would reach the caller as a failure.
 """
 
@@ -60,9 +62,11 @@ class _Traffic:
 
 
 async def test_rolling_restart_behind_haproxy_fails_no_request(settings: Settings, tmp_path):
-    # The window only has to outlast the balancer's detection (FALL checks 100 ms apart) with a margin.
+    # The window only has to outlast the balancer's detection (FALL checks 100 ms apart): a long one that
+    # the test ends with a second SIGTERM once HAProxy has taken the instance out, so a loaded machine's
+    # slower checks cannot end the window first.
     shared = settings.with_overrides(
-        drain_seconds=1.0, shutdown_timeout=5.0, cursor_secret=secrets.token_urlsafe(32)
+        drain_seconds=30.0, shutdown_timeout=5.0, cursor_secret=secrets.token_urlsafe(32)
     )
     instances = {name: ProcessServer(shared, tmp_path / f"serve-{name}.log") for name in ("a", "b")}
     restarts: list[str] = []
@@ -80,7 +84,8 @@ async def test_rolling_restart_behind_haproxy_fails_no_request(settings: Setting
                 sigterm = time.monotonic()
                 server.signal(signal.SIGTERM)
                 down = await asyncio.to_thread(lb.wait_for, name, "DOWN")
-                code = await asyncio.to_thread(server.wait, 15)
+                server.signal(signal.SIGTERM)  # the second one ends the drain window
+                code = await asyncio.to_thread(server.wait, 30)
                 exited = time.monotonic() - sigterm
                 await asyncio.to_thread(server.start)
                 up = await asyncio.to_thread(lb.wait_for, name, "UP")

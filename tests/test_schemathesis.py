@@ -2,7 +2,7 @@
 
 Auth is on (a token with every scope), so the run also proves that 401/403 are documented and that
 an operation refuses a request without the token (schemathesis' ``ignored_auth`` check). The runtime is
-bounded by ``--max-examples`` and ``--max-time``; a fixed seed keeps CI repeatable, and
+bounded by ``--max-examples``; a fixed seed keeps CI repeatable, and
 ``DATASVC_SCHEMATHESIS_SEED`` / ``DATASVC_SCHEMATHESIS_EXAMPLES`` explore further by hand.
 """
 
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "schemathesis-0123456789abcdef"
 SCOPES = "users:read,users:write,credentials:read"
-EXAMPLES = os.environ.get("DATASVC_SCHEMATHESIS_EXAMPLES", "200")
+# Per operation: the work is bounded by this count, not by a clock (a time budget made the number of cases
+# a rate of the machine's). 100 keeps the run near the budget it replaced on a quiet machine.
+EXAMPLES = os.environ.get("DATASVC_SCHEMATHESIS_EXAMPLES", "100")
 SEED = os.environ.get("DATASVC_SCHEMATHESIS_SEED", "20261126")
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
@@ -46,8 +48,6 @@ def test_generated_requests_find_no_failure(settings, tmp_path):
                 EXAMPLES,
                 "--seed",
                 SEED,
-                "--max-time",
-                "90",
                 # One worker: with two threads, hypothesis's lambda-source lookup (ast.parse) raced in
                 # CPython 3.11.7 ("SystemError: AST constructor recursion depth mismatch", a runtime
                 # error of the tool, not a finding) and failed this test now and then.
@@ -69,11 +69,13 @@ def test_generated_requests_find_no_failure(settings, tmp_path):
             },
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=900,  # a bound on a hang only: the work is bounded by --max-examples, not by a clock
             check=False,
         )
     generated = re.search(r"(\d+) generated", result.stdout)
     summary = f"{generated.group(1) if generated else '?'} test cases generated"
     assert result.returncode == 0, f"{summary}\n{result.stdout[-12000:]}\n{result.stderr[-2000:]}"
     assert generated is not None
-    assert int(generated.group(1)) >= 1000, summary
+    # The run really generated cases for every operation (quiet: 1,750 at 200 examples): a floor on a
+    # count the seed and the examples decide, not on what a machine managed in a given time.
+    assert int(generated.group(1)) >= 400, summary

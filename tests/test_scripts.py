@@ -72,3 +72,22 @@ def test_scripts_test_runs_on_a_private_cluster_where_no_postgresql_runs(tmp_pat
     finally:
         embedded(data_dir, 0).stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_component_that_cannot_be_had_stops_the_run_at_once_naming_it(tmp_path):
+    """No npm registry (an address where nothing listens) and an empty cache: Spectral cannot be had."""
+    env = _environment(
+        keep_server=True,
+        DATASVC_CACHE=str(tmp_path / "cache"),  # scripts/spectral's cache, empty
+        npm_config_registry="http://127.0.0.1:9/",
+        npm_config_fetch_retries="0",
+    )
+    run = _scripts_test(["scripts/test"], env)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert lines[-1].startswith("scripts/test: cannot get Spectral, the OpenAPI linter"), run.stderr
+    assert "needs npm (apt-get install npm) and the npm registry" in lines[-1]
+    assert "Python packages" not in run.stderr  # stopped before installing, linting or testing anything
+    assert "== pytest" not in run.stderr
+    assert [line for line in lines if line.startswith("scripts/test: ")] == lines  # one line per step

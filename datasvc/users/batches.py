@@ -72,6 +72,10 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="batchGetUsers",
         consistency="read",
         summary="Get up to 1000 users by id, username or email in one call",
+        description=(
+            "One statement for the whole batch, in request order; a key given twice is answered once, "
+            "and keys with no user are listed as missing."
+        ),
         tag="users",
         request_model=BatchGet,
         response_model=BatchGetResult,

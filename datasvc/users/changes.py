@@ -157,6 +157,10 @@ OPERATIONS: tuple[Operation, ...] = (
         endpoint=list_changes,
         operation_id="listUserChanges",
         summary="Follow changes to users: every committed change once, in transaction order",
+        description=(
+            "The audit trail as a feed: pass the last cursor to get what committed after it; `wait` "
+            "long-polls until a change arrives. A cursor older than the retention is 410."
+        ),
         tag="users",
         response_model=ChangesPage,
         params=(
@@ -166,7 +170,9 @@ OPERATIONS: tuple[Operation, ...] = (
                 "`next_cursor` of the previous answer. Absent: from the oldest retained change.",
             ),
             _query(
-                "limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, ""
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                "Changes per page.",
             ),
             _query(
                 "wait",

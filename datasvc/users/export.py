@@ -195,6 +195,10 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="exportUsers",
         consistency="read",
         summary="Export every user matching the filters, streamed as NDJSON or CSV",
+        description=(
+            "Streamed in keyset pages, with no connection held between pages; the media type comes "
+            "from Accept (406 otherwise). One export per caller at a time (429)."
+        ),
         tag="users",
         media_type=NDJSON,
         params=tuple(p for p in LIST_PARAMS if p.name in ExportParams.model_fields),

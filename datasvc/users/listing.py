@@ -228,7 +228,11 @@ def _query(name: str, schema: dict[str, Any], description: str) -> Param:
 
 
 PARAMS: tuple[Param, ...] = (
-    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, ""),
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        "Users per page.",
+    ),
     _query(
         "offset",
         # The documented bound is the default; a deployment that lowers it answers 422 above its own.
@@ -237,9 +241,9 @@ PARAMS: tuple[Param, ...] = (
     ),
     _query("sort_by", {"enum": list(get_args(SortKey)), "default": "created_at"}, "`id` breaks ties."),
     _query("sort_order", {"enum": ["asc", "desc"], "default": "desc"}, "NULL full_name sorts as largest."),
-    _query("status", {"enum": list(get_args(UserStatus))}, ""),
-    _query("is_verified", {"type": "boolean"}, ""),
-    _query("is_admin", {"type": "boolean"}, ""),
+    _query("status", {"enum": list(get_args(UserStatus))}, "Only users with this status."),
+    _query("is_verified", {"type": "boolean"}, "Only verified (`true`) or unverified (`false`) users."),
+    _query("is_admin", {"type": "boolean"}, "Only administrators (`true`) or only the others (`false`)."),
     _query(
         "search",
         # The pattern tells OpenAPI readers what _no_control refuses.
@@ -269,6 +273,11 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="listUsers",
         consistency="read",
         summary="List users: filters, sorts, offset pages with a total, keyset cursors",
+        description=(
+            "One statement per page: filters (status, flags, search), a closed set of sort keys, "
+            "offset pages with an exact or estimated total, or signed keyset cursors (next_cursor, "
+            "prev_cursor) for deep pages."
+        ),
         tag="users",
         response_model=UserPage,
         params=PARAMS,

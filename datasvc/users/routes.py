@@ -26,8 +26,7 @@ PREFIX = "/api/v1/users"
 
 
 def _db(request: Request) -> Database:
-    # The lifespan state's dict itself: `request.state` would wrap it in a `State` for one attribute.
-    db: Database = request.scope["state"]["db"]
+    db: Database = request.state.db
     return db
 
 
@@ -143,6 +142,7 @@ _USERNAME = Param(
     name="username",
     location="path",
     required=True,
+    description="The exact username (case-sensitive).",
     schema={"type": "string", "minLength": 1, "maxLength": 50, "pattern": NO_NUL_PATTERN},
 )
 _EMAIL = Param(
@@ -163,6 +163,11 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="createUser",
         consistency="write",
         summary="Create a user",
+        description=(
+            "One INSERT ... RETURNING: 201 with the user and its Location. The username and the email "
+            "(compared ignoring case and Unicode form) must be free (409 names the field); unknown "
+            "fields are 422."
+        ),
         tag="users",
         status=201,
         minimal=201,
@@ -179,6 +184,9 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="getUser",
         consistency="read",
         summary="Get a user by id",
+        description=(
+            "One primary-key lookup. The ETag is the user's version: send it as If-None-Match for a 304."
+        ),
         tag="users",
         response_model=User,
         response_headers=_ETAG,
@@ -193,6 +201,7 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="getUserByUsername",
         consistency="read",
         summary="Get a user by username",
+        description=("One unique-index lookup on the exact username; 404 when no user has it."),
         tag="users",
         response_model=User,
         response_headers=_ETAG,
@@ -207,6 +216,9 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="getUserByEmail",
         consistency="read",
         summary="Get a user by email (case-insensitive)",
+        description=(
+            "One unique-index lookup; the address is compared ignoring case and Unicode normalization form."
+        ),
         tag="users",
         response_model=User,
         response_headers=_ETAG,
@@ -221,6 +233,10 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="updateUser",
         consistency="write",
         summary="Change some fields of a user",
+        description=(
+            "Only the fields sent change, in one UPDATE ... RETURNING. With If-Match the write "
+            "happens only if the version still matches (412 otherwise)."
+        ),
         tag="users",
         minimal=204,
         request_model=UserPatch,
@@ -237,6 +253,10 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="deleteUser",
         consistency="write",
         summary="Delete a user",
+        description=(
+            "One DELETE; 204, or 404 if there was no such user. With If-Match only that version is "
+            "deleted (412 otherwise)."
+        ),
         tag="users",
         status=204,
         params=(_ID, _IF_MATCH),
@@ -249,6 +269,10 @@ OPERATIONS: tuple[Operation, ...] = (
         endpoint=auth_lookup,
         operation_id="lookupCredentials",
         summary="Stored credentials for a username or email",
+        description=(
+            "For an authentication service: the password hash and the flags it needs, looked up by "
+            "username or by email; the caller verifies the hash. Needs the credentials:read scope."
+        ),
         tag="auth",
         request_model=AuthLookup,
         response_model=Credentials,

@@ -1,50 +1,30 @@
-"""Fixtures of the pooler tests: real PgBouncers in ``pool_mode=transaction``, and ``settings`` through them.
+"""The pooler tests: within this folder, ``settings`` (and ``client``, ...) goes through each PgBouncer.
 
-The two PgBouncers (1.24 with prepared statements, Debian's 1.18) are started once per test session,
-each on a free port, and reach every per-test database under its own name. Within ``tests/pooler/``,
-the ``settings`` fixture (and so ``client`` and everything built on it) is parametrised over the ways
-an operator may run the service behind them: ``pgbouncer-1.24`` with asyncpg's statement cache on, and
-``pgbouncer-1.18`` with it off (``DATASVC_STATEMENT_CACHE_SIZE=0``, required there), both as the runtime
-role ``datasvc_app`` in ``DATASVC_POOL_MODE=transaction``. The direct connection is the rest of the suite.
+A test here that takes ``settings`` runs once per pooler of ``TARGETS`` (tests/support/pgbouncer.py:
+``pgbouncer-1.24``, ``pgbouncer-1.18``), never directly: the direct connection is the rest of the
+suite. A test that picks its PgBouncer itself takes ``plain_settings`` (the session's ``bouncers``, or
+one of its own). The HTTP contract through the poolers is not here: the contract tests are marked
+``pooler`` where they live and run there once per target, direct included (``pytest -m pooler``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from datasvc.settings import Settings
-from tests.support.pgbouncer import PgBouncer, through
+from tests.support.pgbouncer import TARGETS
 
-# target → (PgBouncer version, DATASVC_STATEMENT_CACHE_SIZE)
-TARGETS = {"pgbouncer-1.24": ("1.24", 100), "pgbouncer-1.18": ("1.18", 0)}
+POOLERS = [target for target, pooled in TARGETS.items() if pooled is not None]
 
 
-@pytest.fixture(scope="session")
-def bouncers() -> Iterator[dict[str, PgBouncer]]:
-    """PgBouncer 1.24 and 1.18, transaction pooling to the test server, by version."""
-    started: dict[str, PgBouncer] = {}
-    try:
-        for version in ("1.24", "1.18"):
-            started[version] = PgBouncer(version)
-            started[version].start()
-        yield started
-    finally:
-        for bouncer in started.values():
-            bouncer.stop()
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" in metafunc.fixturenames and not metafunc.definition.get_closest_marker("pooler"):
+        metafunc.parametrize("target", POOLERS, indirect=True)
 
 
 @pytest.fixture
 def plain_settings(database_url: str, tmp_path: Path) -> Settings:
     """The suite's usual settings, not parametrised: for tests that choose their pooler themselves."""
     return Settings(database_url=database_url, pool_min_size=1, pool_max_size=4, data_dir=tmp_path)
-
-
-@pytest.fixture(params=list(TARGETS))
-def settings(
-    request: pytest.FixtureRequest, settings: Settings, database_url: str, bouncers: dict[str, PgBouncer]
-) -> Settings:
-    version, cache_size = TARGETS[request.param]
-    return through(settings, bouncers[version], database_url, cache_size)

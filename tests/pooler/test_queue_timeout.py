@@ -54,9 +54,10 @@ async def test_a_request_queued_in_pgbouncer_past_its_wait_timeout_is_503(
                 assert answer.headers["retry-after"] == "1"
                 assert answer.headers["content-type"] == "application/problem+json"
                 # PgBouncer checks its timeouts about once a second: WAIT to 2 WAIT per attempt, and a
-                # read is tried twice (a lost connection is retried once for `-- retry: safe`). The upper
-                # bound leaves room for a loaded machine; a hang would hit the statement timeout (5 s + 1).
-                assert WAIT * 0.9 <= waited < 5.0, (method, waited)
+                # read is tried twice (a lost connection is retried once for `-- retry: safe`). At least
+                # WAIT: the request did queue in PgBouncer. A hang would end in the statement timeout's
+                # 504, which the status above refuses: no upper bound on a loaded machine's clock.
+                assert waited >= WAIT * 0.9, (method, waited)
                 print(f"{method}: {answer.status_code} {answer.json()['type']} after {waited:.2f} s")
         finally:
             await holder.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 
 import asyncpg
 import pytest
@@ -70,12 +69,11 @@ async def test_the_roles_statement_timeout_cancels_a_statement_through_the_poole
         pass
     db = await Database.connect(settings, Registry.load(settings.sql_dir))
     try:
-        started = time.monotonic()
+        # Canceled by the server (QueryCanceledError, 57014) at 0.3 s: a sleep that ran its 3 s would
+        # raise nothing, and the client's own command timeout raises TimeoutError, so no clock is needed.
         with pytest.raises(asyncpg.QueryCanceledError):
             async with db.connection() as conn:
                 await execute(conn, load.TEST_SQL["pooler.sleep"], (3.0,))
-        # Canceled by the server at 0.3 s; 2 s is far below the 3 s sleep even on a loaded machine.
-        assert time.monotonic() - started < 2.0
     finally:
         await db.close()
 

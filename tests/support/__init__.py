@@ -10,6 +10,7 @@
   connection running ``tests/sql/``; `flood`: `hammer` in a process of its own.
 - `waits`: wait on a condition with a deadline, never for a length of time.
 - `otlp`: a real OTLP/HTTP trace receiver, and a collector that never answers.
+- `api`: a user to create, its fields, the problem+json check.
 - `rawhttp`: bytes no HTTP client would send; `access`: the access log's lines; `browser`: headless
   Chromium over CDP; `seed`: rows put in before a test; `values`: constants many tests use.
 - `statement_worker`, `schemathesis_hooks`: run by other processes (``python -m``, schemathesis).

@@ -89,7 +89,7 @@ class HAProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         check = subprocess.run([self.binary, "-c", "-f", str(self.config_path)], capture_output=True)
         if check.returncode != 0:
             raise RuntimeError(f"haproxy refuses its configuration: {check.stderr.decode()}")

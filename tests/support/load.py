@@ -180,6 +180,7 @@ async def hammer(
     honour_retry_after: bool = False,
     token: str | None = None,
     interval: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> list[Answer]:
     """Closed-loop GETs over raw keep-alive sockets: a client light enough to overload the server.
 
@@ -187,7 +188,8 @@ async def hammer(
     service past its limit; this loop writes a fixed request and reads status, headers and body.
     ``honour_retry_after``: a caller that got ``Retry-After`` waits that long, as well-behaved ones do.
     ``token``: sent as ``Authorization: Bearer <token>``. ``interval``: each worker starts a request at
-    most every ``interval`` seconds, a steady rate (0: the next as soon as the answer is in).
+    most every ``interval`` seconds, a steady rate (0: the next as soon as the answer is in). ``stop``:
+    set, the workers finish the request in hand and end before ``seconds`` are up.
     """
     host, _, port = base_url.removeprefix("http://").partition(":")
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
@@ -198,7 +200,7 @@ async def hammer(
     async def worker() -> None:
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
                 started = time.monotonic()
                 writer.write(request)
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()

@@ -35,6 +35,15 @@ CACHE = Path(os.environ.get("DATASVC_PGBOUNCER_CACHE", Path.home() / ".cache" / 
 BINARIES = {"1.24": CACHE / "pgbouncer-1.24" / "pgbouncer", "1.18": Path("/usr/sbin/pgbouncer")}
 INSTALLED_BY = {"1.24": "scripts/pgbouncer-build", "1.18": "scripts/apt-deps"}
 
+# Where the service connects: straight to PostgreSQL, or through a real PgBouncer in transaction mode as
+# the runtime role, the two ways an operator may run it there: 1.24 with asyncpg's statement cache on,
+# 1.18 with it off (DATASVC_STATEMENT_CACHE_SIZE=0, required there). Value: (version, cache size).
+TARGETS: dict[str, tuple[str, int] | None] = {
+    "direct": None,
+    "pgbouncer-1.24": ("1.24", 100),
+    "pgbouncer-1.18": ("1.18", 0),
+}
+
 _CONFIG = """\
 [databases]
 * = host={server_host} port={server_port}
@@ -117,7 +126,7 @@ class PgBouncer:
             raise RuntimeError("this PgBouncer listens on TCP only: start it with unix_socket=True")
         return f"postgresql://{user}@/{dbname}?host={self.socket_dir}&port={self.port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         self._out = (self.directory / "stdout.log").open("ab")
         self.process = subprocess.Popen(
             [str(self.binary), str(self.directory / "pgbouncer.ini")],

@@ -112,7 +112,7 @@ class ThreadServer(Server):
         except BaseException as exc:  # surfaced by start() rather than lost in the thread
             self.error = exc
 
-    def start(self, timeout: float = 10.0) -> float:
+    def start(self, timeout: float = 60.0) -> float:
         started = time.monotonic()
         self.thread.start()
         while not self.server.started:
@@ -149,7 +149,7 @@ class ProcessServer(Server):
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
         ready: str = "/health",
-        timeout: float = 20.0,
+        timeout: float = 60.0,
     ) -> None:
         self.port = port or free_port()
         self.settings = (

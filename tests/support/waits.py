@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 
 async def until(
-    predicate: Callable[[], bool | Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+    predicate: Callable[[], bool | Awaitable[bool]], *, timeout: float = 30.0, what: str = "condition"
 ) -> None:
     """Return once ``predicate()`` (plain or awaitable) is true; the event loop runs meanwhile."""
     deadline = time.monotonic() + timeout
@@ -27,7 +27,7 @@ async def until(
         await asyncio.sleep(0.02)
 
 
-def until_blocking(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
+def until_blocking(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition") -> None:
     """Return once ``predicate()`` is true, for tests that drive a server in another process or thread."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -3,7 +3,7 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.users.test_users_api import USER_FIELDS, assert_problem, new_user
+from tests.support.api import USER_FIELDS, assert_problem, new_user
 
 URL = "/api/v1/users:batchGet"
 

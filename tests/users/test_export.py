@@ -157,8 +157,11 @@ def _in_use(base_url: str) -> float:
 
 
 def _pool_idle(base_url: str) -> bool:
-    """Whether the pool is idle within a few seconds (a released connection may be parked for a moment)."""
-    deadline = time.monotonic() + 5
+    """Whether the pool becomes idle (a released connection may be parked for a moment).
+
+    The deadline only bounds a connection never given back: a loaded machine may take seconds.
+    """
+    deadline = time.monotonic() + 30
     while _in_use(base_url) > 0:
         if time.monotonic() > deadline:
             return False

@@ -102,6 +102,7 @@ def test_a_cursor_replayed_with_another_sort_or_filter_is_422(client, database_u
     assert "different sort_by" in response.json()["detail"]
 
 
+@pytest.mark.pooler
 def test_the_offset_envelope(client, database_url):
     seed_users(database_url, 5)
     first = _ok(client, limit=2, sort_by="id", sort_order="asc")
@@ -203,6 +204,7 @@ def test_the_document_says_total_is_left_out_rather_than_null(client):
         pytest.param({"search": "u12@"}, "email LIKE 'u12@%'", id="search-email"),
     ],
 )
+@pytest.mark.pooler(where="is_admin AND status = 'active'")
 def test_filters_select_the_rows_sql_selects(client, database_url, params, where):
     seed_users(database_url, 60)
     page = _ok(client, limit=100, sort_by="id", sort_order="asc", **params)
@@ -293,6 +295,7 @@ def _walk(
 
 
 @pytest.mark.parametrize("sort_by", SORTS)
+@pytest.mark.pooler(sort_by="full_name")
 def test_a_walk_forwards_then_backwards_sees_every_row_once(client, database_url, sort_by):
     seed_users(database_url, 45)
     for sort_order in ("asc", "desc"):
@@ -383,6 +386,7 @@ class _Writer(threading.Thread):
 
 
 @pytest.mark.parametrize("sort_by", ["username", "full_name"])
+@pytest.mark.pooler(sort_by="username")
 def test_a_walk_survives_a_concurrent_writer(client, database_url, sort_by):
     seed_users(database_url, 50)
     original = set(_sql_ids(database_url))

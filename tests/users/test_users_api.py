@@ -2,27 +2,8 @@
 
 import pytest
 
+from tests.support.api import USER_FIELDS, assert_problem, new_user
 from tests.support.values import HASH, OTHER_HASH
-
-PROBLEM = "application/problem+json"
-USER_FIELDS = {
-    "id",
-    "email",
-    "username",
-    "full_name",
-    "bio",
-    "status",
-    "is_verified",
-    "is_admin",
-    "created_at",
-    "updated_at",
-}
-
-
-def new_user(**overrides):
-    body = {"email": "alice@example.com", "username": "alice", "hashed_password": HASH}
-    body.update(overrides)
-    return body
 
 
 @pytest.fixture
@@ -32,24 +13,10 @@ def alice(client):
     return response.json()
 
 
-def assert_problem(response, status, field=None):
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert body["type"].startswith("urn:datasvc:problem:")
-    assert body["title"]
-    assert body["detail"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    if field is not None:
-        fields = [e["field"] for e in body.get("errors", [])] + [body.get("field")]
-        assert any(f and f.endswith(field) for f in fields), body
-    return body
-
-
 # --- create -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_create_returns_201_the_user_and_location(client):
     response = client.post("/api/v1/users", json=new_user(full_name="Alice"))
     assert response.status_code == 201
@@ -103,6 +70,7 @@ def test_create_requires_fields(client):
     assert {e["field"] for e in body["errors"]} == {"body.email", "body.username", "body.hashed_password"}
 
 
+@pytest.mark.pooler
 def test_duplicate_username_is_409_naming_username(client, alice):
     response = client.post("/api/v1/users", json=new_user(email="other@example.com"))
     assert assert_problem(response, 409)["field"] == "username"
@@ -122,6 +90,7 @@ def test_create_never_returns_the_password_hash(client):
 # --- read -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_get_by_id(client, alice):
     response = client.get(f"/api/v1/users/{alice['id']}")
     assert response.status_code == 200
@@ -132,6 +101,7 @@ def test_get_by_username(client, alice):
     assert client.get("/api/v1/users/by_username/alice").json() == alice
 
 
+@pytest.mark.pooler
 def test_get_by_email_ignores_case(client, alice):
     assert client.get("/api/v1/users/by_email/ALICE@example.com").json() == alice
 
@@ -183,6 +153,7 @@ def test_int64_max_is_a_valid_id(client):
 # --- update -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_patch_changes_only_the_given_fields(client, alice):
     response = client.patch(
         f"/api/v1/users/{alice['id']}",
@@ -248,6 +219,7 @@ def test_patch_missing_user_is_404(client):
 # --- delete -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.pooler
 def test_delete_is_204_then_404(client, alice):
     response = client.delete(f"/api/v1/users/{alice['id']}")
     assert response.status_code == 204

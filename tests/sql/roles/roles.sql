@@ -38,3 +38,22 @@ $$
 SELECT rolpassword
 FROM pg_authid
 WHERE rolname = $1
+
+-- name: is_superuser :value
+-- Whether the named role is a superuser.
+-- params: name
+-- expect-plan: Index Scan using pg_authid_rolname_index on pg_authid
+SELECT rolsuper
+FROM pg_roles
+WHERE rolname = $1
+
+-- name: disown :exec
+-- Give everything the test role owns in this database (the database itself included) to the current
+-- user, and drop its grants here, so that the role can be dropped.
+-- expect-plan: utility statement
+DO $$
+BEGIN
+    EXECUTE format('REASSIGN OWNED BY %I TO CURRENT_USER', current_setting('datasvc_test.role'));
+    EXECUTE format('DROP OWNED BY %I', current_setting('datasvc_test.role'));
+END
+$$

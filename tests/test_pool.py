@@ -1,7 +1,8 @@
-"""The gate in front of each pool (`datasvc.gate`): arrival order, hand-over, same caller first, bounded.
+"""The connection owner (`datasvc.pool`): arrival order, hand-over, same caller first, a share per caller,
+parking, expiry and close.
 
 Real connections to the test database throughout: a request "holds" a connection by sitting inside
-`Database.connection` until the test lets it go, and the others queue behind it at the gate.
+`Database.connection` until the test lets it go, and the others queue behind it.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from datasvc import gate as gate_module
+from datasvc import pool as pool_module
 from datasvc.context import Timing, request_caller, request_timing
-from datasvc.db import CONNECTION_LOST, Database
-from datasvc.gate import MAX_PASSED, Gate
-from datasvc.metrics import _pool_numbers
+from datasvc.db import Database
+from datasvc.errors import ShuttingDown
+from datasvc.pool import CONNECTION_LOST, MAX_PASSED, Pool
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests.support.waits import until
@@ -25,9 +26,28 @@ from tests.support.waits import until
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 
 
+async def _raw(settings: Settings) -> Pool:
+    return await Pool.open(
+        "primary",
+        settings.with_overrides(pool_min_size=1, pool_max_size=1),
+        registry=REGISTRY,
+        min_size=1,
+    )
+
+
+@pytest.fixture
+async def raw(settings: Settings) -> AsyncIterator[Pool]:
+    """A `Pool` of one connection used directly, without `Database`."""
+    pool = await _raw(settings)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[Database]:
-    """A service pool of one connection: every other request queues at the gate."""
+    """A service pool of one connection: every other request queues for it."""
     database = await Database.connect(settings.with_overrides(pool_min_size=1, pool_max_size=1), REGISTRY)
     try:
         yield database
@@ -54,19 +74,19 @@ class Requests:
         async with self.db.connection() as conn:
             self.served.append(label)
             self.pids[label] = conn.get_server_pid()
-            if timing.statements:  # `_name_caller` ran `session.set_application_name`
+            if timing.statements:  # `Pool.acquire` ran `session.set_application_name`
                 self.renamed.append(label)
             if hold is not None:
                 await hold.wait()
 
     async def queue(self, *waiters: tuple[str, str | None]) -> list[asyncio.Task[None]]:
-        """Start ``waiters`` one after the other, each queued at the gate before the next arrives."""
+        """Start ``waiters`` one after the other, each queued before the next arrives."""
         tasks = []
-        gate = self.db.primary.gate
+        pool = self.db.primary
         for label, caller in waiters:
-            before = gate.waiting
+            before = pool.waiting
             tasks.append(self.start(label, caller))
-            await until(lambda before=before: gate.waiting == before + 1, what=f"{label} queued")  # type: ignore[misc]
+            await until(lambda before=before: pool.waiting == before + 1, what=f"{label} queued")  # type: ignore[misc]
         return tasks
 
 
@@ -131,9 +151,9 @@ async def test_a_connection_in_a_transaction_goes_back_to_the_pool_not_to_the_ne
             seen.append(conn.is_in_transaction())
 
     first = asyncio.create_task(leaves_a_transaction_open())
-    await until(lambda: db.primary.gate.free == 0, what="the connection is taken")
+    await until(lambda: db.primary.free == 0, what="the connection is taken")
     second = asyncio.create_task(next_request())
-    await until(lambda: db.primary.gate.waiting == 1, what="the next request queued")
+    await until(lambda: db.primary.waiting == 1, what="the next request queued")
     hold.set()
     await asyncio.gather(first, second)
     assert seen == [False]
@@ -152,10 +172,10 @@ async def test_after_a_lost_connection_no_sibling_taken_before_is_handed_over(se
                 await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
         lost = asyncio.create_task(doomed())
-        await until(lambda: db.primary.gate.free == 0, what="both connections taken")
+        await until(lambda: db.primary.free == 0, what="both connections taken")
         hold_waiter = asyncio.Event()
         waiter = requests.start("waiter", None, hold_waiter)
-        await until(lambda: db.primary.gate.waiting == 1, what="the waiter queued")
+        await until(lambda: db.primary.waiting == 1, what="the waiter queued")
         doomed_hold.set()
         with pytest.raises(CONNECTION_LOST):
             await lost  # its connection died: the pool is expired
@@ -173,40 +193,29 @@ async def test_after_a_lost_connection_no_sibling_taken_before_is_handed_over(se
         await db.close()
 
 
-async def test_a_connection_handed_to_a_cancelled_waiter_is_passed_on(database_url: str) -> None:
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
-        gate = Gate(1)
-        assert await gate.enter("x") is None
-        conn = await pool.acquire()
-        gate.taken(conn)
-        first = asyncio.create_task(gate.enter("x"))
-        second = asyncio.create_task(gate.enter("x"))
-        await until(lambda: gate.waiting == 2, what="two waiters")
-        await gate.release(pool, conn, 5.0)  # handed to `first`...
-        first.cancel()  # ... which is cancelled before it runs (its client left, its acquire timed out)
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        assert await second == (pool, conn)
+async def test_a_connection_handed_to_a_cancelled_waiter_is_passed_on(raw: Pool) -> None:
+    conn = await raw.acquire()
+    first = asyncio.create_task(raw.acquire())
+    second = asyncio.create_task(raw.acquire())
+    await until(lambda: raw.waiting == 2, what="two waiters")
+    await raw.release(conn)  # handed to `first`...
+    first.cancel()  # ... which is cancelled before it runs (its client left, its acquire timed out)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second is conn
 
-        third = asyncio.create_task(gate.enter("x"))
-        await until(lambda: gate.waiting == 1, what="a third waiter")
-        await gate.release(pool, conn, 5.0)
-        third.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await third
-        # Nobody else waits: the connection is parked at the gate (back in the pool after PARK_SECONDS)
-        # and the place is free again.
-        await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
-        assert gate.free == 1
-        assert gate.waiting == 0
+    third = asyncio.create_task(raw.acquire())
+    await until(lambda: raw.waiting == 1, what="a third waiter")
+    await raw.release(conn)
+    third.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await third
+    # Nobody else waits: the connection is parked (back in the pool after PARK_SECONDS), the place free.
+    assert (raw.parked, raw.free, raw.waiting) == (1, 1, 0)
 
 
 async def test_callers_in_turn_rarely_rename_a_connection(settings: Settings) -> None:
-    """Four callers in turn, 32 requests at a time on a pool of 4 (the benchmark's shape, scaled down).
-
-    Before the gate, a connection went to whichever request came next: 3 of 4 renamed it first (one more
-    round trip each). Measured with the gate: 107 of 640 (1 in 6). The bound is loose for a loaded machine.
-    """
+    """Four callers in turn, 32 requests at a time on a pool of 4 (the benchmark's shape, scaled down)."""
     db = await Database.connect(settings.with_overrides(pool_min_size=4, pool_max_size=4), REGISTRY)
     renamed = 0
     try:
@@ -226,65 +235,61 @@ async def test_callers_in_turn_rarely_rename_a_connection(settings: Settings) ->
     assert renamed < 640 * 0.3, f"{renamed} of 640 requests renamed their connection"
 
 
-async def test_a_waiter_cancelled_while_queued_is_skipped_before_its_task_runs(database_url: str) -> None:
+async def test_a_waiter_cancelled_while_queued_is_skipped_before_its_task_runs(raw: Pool) -> None:
     """The race `test_faults_timeouts` found: an acquire timer cancels a queued request (its future is
     cancelled at once, its task removes it from the queue only when it next runs) and a connection is
     released in between: it must go to the next waiter, and a place given back must not be lost."""
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
-        gate = Gate(1)
-        assert await gate.enter("x") is None
-        conn = await pool.acquire()
-        gate.taken(conn)
-        timed_out, patient = asyncio.create_task(gate.enter("x")), asyncio.create_task(gate.enter("x"))
-        await until(lambda: gate.waiting == 2, what="two waiters")
-        timed_out.cancel()  # cancels the future it waits on now; the task runs later
-        await gate.release(pool, conn, 5.0)
-        assert await asyncio.wait_for(patient, 10) == (pool, conn)
-        with pytest.raises(asyncio.CancelledError):
-            await timed_out
+    conn = await raw.acquire()
+    timed_out, patient = asyncio.create_task(raw.acquire()), asyncio.create_task(raw.acquire())
+    await until(lambda: raw.waiting == 2, what="two waiters")
+    timed_out.cancel()  # cancels the future it waits on now; the task runs later
+    await raw.release(conn)
+    assert await asyncio.wait_for(patient, 10) is conn
+    with pytest.raises(asyncio.CancelledError):
+        await timed_out
 
-        late, later = asyncio.create_task(gate.enter("x")), asyncio.create_task(gate.enter("x"))
-        await until(lambda: gate.waiting == 2, what="two more waiters")
-        late.cancel()
-        gate.leave()  # a place without a connection (e.g. the pool could not connect) goes to `later`
-        assert await asyncio.wait_for(later, 10) is None
-        with pytest.raises(asyncio.CancelledError):
-            await late
-        assert gate.waiting == 0
-        await pool.release(conn)
+    late, later = asyncio.create_task(raw.acquire()), asyncio.create_task(raw.acquire())
+    await until(lambda: raw.waiting == 2, what="two more waiters")
+    late.cancel()
+    # A connection that cannot be passed on (it is in a transaction): its place goes to `later`, which
+    # takes a connection from asyncpg's pool.
+    await conn.execute("BEGIN")
+    await raw.release(conn)
+    fresh = await asyncio.wait_for(later, 10)
+    assert not fresh.is_in_transaction()
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert raw.waiting == 0
+    await raw.release(fresh)
 
 
-async def test_a_connection_goes_back_to_the_pool_after_max_hand_overs(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+async def test_a_connection_goes_back_to_the_pool_after_max_uses(
+    raw: Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under constant load a connection would never return to asyncpg's pool (which recycles it)."""
-    monkeypatch.setattr(gate_module, "MAX_HAND_OVERS", 2)
-    async with asyncpg.create_pool(database_url, min_size=1, max_size=1) as pool:
-        gate = Gate(1)
-        assert await gate.enter("x") is None
-        conn = await pool.acquire()
-        gate.taken(conn)
-        waiters = [asyncio.create_task(gate.enter("x")) for _ in range(3)]
-        await until(lambda: gate.waiting == 3, what="three waiters")
-        received = []
-        for waiter in waiters:
-            await gate.release(pool, conn, 5.0)
-            received.append(await asyncio.wait_for(waiter, 10))
-        # Twice straight over; the third time back to the pool, and the waiter got a place to take it.
-        assert received == [(pool, conn), (pool, conn), None]
-        await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
+    monkeypatch.setattr(pool_module, "MAX_USES", 2)
+    conn = await raw.acquire()
+    waiters = [asyncio.create_task(raw.acquire()) for _ in range(3)]
+    await until(lambda: raw.waiting == 3, what="three waiters")
+    received = []
+    for waiter in waiters:
+        await raw.release(conn)
+        received.append(await asyncio.wait_for(waiter, 10))
+        conn = received[-1]
+    # Twice straight over; the third time back to the pool, where the third waiter took it.
+    assert [c is received[0] for c in received] == [True, True, False]
+    await raw.release(conn)
 
 
 async def test_a_connection_nobody_waits_for_is_parked_for_the_next_request(db: Database) -> None:
-    """Not back through asyncpg's pool (a task and a turn of the loop each way): kept at the gate."""
-    gate, pool = db.primary.gate, db.primary.pool
+    """Not back through asyncpg's pool (a task and a turn of the loop each way): kept here."""
+    pool = db.primary
     requests = Requests(db)
     await requests.start("first", None)
-    assert (gate.parked, pool.get_idle_size(), gate.free) == (1, 0, 1)
-    assert _pool_numbers(db)["primary"][1] == 1  # the metrics count it idle
+    assert (pool.parked, pool.stats().idle, pool.free) == (1, 1, 1)  # the metrics count it idle
     _, hold = await _holding(requests, "second", None)
     assert requests.pids["second"] == requests.pids["first"]
-    assert (gate.parked, gate.free) == (0, 0)
+    assert (pool.parked, pool.free) == (0, 0)
     hold.set()
 
 
@@ -292,27 +297,26 @@ async def test_a_parked_connection_goes_back_to_the_pool_after_a_while(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle, it belongs to the pool: asyncpg's idle timeout and close() see it there."""
-    monkeypatch.setattr(gate_module, "PARK_SECONDS", 0.05)
-    gate, pool = db.primary.gate, db.primary.pool
+    monkeypatch.setattr(pool_module, "PARK_SECONDS", 0.05)
+    pool = db.primary
     await Requests(db).start("first", None)
-    assert gate.parked == 1
-    await until(lambda: pool.get_idle_size() == 1, what="the connection back in the pool")
-    assert (gate.parked, gate.free) == (0, 1)
+    assert pool.parked == 1
+    await until(lambda: pool.parked == 0, what="the connection back in the pool")
+    assert (pool.stats().idle, pool.free) == (1, 1)
 
 
 async def test_a_parked_connection_whose_server_died_is_not_handed_out(
     db: Database, database_url: str
 ) -> None:
-    gate = db.primary.gate
     requests = Requests(db)
     await requests.start("first", None)
-    ((_, parked, _),) = gate._parked
+    ((parked, _),) = db.primary._parked
     admin = await asyncpg.connect(database_url)
     try:
         await admin.execute("SELECT pg_terminate_backend($1)", requests.pids["first"])
     finally:
         await admin.close()
-    await until(lambda: not gate_module._open(parked), what="asyncpg sees the connection closed")
+    await until(lambda: not pool_module._open(parked), what="asyncpg sees the connection closed")
     await requests.start("second", None)
     assert requests.pids["second"] != requests.pids["first"]
 
@@ -325,12 +329,12 @@ async def test_after_a_lost_connection_the_parked_go_back_to_the_pool(settings: 
         await requests.start("parked", None)
         hold_first.set()
         await first
-        assert db.primary.gate.parked == 2
+        assert db.primary.parked == 2
         with pytest.raises(CONNECTION_LOST):
             async with db.connection() as conn:  # one of the two; the other stays parked
                 await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         # The pool was expired: the connection still parked went back to it, to be replaced.
-        assert db.primary.gate.parked == 0
+        assert db.primary.parked == 0
         await requests.start("after", None)
         assert requests.pids["after"] not in (requests.pids["first"], requests.pids["parked"])
     finally:
@@ -343,8 +347,34 @@ async def test_closing_returns_the_parked_connections_first(
     """asyncpg's close waits for every connection taken from the pool: a parked one must go back first."""
     db = await Database.connect(settings.with_overrides(pool_min_size=1, pool_max_size=1), REGISTRY)
     await Requests(db).start("first", None)
-    assert db.primary.gate.parked == 1
-    with caplog.at_level(logging.WARNING, logger="datasvc.db"):
+    assert db.primary.parked == 1
+    with caplog.at_level(logging.WARNING, logger="datasvc.pool"):
         await db.close()
     assert "pool did not close in time" not in caplog.text
-    assert db.primary.pool.get_size() == 0
+    assert db.primary.stats().size == 0
+
+
+async def test_a_closed_pool_refuses_acquires_and_its_waiters_are_told(raw: Pool) -> None:
+    conn = await raw.acquire()
+    waiter = asyncio.create_task(raw.acquire())
+    await until(lambda: raw.waiting == 1, what="a waiter")
+    closing = asyncio.create_task(raw.close())
+    with pytest.raises(ShuttingDown):
+        await waiter
+    with pytest.raises(ShuttingDown, match="closed"):
+        await raw.acquire()
+    await raw.release(conn)  # asyncpg's close waits for it, within the shutdown bound
+    await asyncio.wait_for(closing, 10)
+    assert raw.stats().size == 0
+
+
+async def test_close_is_bounded_by_the_shutdown_timeout(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection never given back (a request stuck) does not hold the shutdown: it is terminated."""
+    pool = await _raw(settings.with_overrides(shutdown_timeout=0.2))
+    await pool.acquire()
+    with caplog.at_level(logging.WARNING, logger="datasvc.pool"):
+        await asyncio.wait_for(pool.close(), 10)
+    assert "pool did not close in time" in caplog.text
+    assert pool.stats().size == 0
