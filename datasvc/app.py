@@ -29,7 +29,7 @@ from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
-from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
+from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware, Slots, SlotsCollector
 from datasvc.listener import Listener
 from datasvc.metrics import Metrics
 from datasvc.middleware import RequestContextMiddleware
@@ -179,6 +179,8 @@ def create_app(
         metrics.register(access_log, shared=True)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
+    slots = Slots(settings.max_in_flight)  # shared by the limit middleware and the HTTP protocol
+    metrics.register(SlotsCollector(slots))
     listener = Listener(settings, registry)
 
     async def openapi_json(request: Request) -> Response:
@@ -235,6 +237,7 @@ def create_app(
                     "settings": settings,
                     "cursors": cursors,
                     "drain": drain,
+                    "slots": slots,
                     "listener": listener,
                     "exports": export.Exports(),
                 }
@@ -272,7 +275,9 @@ def create_app(
                 on_timeout=functools.partial(metrics.count_closed, "body-timeout"),
             ),
             # Inside the request context, so a shed request still has an id and an access-log line.
-            Middleware(ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers),
+            Middleware(
+                ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers, slots=slots
+            ),
         ],
         exception_handlers=_exception_handlers(),
         lifespan=lifespan,
@@ -282,6 +287,7 @@ def create_app(
     # of their own (`Operation.aliases`); any other path is a 404 problem.
     app.router.redirect_slashes = False
     app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
+    app.state.tracing = tracing  # None when tracing is off; for tests and tooling: close(), dropped
     return app
 
 

@@ -113,7 +113,11 @@ def _parser() -> argparse.ArgumentParser:
     db.add_parser("start", help="start it (initialised on first use) and leave it running").set_defaults(
         handler=_db_start
     )
-    db.add_parser("stop", help="stop it (a serve using it loses its database)").set_defaults(handler=_db_stop)
+    stop = db.add_parser("stop", help="stop it; refused while a datasvc serve uses it, unless --force")
+    stop.add_argument(
+        "--force", action="store_true", help="stop it even under a live serve (which then has no database)"
+    )
+    stop.set_defaults(handler=_db_stop)
     db.add_parser(
         "url", help="print the URL every command uses (e.g. `psql $(datasvc db url)`)"
     ).set_defaults(handler=_db_url)
@@ -271,6 +275,13 @@ def _db_start(args: argparse.Namespace, settings: Settings) -> int:
 def _db_stop(args: argparse.Namespace, settings: Settings) -> int:
     pg = embedded(settings.data_dir, settings.embedded_port)
     owner = pg.owner()
+    if owner is not None and not args.force:  # never a dead database behind a live service
+        print(
+            f"datasvc: datasvc serve pid {owner} uses this embedded PostgreSQL and stops it when it exits: "
+            "stop that serve (Ctrl-C or SIGTERM), or pass --force",
+            file=sys.stderr,
+        )
+        return 1
     if not pg.stop():
         print(f"not running ({pg.pgdata})")
         return 0

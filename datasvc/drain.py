@@ -12,7 +12,10 @@ refused. During the drain window instead:
   keep-alive connection ends right after an answer, from the server's side, with nothing in flight;
 - a connection that stays idle is left open until the window ends.
 
-Then uvicorn's own shutdown runs: the listener closes, idle connections close, in-flight requests get
+At the end of the window new connections stop (their SYNs dropped, so they are refused later, before
+anything is written) and the connections the kernel already accepted are accepted and served
+(`datasvc.listeners`). Then uvicorn's own shutdown runs: the listener closes, idle connections close
+(one that was just accepted first gets its request answered, `datasvc.protocol`), in-flight requests get
 ``DATASVC_SHUTDOWN_TIMEOUT`` to finish, the pool closes. A second SIGTERM ends the window at once;
 SIGINT (Ctrl+C) never waits for it.
 
@@ -32,9 +35,13 @@ from collections.abc import Callable, Collection
 from types import FrameType
 from typing import Any
 
+from datasvc import listeners
+
 log = logging.getLogger("datasvc.drain")
 
 _SignalHandler = Callable[[int, FrameType | None], Any]
+# At the end of the window, how long the accept queue may take to empty before the listener closes.
+QUEUE_WAIT = 1.0
 
 
 class Drain:
@@ -44,8 +51,10 @@ class Drain:
         self.seconds = seconds
         self.draining = False
         self.began: float | None = None  # time.monotonic() of the SIGTERM
-        # uvicorn's set of open connections (protocol objects), learnt from the first connection made.
+        # uvicorn's set of open connections (protocol objects) and the port they came in on, learnt from
+        # the first connection made.
         self.connections: Collection[Any] = ()
+        self.port: int | None = None
 
     def begin(self, signal_name: str = "SIGTERM") -> None:
         """Answer readiness 503 and every request from now on with ``Connection: close``."""
@@ -95,4 +104,21 @@ class Drain:
 
     def _end_window(self, hand_on: _SignalHandler, signum: int) -> None:
         log.info("drain window over: stopping", extra={"open_connections": len(self.connections)})
-        hand_on(signum, None)
+        loop = asyncio.get_running_loop()
+        # No reset for a connection the kernel accepted: no new handshake, the queue emptied, then the
+        # listener closes (datasvc.listeners).
+        sockets = listeners.listening(self.port) if self.port else []
+        for sock in sockets:
+            listeners.refuse_new(sock)
+        deadline = time.monotonic() + QUEUE_WAIT
+
+        def when_accepted() -> None:
+            if any(listeners.queued(s) for s in sockets) and time.monotonic() < deadline:
+                loop.call_later(0.01, when_accepted)
+                return
+            for sock in sockets:
+                sock.close()  # our duplicates: uvicorn closes the listener itself
+            hand_on(signum, None)
+
+        # A handshake under way when the filter went on completes within a round trip: wait one first.
+        loop.call_later(0.02, when_accepted)

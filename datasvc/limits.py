@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datasvc.errors import Overloaded, TooManyRequests
@@ -103,15 +104,48 @@ class CallerLimit:
         await send_problem(scope, send, error)
 
 
+class Slots:
+    """The worker's in-flight slots: how many are taken, the bound, and how many requests were shed.
+
+    One per app, shared by `ConcurrencyLimitMiddleware` (which takes and gives back slots) and the HTTP
+    protocol (`datasvc.protocol`), which reads `full` to refuse before a request costs a task.
+    """
+
+    __slots__ = ("in_flight", "limit", "shed", "shed_early")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.shed = 0  # refused by the middleware
+        self.shed_early = 0  # refused by the protocol, before the app
+
+    def full(self) -> bool:
+        return bool(self.limit) and self.in_flight >= self.limit
+
+
 class ConcurrencyLimitMiddleware:
     """Serve at most ``max_in_flight`` HTTP requests at once (0: no limit) and ``callers``' share each."""
 
-    def __init__(self, app: ASGIApp, *, max_in_flight: int, callers: CallerLimit | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_in_flight: int,
+        callers: CallerLimit | None = None,
+        slots: Slots | None = None,
+    ) -> None:
         self.app = app
         self.max_in_flight = max_in_flight
         self.callers = callers if callers is not None else CallerLimit(0, _nobody)
-        self.in_flight = 0
-        self.shed = 0
+        self.slots = slots if slots is not None else Slots(max_in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.in_flight
+
+    @property
+    def shed(self) -> int:
+        return self.slots.shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
@@ -122,12 +156,12 @@ class ConcurrencyLimitMiddleware:
         if over and caller is not None:
             await callers.refuse(scope, send, caller)
             return
-        if self.max_in_flight and self.in_flight >= self.max_in_flight:
-            self.shed += 1
-            error = Overloaded(f"more than {self.max_in_flight} requests in flight; retry shortly")
-            await send_problem(scope, send, error)
+        slots = self.slots
+        if slots.full():
+            slots.shed += 1
+            await send_problem(scope, send, overloaded(slots.limit))
             return
-        self.in_flight += 1
+        slots.in_flight += 1
         if caller is not None:
             callers.take(caller)
         held = True
@@ -136,7 +170,7 @@ class ConcurrencyLimitMiddleware:
             nonlocal held
             if held:
                 held = False
-                self.in_flight -= 1
+                slots.in_flight -= 1
                 if caller is not None:
                     callers.give_back(caller)
 
@@ -153,5 +187,35 @@ class ConcurrencyLimitMiddleware:
             give_back()
 
 
+def overloaded(limit: int) -> Overloaded:
+    return Overloaded(f"more than {limit} requests in flight; retry shortly")
+
+
 def _nobody(scope: Scope) -> None:
     return None
+
+
+class SlotsCollector(Collector):
+    """``datasvc_http_shed_total{where}`` and ``datasvc_http_in_flight``, read when scraped."""
+
+    def __init__(self, slots: Slots) -> None:
+        self.slots = slots
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        shed = CounterMetricFamily(
+            "datasvc_http_shed",
+            "Requests refused 503 overloaded with every DATASVC_MAX_IN_FLIGHT slot taken: by the HTTP "
+            "protocol before the app (protocol, paced), or by the limit middleware (app).",
+            labels=["where"],
+        )
+        shed.add_metric(["protocol"], self.slots.shed_early)
+        shed.add_metric(["app"], self.slots.shed)
+        yield shed
+        yield GaugeMetricFamily(
+            "datasvc_http_in_flight",
+            "Requests holding a DATASVC_MAX_IN_FLIGHT slot now.",
+            value=self.slots.in_flight,
+        )

@@ -36,7 +36,10 @@ with ``Connection: close`` and its connection closed after the answer, never bef
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import struct
+import termios
 from typing import TYPE_CHECKING, Any
 
 from uvicorn._types import ASGI3Application
@@ -44,6 +47,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, DatasvcError, HeadersTooLarge, Overloaded
+from datasvc.limits import NEVER_SHED, PAUSE, Slots, overloaded
 from datasvc.middleware import new_request_id, safe_request_id
 from datasvc.responses import raw_problem
 from datasvc.settings import Settings
@@ -54,6 +58,9 @@ if TYPE_CHECKING:
 # Requests a connection may have waiting behind the one being answered. Browsers and HTTP clients do
 # not pipeline; a caller that sends a hundred requests at once and reads nothing only piles up work.
 MAX_PIPELINED = 16
+_NEVER_SHED = frozenset(path.encode() for path in NEVER_SHED)
+# On shutdown, how long a connection without a request yet may take to send one (see `shutdown`).
+LAST_CALL = 1.0
 
 
 @functools.cache
@@ -86,6 +93,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._refused = False
         self._deferred: DatasvcError | None = None  # a refusal waiting for earlier pipelined answers
         self._head_timer: asyncio.TimerHandle | None = None
+        self._shed_timer: asyncio.TimerHandle | None = None
+        self._sheds: list[tuple[str, bool]] = []  # refused early, not answered yet: (request id, keep-alive)
+        self._shedding = False  # the message being parsed was refused early
+        self._slots: Slots | None = self.app_state.get("slots")
         self._send_timer: asyncio.TimerHandle | None = None
         # The request being answered (uvicorn's `cycle` is the last one parsed, maybe a pipelined one).
         self._running: RequestResponseCycle | None = None
@@ -94,6 +105,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._drain: Drain | None = self.app_state.get("drain")
         if self._drain is not None:
             self._drain.connections = self.connections  # uvicorn's one set of open connections
+        self._requests = 0  # requests begun on this connection
+        self._stopping = False  # the server shuts down: answer what comes with `Connection: close`
 
     # -- the connection ------------------------------------------------------------------------
 
@@ -109,6 +122,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._arm_head_timer()
+        if self._drain is not None and self._drain.port is None and self.server is not None:
+            self._drain.port = self.server[1]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -155,6 +170,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(Overloaded(f"more than {MAX_PIPELINED} requests pipelined on one connection"))
             raise _Refused
         super().on_message_begin()
+        self._requests += 1
+        self._shedding = False
         self._in_head = True
         self._head_bytes = 0
         self._parsed_bytes = 0
@@ -182,11 +199,67 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         if error := self._framing_error():
             self._refuse(error)
             raise _Refused
+        if self._shed_early():
+            return
         super().on_headers_complete()
         if self.parser.should_upgrade():
             self.cycle.keep_alive = False  # the parser reads nothing after an upgrade request
-        if self._drain is not None and self._drain.draining and self.cycle.scope is self.scope:
+        draining = self._stopping or (self._drain is not None and self._drain.draining)
+        if draining and self.cycle.scope is self.scope:
             self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
+
+    def _shed_early(self) -> bool:
+        """Refuse the request below the app when every slot is taken; its 503 is written `PAUSE` later.
+
+        A refusal through the app costs a task, the middleware stack and an access-log line: under a flood
+        of callers that resend at once (wrk, or a client ignoring ``Retry-After``) the worker spent its
+        CPU refusing and its goodput collapsed. Here it costs a parse and a write. The answer waits
+        `PAUSE`, reading paused meanwhile, so a caller in a loop costs at most 1/PAUSE refusals a second;
+        nothing is held but the connection. Liveness is never refused; a connection already answering
+        (pipelining) goes the app's way, so answers keep their order.
+        """
+        slots = self._slots
+        if slots is None:
+            return False
+        # Behind refusals not yet answered, refused too: answers keep their order.
+        admissible = not slots.full() or self._busy() or self.url.partition(b"?")[0] in _NEVER_SHED
+        if admissible and not self._sheds:
+            return False
+        slots.shed_early += 1
+        self._shedding = True  # its body, if any, is read and dropped
+        keep_alive = self.parser.should_keep_alive() and not (
+            self._drain is not None and self._drain.draining
+        )
+        self._sheds.append((self._caller_request_id() or new_request_id(), keep_alive))
+        if self._shed_timer is None:
+            self.flow.pause_reading()
+            self._shed_timer = self.loop.call_later(PAUSE, self._answer_sheds)
+        return True
+
+    def _answer_sheds(self) -> None:
+        self._shed_timer = None
+        sheds, self._sheds = self._sheds, []
+        if self.transport.is_closing():
+            return
+        assert self._slots is not None
+        error, headers = overloaded(self._slots.limit), self._server_headers()
+        answers = []
+        for request_id, keep_alive in sheds:
+            answers.append(raw_problem(error, request_id=request_id, headers=headers, close=not keep_alive))
+            if not keep_alive:
+                self.transport.write(b"".join(answers))
+                self.transport.close()
+                return
+        self.transport.write(b"".join(answers))
+        self.flow.resume_reading()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._shedding:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._shedding:
+            super().on_message_complete()
 
     def _framing_error(self) -> DatasvcError | None:
         if self._hosts != 1 and self.parser.get_http_version() == "1.1":
@@ -221,6 +294,26 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
             raise _Refused
 
+    def shutdown(self) -> None:
+        """The server stops: close when idle, except a connection whose first request may be on its way.
+
+        uvicorn closes every idle connection at once. One just accepted, or with bytes unread, may carry
+        a request its client has written already: closed, it would be reset. It gets `LAST_CALL` seconds
+        for that request, answered with ``Connection: close``; a head under way is awaited likewise.
+        """
+        if self._refused or self.flow is None:
+            return
+        self._stopping = True
+        fresh = self._requests == 0 or (self._in_head and self._head_bytes) or _unread(self.transport)
+        if self._busy() or self._sheds or not fresh:
+            super().shutdown()
+            return
+        self.loop.call_later(LAST_CALL, self._last_call_over)
+
+    def _last_call_over(self) -> None:
+        if not self._busy() and not self.transport.is_closing():
+            self.transport.close()
+
     # -- timers --------------------------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
@@ -251,10 +344,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._metrics.count_closed(reason)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._send_timer):
+        for timer in (self._head_timer, self._send_timer, self._shed_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._send_timer = None
+        self._head_timer = self._send_timer = self._shed_timer = None
 
     # -- answers written here ------------------------------------------------------------------
 
@@ -304,3 +397,15 @@ def for_settings(settings: Settings) -> type[HeadLimitedHttpToolsProtocol]:
 def limited(max_head_bytes: int) -> type[HeadLimitedHttpToolsProtocol]:
     """The protocol class with an explicit head bound and the other settings' defaults."""
     return for_settings(Settings(max_header_bytes=max_head_bytes))
+
+
+def _unread(transport: asyncio.Transport) -> bool:
+    """Whether the kernel holds bytes of this connection that the event loop has not read yet."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        pending: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return False
+    return pending > 0

@@ -86,9 +86,15 @@ async def _disconnected() -> Message:
 
 
 def raw_problem(
-    error: DatasvcError, *, request_id: str, headers: Iterable[tuple[bytes, bytes]] = ()
+    error: DatasvcError,
+    *,
+    request_id: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+    close: bool = True,
 ) -> bytes:
-    """A whole HTTP/1.1 problem answer as bytes, for the protocol to write below the app; it closes.
+    """A whole HTTP/1.1 problem answer as bytes, for the protocol to write below the app.
+
+    ``close``: the answer says ``Connection: close`` (the protocol then closes the connection).
 
     ``headers`` are the server's own (uvicorn's ``Date``); the error's (``Retry-After``) follow.
     """
@@ -109,7 +115,12 @@ def raw_problem(
         if name.lower() != "connection"
     ]
     lines.append(
-        b"content-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\nconnection: close\r\n\r\n"
-        % (PROBLEM_MEDIA_TYPE.encode(), len(body), request_id.encode())
+        b"content-type: %s\r\ncontent-length: %d\r\nx-request-id: %s\r\n%s\r\n"
+        % (
+            PROBLEM_MEDIA_TYPE.encode(),
+            len(body),
+            request_id.encode(),
+            b"connection: close\r\n" if close else b"",
+        )
     )
     return b"".join(lines) + body

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datasvc.cli import _parser
+from datasvc.cli import _parser, main
 from datasvc.embedded import wheel_bindir
 from datasvc.settings import PROJECT_ROOT
 
@@ -200,3 +200,16 @@ def test_db_psql_on_a_machine_with_only_python_uses_the_wheels_psql(database_url
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().isdigit()
+
+
+def test_db_stop_refuses_while_a_serve_owns_the_cluster(tmp_path, capsys, monkeypatch):
+    """`datasvc db stop` under a live serve would leave it with no database: refused unless --force."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("DATASVC_DATA_DIR", str(tmp_path))
+    (tmp_path / "serve.pid").write_text(f"{os.getpid()} 8000\n")  # a live process owns it: this one
+    assert main(["db", "stop"]) == 1
+    err = capsys.readouterr().err
+    assert f"datasvc serve pid {os.getpid()} uses this embedded PostgreSQL" in err
+    assert "--force" in err
+    assert main(["db", "stop", "--force"]) == 0  # nothing runs there: "not running"
+    assert capsys.readouterr().out.startswith("not running")

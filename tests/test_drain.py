@@ -99,3 +99,87 @@ async def test_sigterm_with_keepalive_callers_resets_none(settings: Settings, tm
     assert errors == [], figure
     assert set(totals) == {200}, figure
     print(figure)
+
+
+@dataclass
+class _Reconnecting:
+    """Raw-socket callers that reconnect whenever told ``Connection: close``, through the whole drain
+    window and past it, until the server refuses them: issue 21.7's callers without a balancer."""
+
+    request: bytes
+    statuses: dict[int, int] = field(default_factory=dict)
+    written_then_lost: list[str] = field(default_factory=list)  # written, then reset or closed unanswered
+    refused: int = 0  # connection refused or never established: nothing written, safe to retry
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def caller(self, port: int, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+            except (OSError, TimeoutError):
+                self.refused += 1
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                await self._serve(reader, writer, stop)
+            finally:
+                writer.close()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
+    ) -> None:
+        while not stop.is_set():
+            writer.write(self.request)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+                await reader.readexactly(length)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                self.written_then_lost.append(repr(exc))
+                return
+            status = int(head[9:12])
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.answered.set()
+            if b"\r\nconnection: close\r\n" in head.lower():
+                return
+
+
+async def _reconnecting_runs(settings: Settings, tmp_path, runs: int) -> str:
+    settings = settings.with_overrides(drain_seconds=0.5, shutdown_timeout=5.0)
+    totals: dict[int, int] = {}
+    lost: list[str] = []
+    refused = 0
+    for run in range(runs):
+        with ProcessServer(settings, tmp_path / f"reconnect-{run}.log") as server:
+            async with load.client(server.base_url) as c:
+                uid = (await c.post("/api/v1/users", json=load.unique_user("drain"))).json()["id"]
+            callers = _Reconnecting(b"GET /api/v1/users/%d HTTP/1.1\r\nHost: t\r\n\r\n" % uid)
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(callers.caller(server.port, stop)) for _ in range(CALLERS)]
+            await asyncio.wait_for(callers.answered.wait(), 20)
+            server.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(server.wait, 20)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 20)
+            assert code == 0
+        for status, n in callers.statuses.items():
+            totals[status] = totals.get(status, 0) + n
+        lost += callers.written_then_lost
+        refused += callers.refused
+    figure = (
+        f"{runs} runs x {CALLERS} reconnecting callers through SIGTERM and the drain window's end: statuses "
+        f"{dict(sorted(totals.items()))}, {len(lost)} requests written then reset {lost[:3]}, "
+        f"{refused} connections refused (nothing written)"
+    )
+    assert lost == [], figure
+    assert set(totals) == {200}, figure
+    return figure
+
+
+async def test_sigterm_with_reconnecting_callers_resets_no_written_request(settings: Settings, tmp_path):
+    print(await _reconnecting_runs(settings, tmp_path, 2))
+
+
+@pytest.mark.perf
+async def test_sigterm_with_reconnecting_callers_resets_no_written_request_20_runs(settings, tmp_path):
+    print(await _reconnecting_runs(settings, tmp_path, 20))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx2
 from starlette.types import Receive, Scope, Send
 
-from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware
+from datasvc.limits import PAUSE, CallerLimit, ConcurrencyLimitMiddleware
 from datasvc.settings import Settings
+from tests.support import load
+from tests.support.rawhttp import statuses
+from tests.support.servers import ThreadServer
 from tests.support.waits import until
 
 
@@ -102,3 +106,61 @@ def test_the_default_share_is_a_quarter_of_the_workers_slots():
     assert Settings(max_in_flight=0).caller_limit == 0  # no worker limit: no share of it either
     assert Settings(max_in_flight=8, caller_max_in_flight=5).caller_limit == 5
     assert Settings(caller_max_in_flight=0).caller_limit == 0
+
+
+# -- refused below the app: the HTTP protocol sheds when every slot is taken --------------------------
+
+
+async def _raw(base_url: str, payload: bytes) -> tuple[bytes, float]:
+    """Send ``payload`` on a new connection; what came back until the answer(s) ended, and how long."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    started = time.monotonic()
+    writer.write(payload)
+    received = b""
+    while received.count(b"HTTP/1.1 ") < payload.count(b"HTTP/1.1\r\n") or not received.endswith(b"}"):
+        data = await asyncio.wait_for(reader.read(65536), 10)
+        if not data:
+            break
+        received += data
+    seconds = time.monotonic() - started
+    writer.close()
+    return received, seconds
+
+
+async def test_with_every_slot_taken_the_protocol_refuses_paced_and_liveness_answers(settings, database_url):
+    """One slot, held by a PATCH waiting on a row lock: a GET is refused below the app, after PAUSE, as a
+    503 problem that keeps the connection; /health is answered; once the slot is free, requests pass."""
+    settings = settings.with_overrides(max_in_flight=1, lock_timeout=10.0)
+    async with load.admin(database_url) as admin, load.admin(database_url) as locker:
+        with ThreadServer(settings) as server:
+            async with load.client(server.base_url) as c:
+                created = await c.post("/api/v1/users", json=load.unique_user("shed"))
+                uid = created.json()["id"]
+                lock = locker.conn.transaction()
+                await lock.start()
+                await locker.run("faults.lock_user", uid)
+                holder = asyncio.create_task(c.patch(f"/api/v1/users/{uid}", json={"full_name": "x"}))
+                await until(lambda: _eq(admin.run("faults.waiting", load.ADMIN_NAME), 1), timeout=10)
+                two = b"GET /api/v1/users/%d HTTP/1.1\r\nHost: x\r\nX-Request-ID: shed-1\r\n\r\n" % uid
+                refused, seconds = await _raw(server.base_url, two + two.replace(b"shed-1", b"shed-2"))
+                health, _ = await _raw(server.base_url, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                await lock.commit()
+                assert (await holder).status_code == 200
+                metrics = (await c.get("/metrics")).text
+                after = await c.get(f"/api/v1/users/{uid}")
+    assert statuses(refused) == [503, 503]
+    head = refused.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"content-type: application/problem+json" in head
+    assert b"retry-after: 1" in head
+    assert b"x-request-id: shed-1" in head
+    assert b"connection: close" not in head  # refused, not disconnected: the caller's connection stays
+    assert b'"type":"urn:datasvc:problem:overloaded"' in refused
+    assert seconds >= PAUSE  # paced: a caller in a loop costs at most 1/PAUSE refusals a second
+    assert statuses(health) == [200]
+    assert 'datasvc_http_shed_total{where="protocol"} 2.0' in metrics
+    assert after.status_code == 200
+
+
+async def _eq(value, expected) -> bool:
+    return bool(await value == expected)

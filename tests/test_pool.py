@@ -214,6 +214,7 @@ async def test_a_connection_handed_to_a_cancelled_waiter_is_passed_on(raw: Pool)
     assert (raw.parked, raw.free, raw.waiting) == (1, 1, 0)
 
 
+@pytest.mark.perf  # a share of renames: how the event loop interleaves the callers, which load changes
 async def test_callers_in_turn_rarely_rename_a_connection(settings: Settings) -> None:
     """Four callers in turn, 32 requests at a time on a pool of 4 (the benchmark's shape, scaled down)."""
     db = await Database.connect(settings.with_overrides(pool_min_size=4, pool_max_size=4), REGISTRY)
