@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import consistency, docs, health, openapi, pooler, preferences
+from datasvc import consistency, docs, health, idempotency, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.bodies import BodyMiddleware
@@ -223,6 +223,7 @@ def create_app(
         background = [
             asyncio.create_task(warn_if_privileged(db)),
             asyncio.create_task(retention.purge_forever(db, settings.changes_retention)),
+            asyncio.create_task(idempotency.purge_forever(db)),
         ]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
