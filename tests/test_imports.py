@@ -33,7 +33,6 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.docs",
         "datasvc.tracing",
         "datasvc.bodies",
-        "datasvc.listeners",
     },
     # Resource handlers, how they are declared (`routing.Operation`) and what they parse and answer.
     "handlers": {
@@ -44,6 +43,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.inputs",
         "datasvc.pagination",
         "datasvc.preferences",
+        "datasvc.idempotency",
         "datasvc.users",
         "datasvc.users.batches",
         "datasvc.users.changes",
@@ -78,6 +78,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.responses",
         "datasvc.logs",
         "datasvc.drain",
+        "datasvc.listeners",
     },
 }
 ORDER = list(LAYERS)  # top first
