@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import consistency, docs, health, openapi, pooler, preferences
+from datasvc import consistency, docs, health, idempotency, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.bodies import BodyMiddleware
@@ -227,6 +227,7 @@ def create_app(
         background = [
             asyncio.create_task(warn_if_privileged(db)),
             asyncio.create_task(retention.purge_forever(db, settings.changes_retention)),
+            asyncio.create_task(idempotency.purge_forever(db)),
         ]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))
@@ -290,6 +291,7 @@ def create_app(
     # of their own (`Operation.aliases`); any other path is a 404 problem.
     app.router.redirect_slashes = False
     app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
+    app.state.tracing = tracing  # None when tracing is off; for tests and tooling: close(), dropped
     return app
 
 

@@ -48,7 +48,13 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN_ID,
@@ -74,7 +80,14 @@ SERVICE_NAME = "datasvc"
 _DEFAULT_QUEUE = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
-_ROOT = Context()  # no parent: a request without a (valid) traceparent starts a trace
+_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE_ID)  # our trace ids are random
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
@@ -89,6 +102,7 @@ class Tracing:
         processor: _Bounded,
         templates: Mapping[Any, str],
         servers: Mapping[str, dict[str, Any]],
+        rule: _Rule,
     ) -> None:
         self.provider = provider  # made from the SDK's variables; `close` shuts it and its processor down
         self.processor = processor
@@ -97,7 +111,7 @@ class Tracing:
         self.resource = provider.resource
         self.scope = InstrumentationScope("datasvc")
         self._propagator = TraceContextTextMapPropagator()
-        self._sampler = provider.sampler  # OTEL_TRACES_SAMPLER: parent-based always-on by default
+        self._rule = rule
 
     @classmethod
     def create(
@@ -114,18 +128,19 @@ class Tracing:
         name = settings.otel_service_name or detected.attributes.get("service.name") or SERVICE_NAME
         resource = Resource.create({"service.name": str(name)})
         # No atexit hook: `close` bounds the flush by the shutdown timeout, the SDK's own would wait 30 s.
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        rule = _Rule(os.environ)
+        provider = TracerProvider(sampler=rule.sampler, resource=resource, shutdown_on_exit=False)
         counted = _Counted(exporter)
         max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", _DEFAULT_QUEUE)
         processor = _Bounded(BatchSpanProcessor(counted, max_queue_size=max_queue), counted, max_queue)
         provider.add_span_processor(processor)
-        return cls(provider, processor, templates, _servers(settings))
+        return cls(provider, processor, templates, _servers(settings), rule)
 
     def start(self, scope: Scope) -> RequestTrace:
         """The SERVER span of one HTTP request, a child of the caller's ``traceparent`` if it sent one.
 
-        The sampler decides on a trace id drawn here (or the caller's); an unsampled request gets only
-        its ids, for the access log.
+        The sampler's rule (`_Rule`) decides on a trace id drawn here (or the caller's); an unsampled
+        request gets only its ids, for the access log.
         """
         traceparent = tracestate = None
         for name, value in scope["headers"]:
@@ -133,22 +148,20 @@ class Tracing:
                 traceparent = value.decode("latin-1")
             elif name == _TRACESTATE:
                 tracestate = value.decode("latin-1")
-        context = _ROOT  # a context of its own, so the sampler does not look up the ambient one
         parent = None
         if traceparent is not None:
             carrier = {"traceparent": traceparent}
             if tracestate is not None:
                 carrier["tracestate"] = tracestate
-            extracted = self._propagator.extract(carrier)
-            remote = get_current_span(extracted).get_span_context()
+            remote = get_current_span(self._propagator.extract(carrier)).get_span_context()
             if remote.is_valid:
-                context, parent = extracted, remote
+                parent = remote
         trace_id = parent.trace_id if parent is not None else _trace_id()
-        sampling = self._sampler.should_sample(context, trace_id, scope["method"], SpanKind.SERVER)
-        if sampling.decision is not Decision.RECORD_AND_SAMPLE:
-            return RequestTrace(self, trace_id, _span_id(), None, None)
-        ctx = SpanContext(trace_id, _span_id(), False, _SAMPLED, sampling.trace_state)
-        return RequestTrace(self, trace_id, ctx.span_id, ctx, parent, sampling.attributes)
+        if not self._rule.sampled(trace_id, parent):
+            return RequestTrace(trace_id, _span_id())
+        state = parent.trace_state if parent is not None else None
+        context = SpanContext(trace_id, _span_id(), False, _SAMPLED, state)
+        return SampledTrace(self, context, parent)
 
     def emit(
         self,
@@ -193,46 +206,45 @@ class Tracing:
 
 
 class RequestTrace:
-    """One request's trace: its ids (the access log carries them always) and, when sampled, its span."""
+    """One request's trace ids, which the access log carries; as it is, a request the sampler left out."""
 
-    __slots__ = (
-        "_attributes",
-        "_events",
-        "_started",
-        "_tracing",
-        "context",
-        "parent",
-        "sampled",
-        "span_id",
-        "trace_id",
-    )
+    __slots__ = ("span_id", "trace_id")
+    sampled = False
 
-    def __init__(
-        self,
-        tracing: Tracing,
-        trace_id: int,
-        span_id: int,
-        context: SpanContext | None,
-        parent: SpanContext | None,
-        attributes: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._tracing = tracing
+    def __init__(self, trace_id: int, span_id: int) -> None:
         self.trace_id = trace_id
         self.span_id = span_id
-        self.context = context  # the server span's, None when unsampled
-        self.parent = parent  # the caller's span, if it sent a valid traceparent
-        self.sampled = context is not None
-        self._attributes = dict(attributes) if attributes else {}  # the sampler's, if any
-        self._events: list[Event] = []
-        self._started = time.time_ns()
 
     def ids(self) -> tuple[str, str]:
         """The trace id and span id in hex, OTel's log fields."""
         return f"{self.trace_id:032x}", f"{self.span_id:016x}"
 
     def statement(self, name: str, target: str) -> StatementSpan:
-        """A CLIENT span for one statement sent now (call only when `sampled`)."""
-        assert self.context is not None
+        raise AssertionError("no statement span for an unsampled request")  # callers check `sampled`
+
+    def waited(self, seconds: float, target: str) -> None:
+        pass
+
+    def end(self, scope: Scope, status: int, caller: str | None) -> None:
+        pass
+
+
+class SampledTrace(RequestTrace):
+    """A sampled request's SERVER span, made when the request ends, and the parent of its statements'."""
+
+    __slots__ = ("_events", "_started", "_tracing", "context", "parent")
+    sampled = True
+
+    def __init__(self, tracing: Tracing, context: SpanContext, parent: SpanContext | None) -> None:
+        super().__init__(context.trace_id, context.span_id)
+        self._tracing = tracing
+        self.context = context  # the server span's
+        self.parent = parent  # the caller's span, if it sent a valid traceparent
+        self._events: list[Event] = []
+        self._started = time.time_ns()
+
+    def statement(self, name: str, target: str) -> StatementSpan:
+        """A CLIENT span for one statement sent now."""
         context = SpanContext(self.trace_id, _span_id(), False, _SAMPLED, self.context.trace_state)
         return StatementSpan(self._tracing, name, target, context, self.context)
 
@@ -247,14 +259,13 @@ class RequestTrace:
 
     def end(self, scope: Scope, status: int, caller: str | None) -> None:
         """Name the span after the route template and close it with the status the client got."""
-        if self.context is None:
-            return
         method = scope["method"]
         route = self._tracing.templates.get(scope.get("endpoint"))
-        attributes = self._attributes
-        attributes["http.request.method"] = method
-        attributes["http.response.status_code"] = status
-        attributes["url.scheme"] = scope.get("scheme", "http")
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "http.response.status_code": status,
+            "url.scheme": scope.get("scheme", "http"),
+        }
         name = method
         if route is not None:
             attributes["http.route"] = route
@@ -319,6 +330,44 @@ class StatementSpan:
             self._started,
             self._status,
         )
+
+
+class _Rule:
+    """The sampler ``OTEL_TRACES_SAMPLER``/``_ARG`` name, as the SDK builds it, and its decision in one step.
+
+    The SDK knows six samplers (anything else is its default, ``parentbased_always_on``); each decides
+    from the trace id and the parent alone: a parent-based one follows a valid parent's sampled flag, the
+    others keep trace ids whose low 64 bits are under a bound (every one, none, or a ratio's, which the
+    SDK's `TraceIdRatioBased` computes). Deciding here, before any SDK object is made, is what keeps an
+    unsampled request nearly free; the same sampler object goes to the provider for the record.
+    """
+
+    _ALL = 1 << 64
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+        if name not in _SAMPLERS:
+            log.warning("unknown OTEL_TRACES_SAMPLER; parentbased_always_on", extra={"sampler": name})
+            name = "parentbased_always_on"
+        self.parent_based = name.startswith("parentbased_")
+        root = name.removeprefix("parentbased_")
+        if root == "traceidratio":
+            try:
+                rate = float(environ.get("OTEL_TRACES_SAMPLER_ARG", ""))
+            except ValueError:
+                rate = 1.0  # as the SDK does
+            ratio = TraceIdRatioBased(rate)  # refuses a rate outside [0, 1]
+            self.bound = ratio.bound
+            self.sampler: Sampler = ParentBased(ratio) if self.parent_based else ratio
+        else:
+            static = ALWAYS_ON if root == "always_on" else ALWAYS_OFF
+            self.bound = self._ALL if root == "always_on" else 0
+            self.sampler = ParentBased(static) if self.parent_based else static
+
+    def sampled(self, trace_id: int, parent: SpanContext | None) -> bool:
+        if parent is not None and self.parent_based:
+            return parent.trace_flags.sampled
+        return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self.bound
 
 
 def _trace_id() -> int:

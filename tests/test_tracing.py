@@ -143,7 +143,7 @@ async def test_an_unsampled_request_sends_the_statement_unchanged(settings: Sett
         spans = receiver.wait_for(lambda spans: any(s.trace_id == "1" * 32 for s in spans))
         until_blocking(lambda: len(_access_lines(log_path)) == 3, what="three access-log lines")
     assert plain in queries  # as the registry has it: no comment
-    assert not any("traceparent" in q for q in queries)
+    assert not any(CALLER_TRACE in q for q in queries)  # (the create before it was sampled: it has one)
     assert not [s for s in spans if s.trace_id == CALLER_TRACE]
     assert not any(CALLER_TRACE in q for q in queries)
     # The log still joins the caller's trace: the span exists, unsampled.
@@ -293,7 +293,7 @@ def test_shutdown_flushes_the_spans_still_queued(
             assert server.wait(20) == 0
         finally:
             server.kill()
-        assert [s.name for s in receiver.spans if s.kind == CLIENT] == ["users.create"]
+        assert "users.create" in [s.name for s in receiver.spans if s.kind == CLIENT]
 
 
 async def test_a_statement_run_again_shows_both_attempts(settings: Settings, database_url: str) -> None:
@@ -306,12 +306,13 @@ async def test_a_statement_run_again_shows_both_attempts(settings: Settings, dat
         with ThreadServer(traced) as server:
             base_url = server.base_url
             user_id = _create(base_url, "ada")
-            held = proxy.held
+            # The lookup's Parse carries its whole text: more than the change feed's pings ever hold.
+            lookup_bytes = len(Registry.load(settings.sql_dir)["users.get_by_id"].sql)
             proxy.set_mode("stall")
             pending = asyncio.create_task(
                 asyncio.to_thread(_get_user, base_url, user_id, retried, sampled=True)
             )
-            await until(lambda: proxy.held > held, what="the lookup held by the stalled network")
+            await until(lambda: proxy.held >= lookup_bytes, what="the lookup held by the stalled network")
             proxy.reset_now()  # the connection dies under the statement
             proxy.set_mode("pass")
             await pending  # 200: answered by the second attempt
@@ -385,3 +386,45 @@ async def test_the_caller_is_named_on_the_server_span(settings: Settings) -> Non
     assert answer.status_code == 404
     (server_span,) = [s for s in spans if s.kind == SERVER]
     assert server_span.attributes["enduser.id"] == "billing"
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [
+        ("parentbased_always_on", None),
+        ("parentbased_always_off", None),
+        ("parentbased_traceidratio", "0.25"),
+        ("traceidratio", "0.25"),
+        ("always_on", None),
+        ("always_off", None),
+        ("parentbased_traceidratio", "not a number"),  # the SDK's fallback: 1.0
+        ("no_such_sampler", None),  # the SDK's fallback: parentbased_always_on
+    ],
+)
+def test_the_sampling_rule_decides_as_the_sdks_sampler(name: str, arg: str | None) -> None:
+    """The decision made before any SDK object (datasvc.tracing._Rule) is the SDK sampler's own, for the
+    sampler the same variables make in the SDK, with and without a sampled or unsampled remote parent."""
+    import random
+
+    from opentelemetry.sdk.trace import sampling
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    from datasvc.tracing import _Rule
+
+    env = {"OTEL_TRACES_SAMPLER": name} | ({"OTEL_TRACES_SAMPLER_ARG": arg} if arg is not None else {})
+    rule = _Rule(env)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        sdk = sampling._get_from_env_or_default()  # what TracerProvider() would build from them
+    rng = random.Random(24)
+    for _ in range(400):
+        trace_id = rng.getrandbits(128) or 1
+        for flags in (None, TraceFlags.SAMPLED, TraceFlags.DEFAULT):
+            parent = None
+            if flags is not None:
+                parent = SpanContext(trace_id, rng.getrandbits(64) or 1, True, TraceFlags(flags))
+            context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+            expected = sdk.should_sample(context, trace_id, "GET").decision.is_sampled()
+            assert rule.sampled(trace_id, parent) is expected, (name, arg, trace_id, flags)
+            assert rule.sampler.get_description() == sdk.get_description()
