@@ -189,13 +189,17 @@ def follow(client: httpx2.Client, cursor: str | None, **params: str) -> tuple[li
 
 def feed(database: str, log: Path) -> None:
     url = url_of(database)
+    with psycopg.connect(url) as conn:
+        low = conn.execute("SELECT min(id) FROM users").fetchone()
+    assert low is not None
+    first = low[0] - 1
     with service(database, log) as (base, _), httpx2.Client(base_url=base, timeout=60) as client:
         _, start = follow(client, None, **{"from": "now"})
         with psycopg.connect(url, autocommit=True) as conn:
             for k in range(10):
                 conn.execute(
                     "UPDATE users SET bio = %s WHERE id > %s AND id <= %s",
-                    (f"feed bench {k}", k * 10000, (k + 1) * 10000),
+                    (f"feed bench {k}", first + k * 10000, first + (k + 1) * 10000),
                 )
         consumed, cursor = 0, start
         started = time.perf_counter()
@@ -249,9 +253,11 @@ def feed(database: str, log: Path) -> None:
                     waiter.start()
                     time.sleep(0.2)  # the request is waiting by now
                     if how == "service":
-                        client.patch(f"/api/v1/users/{1 + i}", json={"bio": f"lat {i}"}).raise_for_status()
+                        client.patch(
+                            f"/api/v1/users/{first + 1 + i}", json={"bio": f"lat {i}"}
+                        ).raise_for_status()
                     else:
-                        conn.execute("UPDATE users SET bio = %s WHERE id = %s", (f"lat {i}", 1 + i))
+                        conn.execute("UPDATE users SET bio = %s WHERE id = %s", (f"lat {i}", first + 1 + i))
                     committed = time.perf_counter()
                     waiter.join()
                     latencies.append(answered[0] - committed)

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from datasvc import consistency, docs, health, openapi, pooler, preferences
+from datasvc import consistency, docs, health, idempotency, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
 from datasvc.bodies import BodyMiddleware
@@ -183,8 +183,12 @@ def create_app(
     metrics.register(SlotsCollector(slots))
     listener = Listener(settings, registry)
 
+    # Rendered once: the document is fixed for the life of the app, and anyone may ask for it (no token),
+    # as often as they like (pipelined by the hundred, never read: issue 21.3).
+    rendered = JSONResponse(document).body
+
     async def openapi_json(request: Request) -> Response:
-        return JSONResponse(document)
+        return Response(rendered, media_type="application/json")
 
     routes = [
         *build_routes(wired(ops, settings, after_write=listener.nudge), guard=authenticator.authorize),
@@ -223,6 +227,7 @@ def create_app(
         background = [
             asyncio.create_task(warn_if_privileged(db)),
             asyncio.create_task(retention.purge_forever(db, settings.changes_retention)),
+            asyncio.create_task(idempotency.purge_forever(db)),
         ]
         if watcher is not None:
             background.append(asyncio.create_task(watcher.run()))

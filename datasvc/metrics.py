@@ -105,7 +105,7 @@ class Metrics:
     def _histogram(
         self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
     ) -> Callable[..., Observe]:
-        """Called with label values, that child's observer: `_Histogram`, or in a group, the files'."""
+        # Called with label values: that child's observer, `_Histogram`'s or (in a group) the files'.
         if self.group is None:
             tally = _Histogram(name, documentation, labels, buckets)
             self.registry.register(tally)
@@ -146,8 +146,7 @@ class Metrics:
 
         return observe
 
-    def count_closed(self, reason: str) -> None:
-        """One request or connection ended early for ``reason`` (one of `CLOSED_REASONS`)."""
+    def count_closed(self, reason: str) -> None:  # one of `CLOSED_REASONS`
         self._closed[reason].inc()
 
     def observe_query(self, name: str, seconds: float, target: str = "primary") -> None:

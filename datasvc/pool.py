@@ -86,9 +86,6 @@ CONNECT_FAILED: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
-_HAND_OVER = True  # the variants measured (docs/benchmarks.md); the losers' code goes once decided
-_PARK = True
-
 
 @dataclass(slots=True)
 class Stats:
@@ -410,7 +407,7 @@ class Pool:
     # ------------------------------------------------------------------------- hand-over and parking
     def _pass_on(self, conn: asyncpg.Connection, lease: _Lease) -> bool:
         """Hand ``conn`` to a waiter, or park it, if it is fit; False: it goes back to the pool."""
-        if not _HAND_OVER or not self._fit(conn, lease):
+        if not self._fit(conn, lease):
             return False
         lease.uses += 1
         waiter = self._take(conn.get_settings().application_name) if self._waiters else None
@@ -419,8 +416,6 @@ class Pool:
             lease.caller = waiter.caller
             waiter.future.set_result(conn)
             return True
-        if not _PARK:
-            return False
         self._parked.append((conn, asyncio.get_running_loop().time()))
         if self._sweep is None:
             self._sweep = asyncio.get_running_loop().call_later(PARK_SECONDS, self._sweep_parked)

@@ -502,6 +502,14 @@ class Settings:
             "by its workers; set it when several instances serve one API.",
         ),
     ] = None
+    idempotency_ttl: Annotated[
+        float,
+        Env(
+            "DATASVC_IDEMPOTENCY_TTL",
+            _positive_float,
+            "Seconds an `Idempotency-Key` and its recorded answer are kept (then purged in batches).",
+        ),
+    ] = 86400.0
     # OpenTelemetry's own variables (https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/):
     # setting any of the first three turns tracing on (datasvc.tracing); the SDK reads the rest itself.
     otel_exporter_otlp_endpoint: Annotated[

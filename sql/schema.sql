@@ -589,6 +589,66 @@ $$;
 ALTER FUNCTION public.users_touch_updated_at() OWNER TO datasvc_owner;
 
 --
+-- Name: idempotency_keys; Type: TABLE; Schema: public; Owner: datasvc_owner
+--
+
+CREATE TABLE public.idempotency_keys (
+    scope text NOT NULL,
+    request_key text NOT NULL,
+    fingerprint bytea NOT NULL,
+    status bigint NOT NULL,
+    answer json,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    CONSTRAINT idempotency_keys_request_key_check CHECK (((char_length(request_key) >= 1) AND (char_length(request_key) <= 255))),
+    CONSTRAINT idempotency_keys_status_check CHECK (((status >= 200) AND (status <= 299)))
+);
+
+ALTER TABLE public.idempotency_keys OWNER TO datasvc_owner;
+
+--
+-- Name: TABLE idempotency_keys; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON TABLE public.idempotency_keys IS 'The answer of each write sent with an Idempotency-Key, recorded in the write''s own statement; a retry with the same key and request is answered from here.';
+
+--
+-- Name: COLUMN idempotency_keys.scope; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.scope IS 'The caller the key belongs to (its token''s name; empty when the service runs without tokens).';
+
+--
+-- Name: COLUMN idempotency_keys.request_key; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.request_key IS 'The Idempotency-Key as sent (1 to 255 visible ASCII characters).';
+
+--
+-- Name: COLUMN idempotency_keys.fingerprint; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.fingerprint IS 'sha256 of the request (method, path, canonical JSON body, If-Match): the same key with another request is refused.';
+
+--
+-- Name: COLUMN idempotency_keys.status; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.status IS 'HTTP status of the recorded answer (2xx only: failures are never recorded).';
+
+--
+-- Name: COLUMN idempotency_keys.answer; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.answer IS 'What the answer showed: the user as written (row_to_json), a batch''s users in request order, or NULL (DELETE).';
+
+--
+-- Name: COLUMN idempotency_keys.expires_at; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON COLUMN public.idempotency_keys.expires_at IS 'From then on the key may be purged (DATASVC_IDEMPOTENCY_TTL after the write).';
+
+--
 -- Name: users; Type: TABLE; Schema: public; Owner: datasvc_owner
 --
 
@@ -841,6 +901,13 @@ ALTER TABLE public.users ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 );
 
 --
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: datasvc_owner
+--
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, request_key);
+
+--
 -- Name: users_changes users_changes_pkey; Type: CONSTRAINT; Schema: public; Owner: datasvc_owner
 --
 
@@ -860,6 +927,18 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_username_key UNIQUE (username);
+
+--
+-- Name: idempotency_keys_expires_at_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
+--
+
+CREATE INDEX idempotency_keys_expires_at_idx ON public.idempotency_keys USING btree (expires_at);
+
+--
+-- Name: INDEX idempotency_keys_expires_at_idx; Type: COMMENT; Schema: public; Owner: datasvc_owner
+--
+
+COMMENT ON INDEX public.idempotency_keys_expires_at_idx IS 'The purge''s walk over expired keys, oldest first.';
 
 --
 -- Name: users_changes_user_id_idx; Type: INDEX; Schema: public; Owner: datasvc_owner
@@ -1095,6 +1174,12 @@ REVOKE ALL ON FUNCTION public.users_counts_moved() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.users_counts_truncated() FROM PUBLIC;
+
+--
+-- Name: TABLE idempotency_keys; Type: ACL; Schema: public; Owner: datasvc_owner
+--
+
+GRANT SELECT,INSERT,DELETE ON TABLE public.idempotency_keys TO datasvc_app;
 
 --
 -- Name: TABLE users; Type: ACL; Schema: public; Owner: datasvc_owner

@@ -72,7 +72,7 @@ async def test_read_whose_connection_is_reset_in_flight_is_retried_and_succeeds(
     assert not read.done(), "the read should be stuck behind the stalled network"
     accepted = proxy.accepted
     await asyncio.to_thread(proxy.reset_now)
-    row = await asyncio.wait_for(read, 5)
+    row = await asyncio.wait_for(read, 30)  # a bound on a hang: the retry answers at once
     assert row["username"] == "reader"
     assert proxy.accepted > accepted, "the retry should have run on a new connection"
 
@@ -85,7 +85,7 @@ async def test_write_whose_connection_is_reset_in_flight_is_not_retried(proxied_
     await until(lambda: proxy.held > 0, what="the insert held by the stalled network")
     await asyncio.to_thread(proxy.reset_now)
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the class depends on where the reset lands
-        await asyncio.wait_for(write, 5)
+        await asyncio.wait_for(write, 30)  # a bound on a hang: the reset fails it at once
     problem = translate(caught.value)
     assert (problem.status, problem.headers()) == (503, {"Retry-After": "1"}), repr(caught.value)
     # Stalled before PostgreSQL saw a byte, so the insert never happened; a blind retry would have made it.

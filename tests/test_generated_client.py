@@ -144,6 +144,25 @@ def test_a_generated_client_drives_every_users_operation(settings, tmp_path, mon
         assert [u.username for u in batch.items] == ["john", "ada"]
         assert batch.missing == ["nobody"]
 
+        ken = models.UserCreate(email="ken@example.com", username="ken", hashed_password=HASH)
+        made = [
+            users["batch_create_users"].sync_detailed(
+                client=client, body=models.BatchCreate(users=[ken]), idempotency_key='"batch-1"'
+            )
+            for _ in range(2)
+        ]
+        assert [m.status_code for m in made] == [201, 201]
+        assert isinstance(made[0].parsed, models.BatchCreateResult)
+        assert made[1].content == made[0].content
+        assert made[1].headers["idempotent-replayed"] == "true"
+        minimal = users["update_user"].sync_detailed(
+            id=made[0].parsed.items[0].id,
+            client=client,
+            body=models.UserPatch(bio="unix"),
+            prefer="return=minimal",
+        )
+        assert (minimal.status_code, minimal.content) == (204, b"")
+
         credentials = lookup.sync(client=client, body=models.AuthLookup(login="grace"))
         assert isinstance(credentials, models.Credentials)
         assert (credentials.id, credentials.hashed_password) == (grace.id, HASH)

@@ -43,6 +43,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.inputs",
         "datasvc.pagination",
         "datasvc.preferences",
+        "datasvc.idempotency",
         "datasvc.users",
         "datasvc.users.batches",
         "datasvc.users.changes",
@@ -77,6 +78,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.responses",
         "datasvc.logs",
         "datasvc.drain",
+        "datasvc.listeners",
     },
 }
 ORDER = list(LAYERS)  # top first

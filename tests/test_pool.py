@@ -300,10 +300,9 @@ async def test_a_parked_connection_goes_back_to_the_pool_after_a_while(
     """Idle, it belongs to the pool: asyncpg's idle timeout and close() see it there."""
     monkeypatch.setattr(pool_module, "PARK_SECONDS", 0.05)
     pool = db.primary
-    await Requests(db).start("first", None)
-    assert pool.parked == 1
-    await until(lambda: pool.parked == 0, what="the connection back in the pool")
-    assert (pool.stats().idle, pool.free) == (1, 1)
+    await Requests(db).start("first", None)  # parked at first (the test above)
+    # Back in asyncpg's pool: idle there, no longer parked here; its place free.
+    await until(lambda: (pool.parked, pool.stats().idle, pool.free) == (0, 1, 1), what="back in the pool")
 
 
 async def test_a_parked_connection_whose_server_died_is_not_handed_out(
@@ -379,3 +378,24 @@ async def test_close_is_bounded_by_the_shutdown_timeout(
         await asyncio.wait_for(pool.close(), 10)
     assert "pool did not close in time" in caplog.text
     assert pool.stats().size == 0
+
+
+async def test_a_caller_holding_all_connections_but_one_waits_while_another_caller_is_served(
+    settings: Settings,
+) -> None:
+    """The share per caller (`pool.RESERVE`): counted in connections held, whatever the statements cost."""
+    db = await Database.connect(settings.with_overrides(pool_min_size=3, pool_max_size=3), REGISTRY)
+    try:
+        requests = Requests(db)
+        held = [await _holding(requests, f"heavy{i}", "heavy") for i in range(2)]
+        (third,) = await requests.queue(("heavy2", "heavy"))  # a free connection, but heavy's share is held
+        assert db.primary.free == 1
+        _, hold_light = await _holding(requests, "light", "light")  # served at once, by the free one
+        assert requests.served == ["heavy0", "heavy1", "light"]
+        held[0][1].set()
+        await until(lambda: "heavy2" in requests.served, what="heavy's next request served")
+        hold_light.set()
+        held[1][1].set()
+        await asyncio.gather(third, *(task for task, _ in held))
+    finally:
+        await db.close()

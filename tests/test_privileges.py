@@ -22,7 +22,7 @@ WARNING = "CONNECTED WITH MORE RIGHTS THAN NEEDED"
 def _checked(settings: Settings, caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
     """Start the app and wait for its one privilege check: the record it logged."""
     with caplog.at_level(logging.INFO, logger="datasvc.privileges"), TestClient(create_app(settings)):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a bound on a hang: the check runs at start-up
         while True:
             found = [r for r in caplog.records if r.name == "datasvc.privileges"]
             if found:

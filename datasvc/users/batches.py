@@ -1,22 +1,33 @@
-"""Many users in one round trip: ``POST /api/v1/users:batchGet`` (AIP-231's shape).
+"""Many users in one round trip: ``POST /api/v1/users:batchGet`` and ``:batchCreate`` (AIP-231/233).
 
-One statement per call whatever the number of keys (``= any($1)``, or a join on the unnested keys for
-emails), routed to a replica like the single lookups; the answer follows the order of the request, each
-user once, and lists the keys no user has.
+batchGet: one statement per call whatever the number of keys (``= any($1)``, or a join on the unnested
+keys for emails), routed to a replica like the single lookups; the answer follows the order of the
+request, each user once, and lists the keys no user has.
+
+batchCreate: one statement (sql/users/batch_create.sql), all or nothing: it looks for every conflict
+first (taken, or repeated in the batch) and inserts only if there is none, so a 409 names each
+conflicting item; invalid items are a 422 naming each by index and field. With an Idempotency-Key the
+answer is recorded by the same statement (`datasvc.idempotency`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
+from asyncpg import exceptions as pg
+from starlette.responses import Response
+
+from datasvc import idempotency, preferences
+from datasvc.errors import BatchConflict, BatchInvalid, ItemError, ValidationFailed
 from datasvc.inputs import read_json
 from datasvc.responses import JSONResponse
 from datasvc.routing import Operation
-from datasvc.users.models import BatchGet, BatchGetResult
+from datasvc.users.models import BatchCreate, BatchCreateResult, BatchGet, BatchGetResult
+from datasvc.users.routes import IDEMPOTENCY_KEY, REPLAYED
 
 if TYPE_CHECKING:
     from starlette.requests import Request
-    from starlette.responses import Response
 
     from datasvc.db import Database
 
@@ -64,6 +75,65 @@ async def batch_get(request: Request) -> Response:
     return JSONResponse({"items": items, "missing": missing})
 
 
+_ITEM_FIELD = re.compile(r"^body\.users\.(\d+)\.(\w+)$")
+
+
+def _by_item(exc: ValidationFailed) -> ValidationFailed | BatchInvalid:
+    """Errors inside items as ``{index, field, reason}``; an error of the body itself stays as it is."""
+    items = [(_ITEM_FIELD.match(e.field), e.reason) for e in exc.errors]
+    if not all(match for match, _ in items):
+        return exc
+    return BatchInvalid([ItemError(int(m[1]), m[2], reason) for m, reason in items if m])
+
+
+async def batch_create(request: Request) -> Response:
+    try:
+        body = await read_json(request, BatchCreate)
+    except ValidationFailed as exc:
+        raise _by_item(exc) from None
+    users = body.users
+    args = (
+        [u.email for u in users],
+        [u.username for u in users],
+        [u.hashed_password for u in users],
+        [u.full_name for u in users],
+        [u.bio for u in users],
+    )
+    key = await idempotency.read(request)
+    try:
+        rows, recorded = await _insert(request, args, key)
+    except pg.UniqueViolationError:
+        # Another writer took a username or email after the statement's snapshot (it checks first, in
+        # that snapshot); run it again: its snapshot now sees that user and names the item.
+        rows, recorded = await _insert(request, args, key)
+    if recorded is not None:
+        return idempotency.replayed(_created(request, recorded.answer))
+    if clashes := [ItemError(r["ordinal"] - 1, r["field"], r["reason"]) for r in rows if r["field"]]:
+        raise BatchConflict(clashes)
+    return _created(request, [r["answer"] for r in rows])
+
+
+async def _insert(
+    request: Request, args: tuple[list[Any], ...], key: idempotency.Key | None
+) -> tuple[Any, idempotency.Recorded | None]:
+    db = _db(request)
+    if key is None:
+        return await db.run("users.batch_create", *args, None, None, None, None), None
+    ttl: float = request.scope["state"]["settings"].idempotency_ttl
+    return await idempotency.run(db, "users.batch_create", args, key, ttl)
+
+
+def _created(request: Request, answers: list[dict[str, Any]]) -> Response:
+    if preferences.minimal(request):
+        return Response(status_code=201, headers={preferences.APPLIED: "return=minimal"})
+    items = []
+    for answer in answers:
+        user = idempotency.user_from_record(answer)
+        del user["version"]
+        items.append(user)
+    return JSONResponse({"items": items}, status_code=201)
+
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         method="POST",
@@ -81,5 +151,22 @@ OPERATIONS: tuple[Operation, ...] = (
         response_model=BatchGetResult,
         scope="users:read",
         errors=(400, 413, 415, 422),
+    ),
+    Operation(
+        method="POST",
+        path=PREFIX + ":batchCreate",
+        endpoint=batch_create,
+        operation_id="batchCreateUsers",
+        consistency="write",
+        summary="Create up to 1000 users in one call, all or none",
+        tag="users",
+        status=201,
+        minimal=201,
+        request_model=BatchCreate,
+        response_model=BatchCreateResult,
+        response_headers=REPLAYED,
+        params=(IDEMPOTENCY_KEY,),
+        scope="users:write",
+        errors=(400, 409, 413, 415, 422),
     ),
 )

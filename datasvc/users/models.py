@@ -191,3 +191,19 @@ class BatchGetResult(BaseModel):
 
     items: list[User]
     missing: list[int | str] = Field(description="The keys of the request that match no user, in its order.")
+
+
+class BatchCreate(StrictInput):
+    """The users to create, all or none; the answer lists them in this order."""
+
+    reasons: ClassVar[dict[str, str]] = {"users": f"must hold 1 to {BATCH_MAX} users (the batch limit)"}
+
+    users: list[UserCreate] = Field(
+        min_length=1, max_length=BATCH_MAX, description=f"1 to {BATCH_MAX} users."
+    )
+
+
+class BatchCreateResult(BaseModel):
+    """The users created, in the order of the request."""
+
+    items: list[User]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import Response
 
-from datasvc import conditional, preferences
+from datasvc import conditional, idempotency, preferences
 from datasvc.errors import NotFound, PreconditionFailed, ValidationFailed
 from datasvc.inputs import NO_NUL_PATTERN, nfc, path_id, path_text, read_json
 from datasvc.responses import JSONResponse
@@ -46,13 +46,25 @@ def _changed() -> PreconditionFailed:
     return PreconditionFailed("the user changed since the version named in If-Match; fetch it again")
 
 
+def _ttl(request: Request) -> float:
+    ttl: float = request.scope["state"]["settings"].idempotency_ttl
+    return ttl
+
+
 async def create_user(request: Request) -> Response:
     body = await read_json(request, UserCreate)
-    row = await _db(request).run(
-        "users.create", body.email, body.username, body.hashed_password, body.full_name, body.bio
-    )
-    user = dict(row)
-    headers = {"Location": f"{PREFIX}/{row['id']}", "ETag": conditional.etag(user.pop("version"))}
+    args = (body.email, body.username, body.hashed_password, body.full_name, body.bio)
+    key = await idempotency.read(request)
+    if key is None:
+        return _created(request, dict(await _db(request).run("users.create", *args)))
+    row, recorded = await idempotency.run(_db(request), "users.create_keyed", args, key, _ttl(request))
+    if recorded is not None:
+        return idempotency.replayed(_created(request, idempotency.user_from_record(recorded.answer)))
+    return _created(request, idempotency.user_from_record(row["answer"]))
+
+
+def _created(request: Request, user: dict[str, Any]) -> Response:
+    headers = {"Location": f"{PREFIX}/{user['id']}", "ETag": conditional.etag(user.pop("version"))}
     if preferences.minimal(request):
         return _minimal(201, headers)
     return JSONResponse(user, status_code=201, headers=headers)
@@ -85,6 +97,9 @@ async def patch_user(request: Request) -> Response:
         raise ValidationFailed(errors)
     versions = conditional.if_match(request)
     db = _db(request)
+    key = await idempotency.read(request)
+    if key is not None and patch.model_fields_set:
+        return await _patch_keyed(request, user_id, (user_id, patch.changes(), versions), key)
     if not patch.model_fields_set:
         # Nothing to change: answer with the row as it is rather than bumping its version.
         row = await db.run("users.get_by_id", user_id)
@@ -100,9 +115,38 @@ async def patch_user(request: Request) -> Response:
     return _user_or_404(request, row, f"id {user_id}")
 
 
+async def _patch_keyed(
+    request: Request, user_id: int, args: tuple[Any, ...], key: idempotency.Key
+) -> Response:
+    row, recorded = await idempotency.run(_db(request), "users.update_keyed", args, key, _ttl(request))
+    if recorded is not None:
+        return idempotency.replayed(_patched(request, idempotency.user_from_record(recorded.answer)))
+    if row["answer"] is None:
+        if row["changed"]:
+            raise _changed()
+        raise NotFound(f"no user with id {user_id}")
+    return _patched(request, idempotency.user_from_record(row["answer"]))
+
+
+def _patched(request: Request, user: dict[str, Any]) -> Response:
+    tag = conditional.etag(user.pop("version"))
+    if preferences.minimal(request):
+        return _minimal(204, {"ETag": tag})
+    return JSONResponse(user, headers={"ETag": tag})
+
+
 async def delete_user(request: Request) -> Response:
     user_id = path_id(request)
-    outcome = await _db(request).run("users.delete", user_id, conditional.if_match(request))
+    key = await idempotency.read(request)
+    if key is not None:
+        args = (user_id, conditional.if_match(request))
+        outcome, recorded = await idempotency.run(
+            _db(request), "users.delete_keyed", args, key, _ttl(request)
+        )
+        if recorded is not None:
+            return idempotency.replayed(Response(status_code=recorded.status))
+    else:
+        outcome = await _db(request).run("users.delete", user_id, conditional.if_match(request))
     if outcome["changed"]:
         raise _changed()
     if outcome["id"] is None:
@@ -137,6 +181,19 @@ _IF_NONE_MATCH = Param(
     description="304 with no body if the user's current ETag is among these.",
     schema={"type": "string"},
 )
+IDEMPOTENCY_KEY = Param(
+    name=idempotency.HEADER,
+    location="header",
+    description=(
+        'Retry safely: a quoted string or a bare token, 1 to 255 visible ASCII characters ("8e03978e-..."). '
+        "The first request's answer is recorded with its write; a retry with the same key and request gets "
+        "it again (Idempotent-Replayed: true) and changes nothing; the same key with another request is 422."
+    ),
+    schema={"type": "string", "minLength": 1, "maxLength": 257},
+)
+REPLAYED = {
+    idempotency.REPLAYED: "`true` when the answer is the recorded one of an earlier request with the key."
+}
 _ETAG = {"ETag": "Version of the user; send it back in If-Match to update or delete safely."}
 _USERNAME = Param(
     name="username",
@@ -174,7 +231,8 @@ OPERATIONS: tuple[Operation, ...] = (
         request_model=UserCreate,
         response_model=User,
         scope="users:write",
-        response_headers={"Location": "Path of the new user.", **_ETAG},
+        response_headers={"Location": "Path of the new user.", **_ETAG, **REPLAYED},
+        params=(IDEMPOTENCY_KEY,),
         errors=(400, 409, 413, 415, 422),
     ),
     Operation(
@@ -241,8 +299,8 @@ OPERATIONS: tuple[Operation, ...] = (
         minimal=204,
         request_model=UserPatch,
         response_model=User,
-        response_headers=_ETAG,
-        params=(_ID, _IF_MATCH),
+        response_headers={**_ETAG, **REPLAYED},
+        params=(_ID, _IF_MATCH, IDEMPOTENCY_KEY),
         scope="users:write",
         errors=(400, 404, 409, 412, 413, 415, 422),
     ),
@@ -259,7 +317,8 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         tag="users",
         status=204,
-        params=(_ID, _IF_MATCH),
+        response_headers=REPLAYED,
+        params=(_ID, _IF_MATCH, IDEMPOTENCY_KEY),
         scope="users:write",
         errors=(404, 412, 422),
     ),

@@ -55,6 +55,6 @@ def test_following_through_the_pooler_sees_each_change_once(client: TestClient) 
         page = client.get(FEED, params={"limit": 2, **({"after": cursor} if cursor else {})}).json()
         cursor = page["next_cursor"]
         seen += [i["id"] for i in page["items"]]
-        if not page["items"]:
+        if not page["items"] and len(seen) >= len(ids):  # an empty read may come first: see test_changes
             break
     assert seen == ids

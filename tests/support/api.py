@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.values import HASH
 
@@ -44,3 +45,17 @@ def assert_problem(response: httpx2.Response, status: int, field: str | None = N
         fields = [e["field"] for e in body.get("errors", [])] + [body.get("field")]
         assert any(f and f.endswith(field) for f in fields), body
     return body
+
+
+def statements_run(client: Any) -> dict[str, float]:
+    """How many times each users statement ran, from /metrics (for one-statement-per-request checks)."""
+    text = client.get("/metrics").text
+    return {
+        s.labels["statement"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        # The requests' statements only: start-up checks and purges may run meanwhile.
+        if s.name == "datasvc_db_query_duration_seconds_count"
+        and s.labels["statement"].startswith("users.")
+        and not s.labels["statement"].endswith("_purge")
+    }

@@ -1,9 +1,8 @@
 """POST /api/v1/users:batchGet against a real PostgreSQL: order, duplicates, missing keys, folding, limits."""
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.api import USER_FIELDS, assert_problem, new_user
+from tests.support.api import USER_FIELDS, assert_problem, new_user, statements_run
 
 URL = "/api/v1/users:batchGet"
 
@@ -92,16 +91,6 @@ def test_bad_batches_are_422_naming_the_field(client, body, field):
         assert "1000" in problem["detail"]
 
 
-def _statements_run(client) -> dict[str, float]:
-    text = client.get("/metrics").text
-    return {
-        s.labels["statement"]: s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "datasvc_db_query_duration_seconds_count"
-    }
-
-
 @pytest.mark.parametrize(
     ("kind", "statement"),
     [
@@ -112,12 +101,12 @@ def _statements_run(client) -> dict[str, float]:
 )
 def test_one_statement_per_call_whatever_the_number_of_keys(client, three, kind, statement):
     field = {"ids": "id", "usernames": "username", "emails": "email"}[kind]
-    before = _statements_run(client)
+    before = statements_run(client)
     response = client.post(
         URL, json={kind: [u[field] for u in three] + [f"x{i}" if kind != "ids" else -i for i in range(997)]}
     )
     assert response.status_code == 200, response.text
     assert len(response.json()["items"]) == 3
-    after = _statements_run(client)
+    after = statements_run(client)
     ran = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     assert ran == {statement: 1}
