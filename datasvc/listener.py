@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,9 @@ DIRECT_POLL = 0.5  # a waiter reads again after this long without a notification
 POOLER_POLL = 0.25  # behind a transaction pooler, where nothing notifies across processes
 PENDING_POLL = 0.1  # changes wait behind a transaction still running: read again this soon
 NOTIFY_GAP = 0.01  # at most one NOTIFY per this long per process, however many writes commit meanwhile
+CLOSE_WAIT = 1.0  # the longest a notification in flight may delay shutdown
+# What a statement on the listening connection may raise when the connection is going.
+FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 PING_EVERY = 10.0  # a silent network never closes the socket: ask the server this often
 RECONNECT_PAUSE = 1.0
 
@@ -83,10 +87,15 @@ class Listener:
             self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
+        if self._sender is not None:
+            # A notification in flight finishes first: a statement cancelled mid-protocol leaves the
+            # connection in a state asyncpg reports as InternalClientError when it is closed.
+            with contextlib.suppress(TimeoutError, *FAILURES):
+                await asyncio.wait_for(asyncio.shield(self._sender), CLOSE_WAIT)
         for task in (self._task, self._sender):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, *FAILURES):
                     await task
         await self._drop()
 
@@ -113,7 +122,9 @@ class Listener:
             self._again = True  # the notification in flight may have been sent before this commit
             return
         self._notifying = True
-        self._sender = asyncio.create_task(self._notify())
+        # A context of its own: the nudge comes from inside a request, whose access-log timing and
+        # trace the notification is not part of.
+        self._sender = asyncio.create_task(self._notify(), context=contextvars.Context())
 
     async def _notify(self) -> None:
         try:
@@ -182,7 +193,7 @@ class Listener:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), timeout=1.0)
-            except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError):
+            except (TimeoutError, *FAILURES):
                 conn.terminate()
 
 

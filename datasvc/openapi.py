@@ -154,20 +154,10 @@ def build(
             "instance runs open (no token configured: development only).",
             "contact": {"name": "the datasvc maintainers"},
         },
-        # Where an instance listens is the deployment's choice: a variable, with the default address of
-        # `datasvc serve`; the paths are absolute (/api/v1/..., /health).
-        "servers": [
-            {
-                "url": "{origin}",
-                "description": "An instance of the service",
-                "variables": {
-                    "origin": {
-                        "default": "http://127.0.0.1:8000",
-                        "description": "Scheme, host and port of the instance (DATASVC_HOST, DATASVC_PORT)",
-                    }
-                },
-            }
-        ],
+        # Where an instance listens is the deployment's choice: the document's own origin (a relative
+        # URL), so the /docs page and generated clients call the instance that served it, whatever its
+        # host and port; the paths are absolute (/api/v1/..., /health).
+        "servers": [{"url": "/", "description": "The instance that serves this document"}],
         "tags": [{"name": tag, "description": TAGS.get(tag, tag)} for tag in used],
         "paths": paths,
         "components": {
