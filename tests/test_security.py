@@ -195,6 +195,29 @@ def test_no_response_or_log_line_but_lookup_carries_the_hash(client, database_ur
         ],
         "listUsers": [("GET", "/api/v1/users", None), ("GET", f"/api/v1/users?search={HASH}", None)],
         "deleteUser": [("DELETE", "/api/v1/users/0", None)],
+        "batchGetUsers": [
+            ("POST", "/api/v1/users:batchGet", {"ids": [uid, 0]}),
+            ("POST", "/api/v1/users:batchGet", {"usernames": [HASH]}),
+            ("POST", "/api/v1/users:batchGet", {"ids": [HASH]}),  # 422
+        ],
+        "batchCreateUsers": [
+            ("POST", "/api/v1/users:batchCreate", {"users": [{**new, "username": "carol"}]}),  # 409
+            ("POST", "/api/v1/users:batchCreate", {"users": [{**new, "bio": "boom"}]}),  # check violation
+            ("POST", "/api/v1/users:batchCreate", {"users": [{**new, "hashed_password": HASH * 5}]}),  # 422
+            (
+                "POST",
+                "/api/v1/users:batchCreate",
+                {"users": [{"email": "c@example.org", "username": "carol", "hashed_password": HASH}]},
+            ),  # 201
+        ],
+        "exportUsers": [
+            ("GET", "/api/v1/users/export", None),
+            ("GET", f"/api/v1/users/export?search={HASH}", None),
+        ],
+        "listUserChanges": [
+            ("GET", "/api/v1/users/changes", None),
+            ("GET", f"/api/v1/users/changes?after={HASH}", None),
+        ],
         "lookupCredentials": [],  # the one exception, checked below
         "health": [("GET", "/health", None)],
         "ready": [("GET", "/health/ready", None)],

@@ -159,6 +159,13 @@ OPERATIONS: tuple[Operation, ...] = (
         operation_id="batchCreateUsers",
         consistency="write",
         summary="Create up to 1000 users in one call, all or none",
+        description=(
+            "One statement inserts every user or none. A conflict answers 409 `batch-conflict` listing "
+            "every conflicting item (`errors[].index`, `field`, `reason`: `taken`, or `repeated in this "
+            "batch`, compared as the unique indexes compare); an invalid item answers 422 "
+            "`batch-invalid` in the same shape. The users come back in request order. Send "
+            "`Idempotency-Key` to retry safely, `Prefer: return=minimal` for no body."
+        ),
         tag="users",
         status=201,
         minimal=201,
