@@ -109,6 +109,12 @@ HEADERS: dict[str, dict[str, Any]] = {
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
     },
+    # A 409 carries Retry-After only when the conflict passes (an Idempotency-Key still in flight), not
+    # when the value is taken for good.
+    "Retry-After-If-Transient": {
+        "description": "On `idempotency-key-in-flight` only: seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
     "WWW-Authenticate": {
         "description": 'The scheme to use: `Bearer`, or `Bearer error="invalid_token"`.',
         "required": True,
@@ -118,7 +124,7 @@ HEADERS: dict[str, dict[str, Any]] = {
 _ON_EVERY_RESPONSE = ("X-Request-ID", "Server-Timing")
 _ON_STATUS = {
     401: ("WWW-Authenticate",),
-    409: ("Retry-After",),
+    409: ("Retry-After-If-Transient",),
     429: ("Retry-After",),
     503: ("Retry-After",),
     504: ("Retry-After",),
@@ -204,7 +210,7 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 def _headers(status: int, own: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        name: {"$ref": f"#/components/headers/{name}"}
+        name.removesuffix("-If-Transient"): {"$ref": f"#/components/headers/{name}"}
         for name in (*_ON_EVERY_RESPONSE, *_ON_STATUS.get(status, ()))
     }
     for name, description in own.items():

@@ -82,8 +82,13 @@ def build_routes(operations: Sequence[Operation], *, guard: Guard | None = None)
             return 1
         return 0 if any(pattern.match(path) for pattern in lookups) else 2
 
+    # A fixed path a lookup would take answers every method itself (405 with Allow for the others), so
+    # `PATCH /api/v1/users/changes` is not passed on to the lookup as user "changes".
     ordered = sorted(by_path.items(), key=lambda item: order(item[0]))
-    return [Route(path, _dispatcher(methods, guard), methods=list(methods)) for path, methods in ordered]
+    return [
+        Route(path, _dispatcher(methods, guard), methods=None if order(path) == 0 else list(methods))
+        for path, methods in ordered
+    ]
 
 
 def _router_path(op: Operation, path: str) -> str:

@@ -157,3 +157,12 @@ def test_the_documented_slash_aliases_are_served_directly(client):
     listed = client.get("/api/v1/users/", follow_redirects=False)
     assert listed.status_code == 200
     assert [u["username"] for u in listed.json()["items"]] == ["alice"]
+
+
+def test_an_undeclared_method_on_a_fixed_path_a_lookup_would_take_is_405(client):
+    """`PATCH /api/v1/users/changes` is not user "changes": 405 naming what the path allows."""
+    for path in ("/api/v1/users/changes", "/api/v1/users/export"):
+        response = client.patch(path, json={})
+        assert response.status_code == 405, path
+        assert response.headers["allow"] == "GET, HEAD"
+        assert response.headers["content-type"].startswith("application/problem+json")

@@ -147,6 +147,8 @@ class Credentials(BaseModel):
 
 BATCH_MAX = 1000
 UserId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+# A batch's ids: JSON Schema's integer admits 2.0, so a whole number written with a fraction is taken.
+BatchId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX, strict=False)]
 # Keys of a batchGet: any text the lookups by username and email accept; a key no user has is `missing`.
 UsernameKey = Annotated[SafeStr, Field(min_length=1, max_length=50)]
 EmailKey = Annotated[SafeStr, Field(min_length=1, max_length=254), NFC]
@@ -156,23 +158,32 @@ def _batch_of(what: str) -> Any:
     return Field(default=None, min_length=1, max_length=BATCH_MAX, description=f"1 to {BATCH_MAX} {what}.")
 
 
+def _exactly_one_key(schema: dict[str, Any]) -> None:
+    """The schema says "exactly one of" too, so a client or a generator sends what the service takes:
+    one property, and an absent key is left out rather than sent as null."""
+    schema["examples"] = [{"ids": [1, 2, 3]}, {"emails": ["ada@example.com"]}]
+    schema["minProperties"] = schema["maxProperties"] = 1
+    for prop in schema["properties"].values():
+        (array,) = [s for s in prop.pop("anyOf") if s.get("type") == "array"]
+        prop.update(array)
+        prop.pop("default", None)
+
+
 class BatchGet(StrictInput):
     """Exactly one of ``ids``, ``usernames``, ``emails``: the users to fetch, answered in this order."""
 
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"ids": [1, 2, 3]}, {"emails": ["ada@example.com"]}]}
-    )
+    model_config = ConfigDict(json_schema_extra=_exactly_one_key)
     reasons: ClassVar[dict[str, str]] = {
         key: f"must hold 1 to {BATCH_MAX} entries (the batch limit)" for key in ("ids", "usernames", "emails")
     }
 
-    ids: list[UserId] | None = _batch_of("user ids")
+    ids: list[BatchId] | None = _batch_of("user ids")
     usernames: list[UsernameKey] | None = _batch_of("usernames (exact)")
     emails: list[EmailKey] | None = _batch_of("emails (matched ignoring case and Unicode form)")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchGet:
-        given = [name for name in ("ids", "usernames", "emails") if getattr(self, name) is not None]
+        given = [name for name in ("ids", "usernames", "emails") if name in self.model_fields_set]
         if len(given) != 1:
             raise ValueError("must hold exactly one of ids, usernames or emails")
         return self

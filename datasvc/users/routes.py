@@ -189,7 +189,8 @@ IDEMPOTENCY_KEY = Param(
         "The first request's answer is recorded with its write; a retry with the same key and request gets "
         "it again (Idempotent-Replayed: true) and changes nothing; the same key with another request is 422."
     ),
-    schema={"type": "string", "minLength": 1, "maxLength": 257},
+    # Bare: visible ASCII but " and \; quoted: an RFC 8941 string of visible ASCII (\" and \\ escaped).
+    schema={"type": "string", "pattern": r'^(?:[!#-\[\]-~]{1,255}|"(?:[!#-\[\]-~]|\\["\\]){1,255}")$'},
 )
 REPLAYED = {
     idempotency.REPLAYED: "`true` when the answer is the recorded one of an earlier request with the key."

@@ -1,7 +1,8 @@
 """schemathesis hooks for tests/test_schemathesis.py (loaded through ``SCHEMATHESIS_HOOKS``).
 
-One failure kind is expected by design and filtered, precisely: a listing ``cursor`` is an HMAC-signed
-token that only the server can make, so a generated one is refused (422 on ``query.cursor``, or on
+Two failure kinds are expected by design and filtered, precisely: a generated Idempotency-Key that
+repeats with another request is refused (422 `idempotency-key-reused`); and a listing ``cursor`` is an
+HMAC-signed token that only the server can make, so a generated one is refused (422 on ``query.cursor``, or on
 ``query.offset`` for "cannot be combined with cursor"), although any string is schema-valid. Every
 other failure of every check still fails the run.
 """
@@ -15,7 +16,10 @@ import schemathesis
 
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
-    """False (drop) only for a generated cursor the listing refused; True (keep) for anything else."""
+    """False (drop) only for a generated cursor the listing refused, or a generated Idempotency-Key
+    sent again with another request (422 `idempotency-key-reused`, by design); True for anything else."""
+    if response.status_code == 422 and _problem_type(response).endswith(":idempotency-key-reused"):
+        return False
     if case.method.upper() != "GET" or not case.path.rstrip("/").endswith("/api/v1/users"):
         return True
     if not (case.query or {}).get("cursor") or response.status_code != 422:
@@ -29,3 +33,10 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
         fields == {"query.offset"} and all("cursor" in e.get("reason", "") for e in errors)
     )
     return not cursor_only
+
+
+def _problem_type(response: Any) -> str:
+    try:
+        return str(response.json().get("type", ""))
+    except ValueError:
+        return ""
