@@ -40,7 +40,7 @@ class Admin:
         return await execute(self.conn, TEST_SQL[name], args)
 
     async def service_backends(self) -> int:
-        """Connections the service holds open to this test's database."""
+        """Pooled connections the service holds open to this test's database (not its LISTEN one)."""
         n: int = await self.run("faults.count", ADMIN_NAME)
         return n
 

@@ -1,9 +1,12 @@
 -- name: count :value
--- Client backends of this (per-test) database other than the test's own connections: the service's pool.
+-- Client backends of this (per-test) database other than the test's own connections: the service's pool,
+-- not the change feed's dedicated LISTEN connection (datasvc/listener.py names it "<name>/listener").
 -- params: admin_name
 SELECT count(*)
 FROM pg_stat_activity
-WHERE datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
+WHERE
+    datname = current_database() AND backend_type = 'client backend' AND application_name <> $1
+    AND application_name NOT LIKE '%/listener'
 
 -- name: busy :many
 -- The service's backends that are not idle: running, waiting on a lock, or inside a transaction.
