@@ -105,9 +105,10 @@ async def test_four_times_the_load_is_shed_with_503_and_the_service_recovers(pha
     assert phases.shed, figure
     assert all(a.is_503_problem and a.slug == "overloaded" for a in phases.shed), figure
     assert all(a.ok for a in phases.after), figure
-    # A storm of instant retries is mostly shed: 4x the callers the service admits, each refused one
-    # retrying at once, so refusals outnumber admissions whatever the machine's speed.
-    assert sum(not a.ok for a in phases.overload) >= 0.5 * len(phases.overload), figure
+    # A storm of instant retries is shed, each refusal paced by the protocol (limits.PAUSE), so how many
+    # are refused against admitted depends on the machine's speed: what is asserted is what each got.
+    assert any(not a.ok for a in phases.overload), figure
+    assert all(a.ok or (a.is_503_problem and a.slug == "overloaded") for a in phases.overload), figure
 
 
 @pytest.mark.perf

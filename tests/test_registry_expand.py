@@ -77,7 +77,8 @@ def test_sql_list_and_show_print_every_expanded_statement(tmp_path, monkeypatch,
     _load(tmp_path, TEMPLATE)
     monkeypatch.setenv("DATASVC_SQL_DIR", str(tmp_path))
     assert main(["sql", "list"]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    out = capsys.readouterr().out.splitlines()
+    listed = [line.split()[0] for line in out if line.strip() and not line.startswith("#")]
     assert listed == [
         "things.page__made_at_asc",
         "things.page__made_at_desc",
