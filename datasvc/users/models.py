@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from datasvc.errors import FieldError
 from datasvc.inputs import BIGINT_MAX, NFC, SafeStr
@@ -147,8 +147,15 @@ class Credentials(BaseModel):
 
 BATCH_MAX = 1000
 UserId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
-# A batch's ids: JSON Schema's integer admits 2.0, so a whole number written with a fraction is taken.
-BatchId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX, strict=False)]
+
+
+def _whole_number(value: Any) -> Any:
+    """2.0 is 2 (JSON Schema's integer admits it); anything else is left to the strict check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A batch's ids: whole numbers, also when written with a fraction; never strings.
+BatchId = Annotated[int, BeforeValidator(_whole_number), Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
 # Keys of a batchGet: any text the lookups by username and email accept; a key no user has is `missing`.
 UsernameKey = Annotated[SafeStr, Field(min_length=1, max_length=50)]
 EmailKey = Annotated[SafeStr, Field(min_length=1, max_length=254), NFC]
