@@ -191,7 +191,7 @@ class BatchGet(StrictInput):
     @model_validator(mode="after")
     def _exactly_one(self) -> BatchGet:
         given = [name for name in ("ids", "usernames", "emails") if name in self.model_fields_set]
-        if len(given) != 1:
+        if len(given) != 1 or getattr(self, given[0]) is None:
             raise ValueError("must hold exactly one of ids, usernames or emails")
         return self
 
