@@ -39,7 +39,7 @@ from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.replicas import ReplicaCollector
 from datasvc.responses import JSONResponse, problem_response
-from datasvc.routing import Endpoint, Operation, build_routes
+from datasvc.routing import Endpoint, IndexedRouter, Operation, build_routes
 from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
 from datasvc.users import batches, changes, export, listing, retention
@@ -80,7 +80,7 @@ HEALTH_OPERATIONS: tuple[Operation, ...] = (
 
 async def metrics_endpoint(request: Request) -> Response:
     """``GET /metrics``: the metrics of every worker process, in the Prometheus text format."""
-    metrics: Metrics = request.state.metrics
+    metrics: Metrics = request.scope["state"]["metrics"]
     return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -260,7 +260,6 @@ def create_app(
                 access_log.close()
 
     app = Starlette(
-        routes=routes,
         middleware=[
             Middleware(
                 RequestContextMiddleware,
@@ -284,12 +283,12 @@ def create_app(
             ),
         ],
         exception_handlers=_exception_handlers(),
-        lifespan=lifespan,
     )
-    # No redirects: Starlette would answer `/api/v1/users/3/` with a 307 to a URL built from the Host
-    # header (an open redirect through a cache or proxy). The documented trailing-slash forms are routes
-    # of their own (`Operation.aliases`); any other path is a 404 problem.
-    app.router.redirect_slashes = False
+    # The routes and the lifespan, in a router that finds a route without trying every pattern. No
+    # redirects: Starlette would answer `/api/v1/users/3/` with a 307 to a URL built from the Host header
+    # (an open redirect through a cache or proxy). The documented trailing-slash forms are routes of
+    # their own (`Operation.aliases`); any other path is a 404 problem.
+    app.router = IndexedRouter(routes, lifespan=lifespan)
     app.state.access_log = access_log  # for tests and operators' tooling: flush(), dropped
     app.state.tracing = tracing  # None when tracing is off; for tests and tooling: close(), dropped
     return app

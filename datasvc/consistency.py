@@ -107,7 +107,7 @@ async def stamp(request: Request, response: Response) -> None:
     """After a successful write: the token that makes the caller's next reads see it."""
     if not 200 <= response.status_code < 300:
         return
-    db: Database = request.state.db
+    db: Database = request.scope["state"]["db"]
     if not db.replicas:
         # Every read runs on the primary here: no round trip for a position nobody compares with. The
         # token still pins reads to the primary on an instance that has replicas.

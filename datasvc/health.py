@@ -50,12 +50,12 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    drain: Drain | None = getattr(request.state, "drain", None)
+    drain: Drain | None = request.scope["state"].get("drain")
     if drain is not None and drain.draining:
         # First thing on SIGTERM: a load balancer checking this takes the instance out of rotation.
         raise ShuttingDown("draining connections before stopping (SIGTERM)")
-    db = request.state.db
-    expected: list[str] = request.state.migration_ids
+    db = request.scope["state"]["db"]
+    expected: list[str] = request.scope["state"]["migration_ids"]
     try:
         rows = await db.run("health.applied_migrations")
     except Exception as exc:  # any failure means not ready; say which kind without driver text
@@ -78,7 +78,7 @@ async def ready(request: Request) -> Response:
         recorded: dict[str, str] | None = dict(await db.run("migrate.file_hashes"))
     except asyncpg.UndefinedTableError:  # migrated without datasvc: nothing to compare with
         recorded = None
-    state = compare(request.state.migration_hashes, [r["migration_id"] for r in rows], recorded)
+    state = compare(request.scope["state"]["migration_hashes"], [r["migration_id"] for r in rows], recorded)
     drift = {"changed": state.changed, "unknown": state.unknown, "unrecorded": state.unrecorded}
     body: dict[str, object] = {"status": "ready", "migrations": len(expected), "drift": drift}
     if db.replicas:

@@ -98,15 +98,21 @@ class Stats:
 
 
 class _Lease:
-    """A connection out of asyncpg's pool: where it goes back, since when, how often used, by whom."""
+    """A connection out of asyncpg's pool: where it goes back, since when, how often used, by whom.
 
-    __slots__ = ("caller", "epoch", "pool", "uses")
+    ``name``: the connection's ``application_name``, as the server last reported it when it left
+    asyncpg's pool and as set here since (only `Pool.acquire` changes it), so that matching a connection
+    to a caller asks nothing of the connection.
+    """
 
-    def __init__(self, pool: asyncpg.Pool, epoch: int, caller: str | None) -> None:
+    __slots__ = ("caller", "epoch", "name", "pool", "uses")
+
+    def __init__(self, pool: asyncpg.Pool, epoch: int, caller: str | None, name: str | None) -> None:
         self.pool = pool
         self.epoch = epoch
         self.uses = 0
         self.caller = caller
+        self.name = name
 
 
 class _Waiter:
@@ -233,14 +239,15 @@ class Pool:
             timing = request_timing.get()
             if timing is not None and timing.trace is not None:
                 timing.trace.waited(waited, self.kind)
-        if conn.get_settings().application_name != name:
-            # The server reports every change of application_name, so comparing costs nothing; the
-            # round trip is paid only when the caller differs from the connection's previous one.
+        lease = self._lent[id(conn)]
+        if lease.name != name:
+            # The round trip is paid only when the caller differs from the connection's previous one.
             try:
                 await execute(conn, self._registry["session.set_application_name"], (name,))
             except BaseException as exc:
                 await self.release(conn, exc)
                 raise
+            lease.name = name
         return conn
 
     async def release(self, conn: asyncpg.Connection, error: BaseException | None = None) -> None:
@@ -342,7 +349,7 @@ class Pool:
             self._unhold(caller)
             self._give_place()
             raise
-        self._lent[id(conn)] = _Lease(pool, self._epoch, caller)
+        self._lent[id(conn)] = _Lease(pool, self._epoch, caller, _name(conn))
         return conn
 
     def _give_place(self) -> None:
@@ -410,7 +417,7 @@ class Pool:
         if not self._fit(conn, lease):
             return False
         lease.uses += 1
-        waiter = self._take(conn.get_settings().application_name) if self._waiters else None
+        waiter = self._take(lease.name) if self._waiters else None
         if waiter is not None:
             self._hold(waiter.caller)
             lease.caller = waiter.caller
@@ -428,8 +435,9 @@ class Pool:
     def _unpark(self, name: str, caller: str | None) -> asyncpg.Connection | None:
         """A parked connection still fit to serve, preferably last named ``name``; or None."""
         parked = self._parked
+        lent = self._lent
         for i in range(len(parked) - 1, max(-1, len(parked) - 1 - LOOK_AHEAD), -1):
-            if _name(parked[i][0]) == name:
+            if lent[id(parked[i][0])].name == name:
                 conn = parked.pop(i)[0]
                 break
         else:

@@ -71,9 +71,10 @@ def bounded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     """``endpoint`` bounded by the caller's ``Prefer: wait``, for the app's wiring (`within_wait`)."""
 
     async def run(request: Request) -> Response:
-        if not _has_prefer(request):
-            return await endpoint(request)
-        return await within_wait(endpoint, request)
+        for key, _ in request.scope["headers"]:  # `_has_prefer`, no generator: every request runs this
+            if key == _KEY:
+                return await within_wait(endpoint, request)
+        return await endpoint(request)
 
     return run
 

@@ -154,13 +154,13 @@ def key_params(key: Any, sort_by: SortKey) -> tuple[Any, int]:
 
 
 async def list_users(request: Request) -> Response:
-    settings: Settings = request.state.settings
-    codec: CursorCodec = request.state.cursors  # built once by create_app from the cursor secret
+    settings: Settings = request.scope["state"]["settings"]
+    codec: CursorCodec = request.scope["state"]["cursors"]  # built once by create_app from the cursor secret
     params = parse_params(request, settings.list_max_offset)
     bound = binding_digest(params.binding())
     cursor = codec.decode(params.cursor, bound) if params.cursor is not None else None
     forwards = cursor is None or cursor.direction == "next"
-    rows = await request.state.db.run(*_statement(params, cursor, forwards))
+    rows = await request.scope["state"]["db"].run(*_statement(params, cursor, forwards))
     # Every row starts with the total and its kind (NULL with count=none; the page's columns are NULL
     # when it is empty): the keys are left out rather than sent as null.
     first = rows[0]

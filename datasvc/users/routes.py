@@ -26,7 +26,7 @@ PREFIX = "/api/v1/users"
 
 
 def _db(request: Request) -> Database:
-    db: Database = request.state.db
+    db: Database = request.scope["state"]["db"]
     return db
 
 
