@@ -70,11 +70,13 @@ def _wait(request: Request, cap: float) -> float | None:
 def bounded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """``endpoint`` bounded by the caller's ``Prefer: wait``, for the app's wiring (`within_wait`)."""
 
-    async def run(request: Request) -> Response:
+    # Not a coroutine: it hands back the endpoint's own awaitable, so a request without ``Prefer`` (nearly
+    # every one) runs no extra frame, at its call or at each of its awaits.
+    def run(request: Request) -> Awaitable[Response]:
         for key, _ in request.scope["headers"]:  # `_has_prefer`, no generator: every request runs this
             if key == _KEY:
-                return await within_wait(endpoint, request)
-        return await endpoint(request)
+                return within_wait(endpoint, request)
+        return endpoint(request)
 
     return run
 
