@@ -39,7 +39,7 @@ from datasvc.privileges import warn_if_privileged
 from datasvc.registry import Registry
 from datasvc.replicas import ReplicaCollector
 from datasvc.responses import JSONResponse, problem_response
-from datasvc.routing import Endpoint, IndexedRouter, Operation, build_routes
+from datasvc.routing import IndexedRouter, Operation, build_routes
 from datasvc.settings import Settings, SettingsError
 from datasvc.tokenfile import TokensFileWatcher
 from datasvc.users import batches, changes, export, listing, retention
@@ -122,25 +122,7 @@ def wired(
     ``after_write`` is told of every successful write (the change feed's wake-up).
     """
     bounded = [dataclasses.replace(op, endpoint=preferences.bounded(op.endpoint)) for op in ops]
-    stamped = consistency.apply(bounded, replicas=bool(settings.replicas))
-    wrapped = []
-    for op in stamped:
-        if op.consistency == "write":
-            op = dataclasses.replace(op, endpoint=_telling(op.endpoint, after_write))
-        wrapped.append(op)
-    return tuple(wrapped)
-
-
-def _telling(endpoint: Endpoint, after_write: Callable[[], object]) -> Endpoint:
-    """``endpoint``, calling ``after_write`` after each 2xx answer (its transaction has committed)."""
-
-    async def told(request: Request) -> Response:
-        response = await endpoint(request)
-        if 200 <= response.status_code < 300:
-            after_write()
-        return response
-
-    return told
+    return consistency.apply(bounded, replicas=bool(settings.replicas), after_write=after_write)
 
 
 def create_app(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from datasvc.context import UNREACHABLE, request_min_lsn
@@ -46,26 +46,32 @@ _LSN = re.compile(PATTERN)
 log = logging.getLogger("datasvc.consistency")
 
 
-def apply(operations: Sequence[Operation], *, replicas: bool) -> tuple[Operation, ...]:
+def apply(
+    operations: Sequence[Operation], *, replicas: bool, after_write: Callable[[], object] | None = None
+) -> tuple[Operation, ...]:
     """``operations`` with the declared consistency: writes stamp a token, reads honour one.
 
     Without replicas (``replicas`` False) every read runs on the primary, so a token changes nothing
-    there and reads are left as they are; writes still answer ``primary``.
+    there and reads are left as they are; writes still answer ``primary``. ``after_write`` is told of
+    every 2xx answer to a write, once its token is stamped (the change feed's wake-up): one wrapper does
+    both, as every frame around an endpoint is paid again at each of its awaits.
     """
     out = []
     for op in operations:
         if op.consistency == "write":
-            op = dataclasses.replace(op, endpoint=_stamping(op.endpoint))
+            op = dataclasses.replace(op, endpoint=_stamping(op.endpoint, after_write))
         elif op.consistency == "read" and replicas:
             op = dataclasses.replace(op, endpoint=_pinning(op.endpoint))
         out.append(op)
     return tuple(out)
 
 
-def _stamping(endpoint: Endpoint) -> Endpoint:
+def _stamping(endpoint: Endpoint, after_write: Callable[[], object] | None) -> Endpoint:
     async def stamped(request: Request) -> Response:
         response = await endpoint(request)
         await stamp(request, response)
+        if after_write is not None and 200 <= response.status_code < 300:
+            after_write()
         return response
 
     return stamped

@@ -45,7 +45,16 @@ def _preferences(request: Request) -> dict[str, str]:
 
 
 def _has_prefer(request: Request) -> bool:
-    return any(key == _KEY for key, _ in request.scope["headers"])
+    return _first_prefer(request) is not None
+
+
+def _first_prefer(request: Request) -> bytes | None:
+    # A loop rather than ``any()`` over a generator, which costs a call per header: every write asks.
+    headers: list[tuple[bytes, bytes]] = request.scope["headers"]
+    for key, value in headers:
+        if key == _KEY:
+            return value
+    return None
 
 
 def minimal(request: Request) -> bool:
