@@ -27,8 +27,9 @@ from datasvc.auth import Authenticator, env_entries
 from datasvc.bodies import BodyMiddleware
 from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
+from datasvc.dberrors import translate
 from datasvc.drain import Drain
-from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound, translate
+from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware, Slots, SlotsCollector
 from datasvc.listener import Listener
 from datasvc.metrics import Metrics

@@ -1,4 +1,5 @@
-"""How the service's connections are opened and given back: what each session is set up with.
+"""How the service's connections are opened and given back: what each session is set up with, and
+whether a connection may serve another request as it is (`reusable`).
 
 Every pool (the primary's, each replica's) is made by `create_pool` with the same shape: the session
 settings sent at connect (`server_settings`; behind a transaction pooler only ``application_name``, the
@@ -77,3 +78,27 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     connect, application_name, is set per request by `datasvc.pool.Pool.acquire`. An open transaction is still
     rolled back: asyncpg does that before calling this.
     """
+
+
+def session_name(conn: asyncpg.Connection) -> str | None:
+    """The ``application_name`` ``conn`` runs under; None when it is not usable any more (see `reusable`)."""
+    try:
+        name: str = conn.get_settings().application_name
+    except Exception:
+        return None
+    return name
+
+
+def reusable(conn: asyncpg.Connection) -> bool:
+    """Whether ``conn`` may serve another request as it is: open, outside a transaction, no cancel pending.
+
+    A pooled connection that dies (its backend killed while parked, say) is taken back by asyncpg itself,
+    and its proxy then raises InterfaceError ("released back to the pool") even for `is_closed`.
+    """
+    try:
+        # A connection whose statement was cancelled (a caller's deadline, `datasvc.preferences`) still
+        # awaits the server's answer to the cancel request: only asyncpg's own release waits for that.
+        # `_protocol._is_cancelling()` is private: pinned in pyproject.toml, tests/test_private_apis.py.
+        return not conn.is_closed() and not conn.is_in_transaction() and not conn._protocol._is_cancelling()
+    except Exception:  # asyncpg's InterfaceError; whatever fails here, the connection is not used
+        return False

@@ -42,8 +42,10 @@ import asyncpg
 from asyncpg import exceptions as pg
 
 from datasvc.context import UNREACHABLE, request_caller, request_min_lsn
+from datasvc.dberrors import CONNECTION_LOST, READ_ONLY
 from datasvc.errors import DatabaseUnavailable, PoolTimeout
-from datasvc.pool import CONNECTION_LOST, READ_ONLY, Pool, PoolCollector
+from datasvc.pool import Pool
+from datasvc.poolstats import PoolCollector
 from datasvc.registry import Registry, Retry, Route, Statement
 from datasvc.replicas import Replica, ReplicaSet
 from datasvc.statements import execute

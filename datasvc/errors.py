@@ -1,6 +1,6 @@
-"""Every failure the service reports, and the one place lower-level errors become problems.
+"""Every failure the service reports: one class per RFC 9457 problem ``type``.
 
-The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` lists them)::
+The tree (each leaf is one RFC 9457 ``type``, its ``slug``; only leaves are sent)::
 
     DatasvcError
     ├── ClientError                       4xx: the caller can fix the request
@@ -39,24 +39,20 @@ The tree (each leaf is one RFC 9457 ``type``, its ``slug``; `problem_types` list
         │   ├── TransactionRolledBack     any other 40xxx
         │   ├── SchemaChanged             the schema changed under a prepared statement
         │   ├── SchemaMissing             a table, column or function the statement needs is not there
-        │   └── NotMigrated               /health/ready: migrations pending
+        │   ├── NotMigrated               /health/ready: migrations pending
+        │   └── ShuttingDown              SIGTERM received (the drain window), or the pool is closed
         ├── GatewayTimeout        504     the statement ran out of time
         └── DeadlineExceeded      504     past the caller's ``Prefer: wait=N``; the statement cancelled
 
-asyncpg exceptions are mapped by class, most specific first (`ASYNCPG_MAP`, looked up along the MRO),
-and filled from ``sqlstate`` / ``constraint_name`` / ``column_name``, never from message text: messages are
-localized and may quote the offending value. Nothing from the driver's message reaches a response body.
+What the driver and the network raise becomes one of these in `datasvc.dberrors.translate`, the one
+boundary; this module only declares the problems.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import asyncpg
-from asyncpg import exceptions as pg
 
 PROBLEM_BASE = "urn:datasvc:problem:"
 
@@ -390,135 +386,3 @@ class DeadlineExceeded(ServerError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after), "Preference-Applied": f"wait={self.wait}"}
-
-
-# Which request field a constraint guards: the database is the authority, this only names it.
-CONSTRAINT_FIELDS: Mapping[str, str] = {
-    "users_username_key": "username",
-    "users_email_caseless_key": "email",
-    "users_email_check": "email",
-    "users_username_check": "username",
-    "users_hashed_password_check": "hashed_password",
-    "users_full_name_check": "full_name",
-    "users_bio_check": "bio",
-    "users_status_check": "status",
-}
-
-
-def _unique(exc: pg.PostgresError) -> DatasvcError:
-    field = CONSTRAINT_FIELDS.get(getattr(exc, "constraint_name", None) or "")
-    what = f"{field} is already taken" if field else "a unique value is already taken"
-    return Conflict(what, field=field)
-
-
-def _integrity(exc: pg.PostgresError) -> DatasvcError:
-    column = getattr(exc, "column_name", None)
-    field = CONSTRAINT_FIELDS.get(getattr(exc, "constraint_name", None) or "") or column or "body"
-    return ValidationFailed([FieldError(f"body.{field}", "rejected by a database constraint")])
-
-
-def _data(exc: pg.PostgresError) -> DatasvcError:
-    return ValidationFailed([FieldError("body", f"value rejected by the database (SQLSTATE {exc.sqlstate})")])
-
-
-def _unavailable(cls: type[ServiceUnavailable], detail: str) -> Callable[[BaseException], DatasvcError]:
-    return lambda _exc: cls(detail)
-
-
-# Why the server refused a new connection, by SQLSTATE. PostgreSQL ends such a connection with FATAL;
-# each of these is an outage of the service's database, whatever the caller sent: 503, not 500.
-CONNECT_REFUSALS: Mapping[str, str] = {
-    "3D000": "the database named in DATABASE_URL does not exist",
-    "28P01": "the database refused the password",
-    "28000": "the database refused the role (pg_hba.conf, a role that does not exist or may not log in)",
-    "53300": "the database has too many connections (max_connections, or the role's or database's limit)",
-    "57P03": "the database is starting up, shutting down or in recovery",
-    "42501": "the role may not connect to the database (no CONNECT privilege)",
-    "55000": "the database does not accept connections (datallowconn is false)",
-}
-
-
-def connect_refused(exc: BaseException) -> DatabaseUnavailable:
-    """The 503 for a connection attempt the server refused; the detail says why without driver text."""
-    sqlstate = getattr(exc, "sqlstate", None) or "unknown"
-    reason = CONNECT_REFUSALS.get(sqlstate, "the database refused the connection")
-    return DatabaseUnavailable(f"{reason} (SQLSTATE {sqlstate})")
-
-
-def _timeout(_exc: BaseException) -> DatasvcError:
-    return GatewayTimeout("the statement exceeded the configured statement timeout")
-
-
-def _internal(_exc: BaseException) -> DatasvcError:
-    return InternalError()
-
-
-# Most specific class wins: lookup walks the exception's MRO and takes the first entry found.
-ASYNCPG_MAP: Mapping[type[BaseException], Callable[[Any], DatasvcError]] = {
-    pg.UniqueViolationError: _unique,
-    pg.IntegrityConstraintViolationError: _integrity,
-    pg.DataError: _data,
-    pg.QueryCanceledError: _timeout,
-    pg.LockNotAvailableError: _unavailable(LockTimeout, "the row is locked by another transaction"),
-    pg.SerializationError: _unavailable(SerializationFailure, "concurrent update; retry"),
-    pg.DeadlockDetectedError: _unavailable(Deadlock, "concurrent update; retry"),
-    pg.TransactionRollbackError: _unavailable(TransactionRolledBack, "the transaction was rolled back"),
-    # Raised only while connecting (SQLSTATE classes 28 and 3D, 53300, 57P03): the database is unusable.
-    pg.InvalidAuthorizationSpecificationError: connect_refused,
-    pg.InvalidCatalogNameError: connect_refused,
-    pg.TooManyConnectionsError: connect_refused,
-    pg.CannotConnectNowError: connect_refused,
-    pg.OperatorInterventionError: _unavailable(DatabaseUnavailable, "the database is shutting down"),
-    pg.PostgresConnectionError: _unavailable(DatabaseUnavailable, "the database connection failed"),
-    pg.InsufficientResourcesError: _unavailable(DatabaseOverloaded, "the database is out of resources"),
-    pg.InvalidCachedStatementError: _unavailable(SchemaChanged, "the schema changed under a statement"),
-    pg.UndefinedTableError: _unavailable(SchemaMissing, "the database schema is not migrated"),
-    pg.UndefinedColumnError: _unavailable(SchemaMissing, "the database schema is not migrated"),
-    pg.UndefinedFunctionError: _unavailable(SchemaMissing, "the database schema is not migrated"),
-    asyncpg.ConnectionDoesNotExistError: _unavailable(DatabaseUnavailable, "the connection was lost"),
-    # asyncpg's state machine broke on a connection whose backend died while idle (asyncpg#1069);
-    # its subclasses are other client-side faults.
-    pg.OutdatedSchemaCacheError: _unavailable(SchemaChanged, "the schema changed under a statement"),
-    pg.ProtocolError: _internal,
-    # No server of a multi-host DATABASE_URL accepts writes (target_session_attrs=read-write): the primary
-    # is down and no standby promoted yet. And a write refused as read-only (25006): the connection reached
-    # a standby or a demoted primary. Both are a failover under way.
-    pg.TargetServerAttributeNotMatched: _unavailable(
-        DatabaseUnavailable, "no database server accepts writes now (failover in progress?)"
-    ),
-    pg.ReadOnlySQLTransactionError: _unavailable(
-        DatabaseUnavailable, "the database server is read-only now (failover in progress?)"
-    ),
-    asyncpg.InternalClientError: _unavailable(DatabaseUnavailable, "the database connection was lost"),
-    asyncpg.InterfaceError: _internal,
-    asyncpg.PostgresError: _internal,
-    ConnectionError: _unavailable(DatabaseUnavailable, "the database cannot be reached"),
-    OSError: _unavailable(DatabaseUnavailable, "the database cannot be reached"),
-    asyncio.TimeoutError: _timeout,
-}
-
-
-def translate(exc: BaseException) -> DatasvcError:
-    """The problem for any exception: ours as is, asyncpg's and the network's by class, else a 500."""
-    if isinstance(exc, DatasvcError):
-        return exc
-    for cls in type(exc).__mro__:
-        handler = ASYNCPG_MAP.get(cls)
-        if handler is not None:
-            return handler(exc)
-    return InternalError()
-
-
-def problem_types() -> dict[str, type[DatasvcError]]:
-    """Every problem ``type`` the service can send (its slug) and its class: the leaves of the tree."""
-    found: dict[str, type[DatasvcError]] = {}
-    pending: list[type[DatasvcError]] = [DatasvcError]
-    while pending:
-        cls = pending.pop()
-        children = cls.__subclasses__()
-        pending += children
-        if not children:
-            if cls.slug in found:
-                raise TypeError(f"{cls.__name__} and {found[cls.slug].__name__} share the slug {cls.slug}")
-            found[cls.slug] = cls
-    return found

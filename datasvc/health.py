@@ -10,15 +10,9 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from datasvc.dberrors import translate
 from datasvc.drain import Drain
-from datasvc.errors import (
-    DatabaseUnavailable,
-    NotMigrated,
-    SchemaMissing,
-    ServerError,
-    ShuttingDown,
-    translate,
-)
+from datasvc.errors import DatabaseUnavailable, NotMigrated, SchemaMissing, ServerError, ShuttingDown
 from datasvc.migrations import compare
 from datasvc.responses import JSONResponse
 

@@ -2,20 +2,17 @@
 
 asyncpg's pool is not fair: a connection released wakes the first waiting request, but a request arriving
 before that one runs takes it, and the woken one queues again at the back; the tail then waits several
-rounds. So at most ``size`` requests hold a place at a `Pool`; the others queue in arrival order, and:
+rounds. So at most ``size`` requests hold a place at a `Pool`; the others queue (`datasvc.waitlist`: in
+arrival order, the same caller first, a share per caller), and:
 
 - **hand-over**: a request done with a connection passes it straight to the next waiter, so nobody takes
   it in between, and asyncpg's release and acquire (a task and a turn of the loop each way) are skipped
   while requests queue;
-- **parking**: with nobody waiting, a connection fit to pass on waits here for the next request, again
-  without asyncpg's release and acquire; one parked `PARK_SECONDS` goes back to asyncpg's pool, whose idle
-  timeout and close then see it;
-- **same caller first**: a connection carries its last caller in ``application_name`` (set on acquire,
-  for pg_stat_activity), and renaming it costs a round trip, so a connection goes to the first of the next
-  `LOOK_AHEAD` waiters of its caller; the head of the queue is passed over at most `MAX_PASSED` times;
-- **a share per caller**: an authenticated caller holds at most all connections but `RESERVE`, so one
-  caller flooding slow statements leaves a connection for the others' cheap ones; the in-flight share
-  (`datasvc.limits`) counts requests, this one counts connections held.
+- **parking** (`datasvc.parking`): with nobody waiting, a connection fit to pass on waits for the next
+  request, again without asyncpg's release and acquire; after a short while it goes back to asyncpg's
+  pool, whose idle timeout and close then see it;
+- **named per caller**: a connection carries its caller in ``application_name`` (set on acquire, for
+  pg_stat_activity), so a connection handed over goes to a waiter of its caller where one is near the head.
 
 docs/benchmarks.md ("Connections have one owner") has the measurements behind keeping each of these.
 
@@ -31,19 +28,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from asyncpg import exceptions as pg
-from prometheus_client.core import GaugeMetricFamily, Metric
 
-from datasvc.connections import create_pool
+from datasvc.connections import create_pool, reusable, session_name
 from datasvc.context import request_timing
-from datasvc.errors import PoolTimeout, ShuttingDown, connect_refused
+from datasvc.dberrors import CONNECT_FAILED, CONNECTION_LOST, READ_ONLY, connect_refused
+from datasvc.errors import PoolTimeout, ShuttingDown
+from datasvc.parking import Parking
+from datasvc.poolstats import Stats
 from datasvc.statements import execute
+from datasvc.waitlist import Waitlist
 
 if TYPE_CHECKING:
     from datasvc.metrics import Metrics
@@ -52,49 +48,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("datasvc.pool")
 
-LOOK_AHEAD = 8  # waiters searched for the released connection's caller
-MAX_PASSED = 4  # times a waiter can be overtaken by a later one of the connection's caller
 # Requests in a row a connection serves (handed over or parked) before it goes back through asyncpg's
 # pool, which recycles it after ``max_queries``; under constant load it would otherwise never return there.
 MAX_USES = 1000
-# How long a connection stays parked: under load it is taken again within milliseconds; an idle one
-# belongs to asyncpg's pool, whose idle timeout and metrics see it.
-PARK_SECONDS = 1.0
-RESERVE = 1  # connections one authenticated caller always leaves to the others
 
-# The connection died (backend terminated, server crashed or restarting, socket reset). Not
-# QueryCanceledError: a statement that ran out of time would only run out of time again.
-CONNECTION_LOST: tuple[type[BaseException], ...] = (
-    pg.PostgresConnectionError,
-    pg.AdminShutdownError,
-    pg.CrashShutdownError,
-    pg.CannotConnectNowError,
-    ConnectionError,
-    # A backend that sent FATAL while its connection sat idle in the pool leaves asyncpg's protocol stuck
-    # ("cannot switch to state 12; another operation (2) is in progress", MagicStack/asyncpg#1069).
-    asyncpg.InternalClientError,
-)
-# The server refused a write as read-only: the connection reaches a standby (a demoted primary after a
-# failover). The statement did nothing; the pool's connections to that server are of no use for writes.
-READ_ONLY: tuple[type[BaseException], ...] = (pg.ReadOnlySQLTransactionError,)
 _UNUSABLE = (*CONNECTION_LOST, *READ_ONLY)
-# What opening a connection raises when the server is down or refuses: the pool then starts empty.
-CONNECT_FAILED: tuple[type[BaseException], ...] = (
-    TimeoutError,
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-)
-
-
-@dataclass(slots=True)
-class Stats:
-    """What the metrics report of one pool: open, idle, most and waiting connections."""
-
-    size: int
-    idle: int
-    max: int
-    waiting: int
 
 
 class _Lease:
@@ -115,16 +73,6 @@ class _Lease:
         self.name = name
 
 
-class _Waiter:
-    __slots__ = ("caller", "future", "name", "passed")
-
-    def __init__(self, future: asyncio.Future[Any], name: str, caller: str | None) -> None:
-        self.future = future  # its result: a connection handed over, or None (take one from the pool)
-        self.name = name  # the application_name its request runs under
-        self.caller = caller
-        self.passed = 0
-
-
 class Pool:
     """The connections of one server (``kind``: primary or replica), ``size`` of them at most."""
 
@@ -139,18 +87,14 @@ class Pool:
     ) -> None:
         self.kind = kind
         self.size = settings.pool_max_size
-        self.free = self.size  # places not held by a request (a parked connection's place is free)
+        self.waitlist = Waitlist(self.size)
         self.waiting = 0  # requests in `acquire` now
-        self.per_caller = max(1, self.size - RESERVE)
         self._pool = pool
         self._settings = settings
         self._registry = registry
         self._metrics = metrics
-        self._waiters: deque[_Waiter] = deque()
-        self._held: dict[str, int] = {}  # connections held per authenticated caller
         self._lent: dict[int, _Lease] = {}  # id(connection) -> its lease, for every connection out
-        self._parked: list[tuple[Any, float]] = []  # (connection, when), most recently parked last
-        self._sweep: asyncio.TimerHandle | None = None
+        self.parking = Parking(self._to_pool)
         self._epoch = 0  # `expire` bumps it: connections taken before are not passed on any more
         self._background: set[asyncio.Task[Any]] = set()  # connections on their way back to the pool
         self._refill: asyncio.Task[None] | None = None
@@ -184,9 +128,14 @@ class Pool:
         return cls(kind, raw, settings, registry=registry, metrics=metrics)
 
     @property
+    def free(self) -> int:
+        """Places not held by a request (a parked connection's place is free)."""
+        return self.waitlist.free
+
+    @property
     def parked(self) -> int:
         """Idle connections kept here for the next request rather than in asyncpg's pool."""
-        return len(self._parked)
+        return len(self.parking)
 
     def stats(self) -> Stats:
         pool = self._pool
@@ -265,7 +214,7 @@ class Pool:
                 conn.terminate()
             if isinstance(error, _UNUSABLE):
                 await self.expire()
-        self._unhold(lease.caller)
+        self.waitlist.unhold(lease.caller)
         if self._pass_on(conn, lease):
             return
         del self._lent[id(conn)]
@@ -283,7 +232,7 @@ class Pool:
     async def expire(self) -> None:
         """Replace every connection: none taken before now is passed on; each is reopened on next use."""
         self._epoch += 1
-        self._unpark_all()
+        self.parking.empty()
         await self._pool.expire_connections()
 
     async def close(self) -> None:
@@ -293,14 +242,10 @@ class Pool:
             self._refill.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refill
-        for waiter in self._waiters:
+        for waiter in self.waitlist.clear():
             if not waiter.future.done():
                 waiter.future.set_exception(ShuttingDown("the connection pool closed while this waited"))
-        self._waiters.clear()
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
-        self._unpark_all()
+        self.parking.close()
         try:
             await asyncio.wait_for(self._close(), timeout=self._settings.shutdown_timeout)
         except TimeoutError:
@@ -314,25 +259,21 @@ class Pool:
     # ------------------------------------------------------------------------------------------ places
     async def _enter(self, name: str, caller: str | None) -> asyncpg.Connection | None:
         """Wait for a place: a connection handed over or parked, or None (take one from the pool)."""
-        if self.free > 0 and not self._waiters and self._fits_share(caller):
-            self.free -= 1
-            self._hold(caller)
+        if self.waitlist.enter(caller):
             return self._unpark(name, caller)
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), name, caller)
-        self._waiters.append(waiter)
-        if self.free > 0:  # only waiters over their caller's share are queued: this one may pass
+        waiter = self.waitlist.join(name, caller)
+        if self.waitlist.free > 0:  # only waiters over their caller's share are queued: this one may pass
             self._grant()
         try:
             conn: asyncpg.Connection | None = await waiter.future
         except asyncio.CancelledError:
-            if waiter.future.cancelled():  # nothing was handed to it; `_take` may have dropped it already
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+            if waiter.future.cancelled():  # nothing was handed to it
+                self.waitlist.leave(waiter)
             elif (handed := waiter.future.result()) is None:
-                self._unhold(caller)  # a place granted as the task was cancelled: pass it on
+                self.waitlist.unhold(caller)  # a place granted as the task was cancelled: pass it on
                 self._give_place()
             else:
-                self._unhold(caller)
+                self.waitlist.unhold(caller)
                 lease = self._lent[id(handed)]
                 if not self._pass_on(handed, lease):
                     del self._lent[id(handed)]
@@ -346,70 +287,20 @@ class Pool:
         try:
             conn = await pool.acquire()
         except BaseException:
-            self._unhold(caller)
+            self.waitlist.unhold(caller)
             self._give_place()
             raise
-        self._lent[id(conn)] = _Lease(pool, self._epoch, caller, _name(conn))
+        self._lent[id(conn)] = _Lease(pool, self._epoch, caller, session_name(conn))
         return conn
 
     def _give_place(self) -> None:
         """A place back without a connection: to the next waiter that may take it, else free."""
-        self.free += 1
+        self.waitlist.free += 1
         self._grant()
 
     def _grant(self) -> None:
-        while self.free > 0 and (waiter := self._take(None)) is not None:
-            self.free -= 1
-            self._hold(waiter.caller)
+        for waiter in self.waitlist.granted():
             waiter.future.set_result(self._unpark(waiter.name, waiter.caller))
-
-    def _fits_share(self, caller: str | None) -> bool:
-        return caller is None or self._held.get(caller, 0) < self.per_caller
-
-    def _hold(self, caller: str | None) -> None:
-        if caller is not None:
-            self._held[caller] = self._held.get(caller, 0) + 1
-
-    def _unhold(self, caller: str | None) -> None:
-        if caller is not None:
-            held = self._held[caller] - 1
-            if held:
-                self._held[caller] = held
-            else:
-                del self._held[caller]
-
-    def _take(self, name: str | None) -> _Waiter | None:
-        """The waiter to serve: the first within its share, or one of the next few named ``name``.
-
-        A waiter whose task was cancelled (its acquire timed out) stays queued until that task runs and
-        removes itself; its future is done by then, and it is skipped here.
-        """
-        waiters = self._waiters
-        while waiters and waiters[0].future.done():
-            waiters.popleft()
-        head = chosen = -1
-        for i, waiter in enumerate(waiters):
-            if waiter.future.done() or not self._fits_share(waiter.caller):
-                continue
-            if head < 0:
-                head = i
-                if name is None or waiter.name == name or waiter.passed >= MAX_PASSED:
-                    chosen = i
-                    break
-            elif waiter.name == name:
-                chosen = i
-                break
-            if i - head >= LOOK_AHEAD:
-                break
-        if head < 0:
-            return None
-        if chosen < 0:
-            chosen = head
-        for j in range(head, chosen):
-            waiters[j].passed += 1
-        waiter = waiters[chosen]
-        del waiters[chosen]
-        return waiter
 
     # ------------------------------------------------------------------------- hand-over and parking
     def _pass_on(self, conn: asyncpg.Connection, lease: _Lease) -> bool:
@@ -417,61 +308,34 @@ class Pool:
         if not self._fit(conn, lease):
             return False
         lease.uses += 1
-        waiter = self._take(lease.name) if self._waiters else None
+        waitlist = self.waitlist
+        waiter = waitlist.take(lease.name) if waitlist.queued else None
         if waiter is not None:
-            self._hold(waiter.caller)
+            waitlist.hold(waiter.caller)
             lease.caller = waiter.caller
             waiter.future.set_result(conn)
             return True
-        self._parked.append((conn, asyncio.get_running_loop().time()))
-        if self._sweep is None:
-            self._sweep = asyncio.get_running_loop().call_later(PARK_SECONDS, self._sweep_parked)
-        self.free += 1  # nobody waits who may take it: the place is free, its connection parked
+        self.parking.park(conn, lease.name)
+        waitlist.free += 1  # nobody waits who may take it: the place is free, its connection parked
         return True
 
     def _fit(self, conn: asyncpg.Connection, lease: _Lease) -> bool:
-        return lease.epoch == self._epoch and lease.uses < MAX_USES and _open(conn) and not self._closed
+        return lease.epoch == self._epoch and lease.uses < MAX_USES and reusable(conn) and not self._closed
 
     def _unpark(self, name: str, caller: str | None) -> asyncpg.Connection | None:
         """A parked connection still fit to serve, preferably last named ``name``; or None."""
-        parked = self._parked
-        lent = self._lent
-        for i in range(len(parked) - 1, max(-1, len(parked) - 1 - LOOK_AHEAD), -1):
-            if lent[id(parked[i][0])].name == name:
-                conn = parked.pop(i)[0]
-                break
-        else:
-            conn = parked.pop()[0] if parked else None
+        conn = self.parking.take(name)
         while conn is not None:
             lease = self._lent[id(conn)]
             if self._fit(conn, lease):
                 lease.caller = caller
                 return conn
             self._to_pool(conn)
-            conn = parked.pop()[0] if parked else None
+            conn = self.parking.take(None)
         return None
 
-    def _sweep_parked(self) -> None:
-        """The connections parked `PARK_SECONDS` ago or more go back to the pool (they are the first)."""
-        self._sweep = None
-        now = asyncio.get_running_loop().time()
-        stale = 0
-        while stale < len(self._parked) and now - self._parked[stale][1] >= PARK_SECONDS:
-            stale += 1
-        for conn, _ in self._parked[:stale]:
-            self._to_pool(conn)
-        del self._parked[:stale]
-        if self._parked:
-            wait = self._parked[0][1] + PARK_SECONDS - now
-            self._sweep = asyncio.get_running_loop().call_later(wait, self._sweep_parked)
-
-    def _unpark_all(self) -> None:
-        parked, self._parked = self._parked, []
-        for conn, _ in parked:
-            self._to_pool(conn)
-
     def _to_pool(self, conn: asyncpg.Connection) -> None:
-        """A parked connection back to the pool it came from (its place is already free)."""
+        """A connection leaving the parking back to the pool it came from (its place is already free)."""
         lease = self._lent.pop(id(conn))
         self._spawn(_give_back(lease.pool, conn))
 
@@ -495,7 +359,7 @@ class Pool:
                 continue
             old, self._pool = self._pool, fresh
             self._epoch += 1  # connections of the old pool go back to it, not to the next request
-            self._unpark_all()
+            self.parking.empty()
             log.info("database answers; pool floor restored", extra={"min_size": min_size})
             try:
                 await old.close()
@@ -503,38 +367,6 @@ class Pool:
                 old.terminate()
                 raise
             return
-
-
-class PoolCollector:
-    """The pools' size, idle, most and waiting connections by ``target`` kind, read when scraped."""
-
-    def __init__(self, pools: Callable[[], Iterable[Pool]]) -> None:
-        self.pools = pools
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        totals: dict[str, list[int]] = {}
-        for pool in self.pools():
-            s = pool.stats()
-            for i, value in enumerate((s.size, s.idle, s.max, s.waiting)):
-                totals.setdefault(pool.kind, [0, 0, 0, 0])[i] += value
-        connections = GaugeMetricFamily(
-            "datasvc_db_pool_connections", "Open pool connections by state.", labels=["state", "target"]
-        )
-        size = GaugeMetricFamily("datasvc_db_pool_size", "Open pool connections.", labels=["target"])
-        most = GaugeMetricFamily("datasvc_db_pool_max", "Most connections the pool opens.", labels=["target"])
-        waiting = GaugeMetricFamily(
-            "datasvc_db_pool_waiting", "Requests waiting for a pooled connection now.", labels=["target"]
-        )
-        for kind, (open_, idle, max_size, waits) in totals.items():
-            connections.add_metric(["in_use", kind], open_ - idle)
-            connections.add_metric(["idle", kind], idle)
-            size.add_metric([kind], open_)
-            most.add_metric([kind], max_size)
-            waiting.add_metric([kind], waits)
-        yield from (connections, size, most, waiting)
 
 
 class _Expiry:
@@ -555,27 +387,3 @@ class _Expiry:
 async def _give_back(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
     with contextlib.suppress(Exception):  # asyncpg terminates a connection it cannot reset
         await pool.release(conn)
-
-
-def _name(conn: asyncpg.Connection) -> str | None:
-    """The ``application_name`` ``conn`` runs under; None when it is not usable any more (see `_open`)."""
-    try:
-        name: str = conn.get_settings().application_name
-    except Exception:
-        return None
-    return name
-
-
-def _open(conn: asyncpg.Connection) -> bool:
-    """Whether ``conn`` is open and outside a transaction.
-
-    A pooled connection that dies (its backend killed while parked, say) is taken back by asyncpg itself,
-    and its proxy then raises InterfaceError ("released back to the pool") even for `is_closed`.
-    """
-    try:
-        # A connection whose statement was cancelled (a caller's deadline, `datasvc.preferences`) still
-        # awaits the server's answer to the cancel request: only asyncpg's own release waits for that.
-        # `_protocol._is_cancelling()` is private: pinned in pyproject.toml, tests/test_private_apis.py.
-        return not conn.is_closed() and not conn.is_in_transaction() and not conn._protocol._is_cancelling()
-    except Exception:  # asyncpg's InterfaceError; whatever fails here, the connection is not used
-        return False

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from datasvc.db import Database
-from datasvc.errors import translate
+from datasvc.dberrors import translate
 from datasvc.registry import Registry, Retry
 from datasvc.settings import PROJECT_ROOT
 from tests.support import load

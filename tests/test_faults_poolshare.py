@@ -6,7 +6,7 @@ with more connections than the pool has; ``light`` sends one lookup every `LIGHT
 that the light caller is never refused nor timed out; its latency alone and beside the flood, a ratio
 within one run, is a `perf` figure.
 The in-flight share (`datasvc.limits`) lets the heavy caller hold every connection; the pool's share per
-caller (`datasvc.pool.RESERVE`) keeps one for the others.
+caller (`datasvc.waitlist.RESERVE`) keeps one for the others.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import asyncpg
 import pytest
 
 from datasvc.db import Database, Transaction
-from datasvc.errors import ServiceUnavailable, translate
+from datasvc.dberrors import translate
+from datasvc.errors import ServiceUnavailable
 from datasvc.registry import Registry
 from datasvc.statements import execute
 from tests.support import load

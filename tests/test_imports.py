@@ -57,6 +57,9 @@ LAYERS: dict[str, set[str]] = {
     "data": {
         "datasvc.db",
         "datasvc.pool",
+        "datasvc.waitlist",
+        "datasvc.parking",
+        "datasvc.poolstats",
         "datasvc.replicas",
         "datasvc.statements",
         "datasvc.connections",
@@ -73,6 +76,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.registry",
         "datasvc.settings",
         "datasvc.errors",
+        "datasvc.dberrors",
         "datasvc.context",
         "datasvc.metrics",
         "datasvc.responses",

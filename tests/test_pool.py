@@ -14,13 +14,17 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from datasvc import parking as parking_module
 from datasvc import pool as pool_module
+from datasvc.connections import reusable
 from datasvc.context import Timing, request_caller, request_timing
 from datasvc.db import Database
+from datasvc.dberrors import CONNECTION_LOST
 from datasvc.errors import ShuttingDown
-from datasvc.pool import CONNECTION_LOST, MAX_PASSED, Pool
+from datasvc.pool import Pool
 from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
+from datasvc.waitlist import MAX_PASSED
 from tests.support.waits import until
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
@@ -298,7 +302,7 @@ async def test_a_parked_connection_goes_back_to_the_pool_after_a_while(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Idle, it belongs to the pool: asyncpg's idle timeout and close() see it there."""
-    monkeypatch.setattr(pool_module, "PARK_SECONDS", 0.05)
+    monkeypatch.setattr(parking_module, "PARK_SECONDS", 0.05)
     pool = db.primary
     await Requests(db).start("first", None)  # parked at first (the test above)
     # Back in asyncpg's pool: idle there, no longer parked here; its place free.
@@ -310,13 +314,13 @@ async def test_a_parked_connection_whose_server_died_is_not_handed_out(
 ) -> None:
     requests = Requests(db)
     await requests.start("first", None)
-    ((parked, _),) = db.primary._parked
+    (parked,) = db.primary.parking.connections()
     admin = await asyncpg.connect(database_url)
     try:
         await admin.execute("SELECT pg_terminate_backend($1)", requests.pids["first"])
     finally:
         await admin.close()
-    await until(lambda: not pool_module._open(parked), what="asyncpg sees the connection closed")
+    await until(lambda: not reusable(parked), what="asyncpg sees the connection closed")
     await requests.start("second", None)
     assert requests.pids["second"] != requests.pids["first"]
 
@@ -383,7 +387,7 @@ async def test_close_is_bounded_by_the_shutdown_timeout(
 async def test_a_caller_holding_all_connections_but_one_waits_while_another_caller_is_served(
     settings: Settings,
 ) -> None:
-    """The share per caller (`pool.RESERVE`): counted in connections held, whatever the statements cost."""
+    """The share per caller (`waitlist.RESERVE`): counted in connections held, whatever statements cost."""
     db = await Database.connect(settings.with_overrides(pool_min_size=3, pool_max_size=3), REGISTRY)
     try:
         requests = Requests(db)

@@ -97,12 +97,13 @@ async def test_asyncpg_unnamed_statement_can_be_marked_unprepared(database_url: 
 
 
 async def test_asyncpg_says_whether_a_connection_still_awaits_a_cancel(database_url: str) -> None:
-    """datasvc/pool.py passes a connection on to the next request only if ``conn._protocol._is_cancelling()``
-    is False: after a caller's deadline cancelled its statement (``Prefer: wait``), the server's answer to
-    the cancel request is still due, and only asyncpg's own release waits for it."""
+    """`datasvc.connections.reusable` lets a connection serve the next request only if
+    ``conn._protocol._is_cancelling()`` is False: after a caller's deadline cancelled its statement
+    (``Prefer: wait``), the server's answer to the cancel request is still due, and only asyncpg's own
+    release waits for it."""
     message = (
-        f"asyncpg {asyncpg.__version__}: datasvc/pool.py assumes Connection._protocol._is_cancelling() "
-        "(a private API: see the pin in pyproject.toml)"
+        f"asyncpg {asyncpg.__version__}: datasvc/connections.py assumes "
+        "Connection._protocol._is_cancelling() (a private API: see the pin in pyproject.toml)"
     )
     conn = await asyncpg.connect(database_url)
     try:
