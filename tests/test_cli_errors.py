@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datasvc.cli import _parser, main
+from datasvc.cli import build_parser, main
 from datasvc.embedded import wheel_bindir
 from datasvc.settings import PROJECT_ROOT
 
@@ -50,7 +50,7 @@ def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
 
 def test_the_walk_covers_every_command():
     walked = {name.partition(" --")[0] for name in COMMANDS}
-    assert walked == _commands(_parser())
+    assert walked == _commands(build_parser())
 
 
 def _datasvc(argv: list[str], url: str, tmp_path: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -151,14 +151,14 @@ def test_a_closed_pipe_is_a_quiet_exit(argv):
 @pytest.mark.parametrize(("option", "value"), [("--port", "99999"), ("--port", "0"), ("--workers", "none")])
 def test_serve_options_out_of_range_are_usage_errors(option, value, capsys):
     with pytest.raises(SystemExit) as exited:
-        _parser().parse_args(["serve", option, value])
+        build_parser().parse_args(["serve", option, value])
     assert exited.value.code == 2
     assert f"argument {option}: '{value}' must be" in capsys.readouterr().err
 
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as exited:
-        _parser().parse_args(["--version"])
+        build_parser().parse_args(["--version"])
     assert exited.value.code == 0
     assert re.fullmatch(r"datasvc \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
 
@@ -174,7 +174,7 @@ def _options(parser: argparse.ArgumentParser, prefix: str = "datasvc") -> list[t
     return found
 
 
-@pytest.mark.parametrize(("command", "action"), _options(_parser()), ids=lambda x: getattr(x, "dest", x))
+@pytest.mark.parametrize(("command", "action"), _options(build_parser()), ids=lambda x: getattr(x, "dest", x))
 def test_every_option_of_every_command_is_described(command, action):
     assert action.help, f"{command} {action.option_strings[0]}"
     assert action.help != argparse.SUPPRESS

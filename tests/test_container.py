@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from datasvc import migrations
-from datasvc.cli import _parser
+from datasvc.cli import build_parser
 from datasvc.embedded import wheel_bindir
 from datasvc.settings import PROJECT_ROOT, Settings
 from tests.support import load
@@ -71,7 +71,7 @@ def test_compose_runs_migrations_once_before_a_ready_service():
     assert services["datasvc"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "/health/ready" in " ".join(services["datasvc"]["healthcheck"]["test"])
     for name in ("migrate", "datasvc"):  # every command the compose file runs is one the CLI accepts
-        _parser().parse_args(services[name]["command"])
+        build_parser().parse_args(services[name]["command"])
 
 
 def dockerfile_env() -> dict[str, str]:
