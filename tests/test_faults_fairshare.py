@@ -10,43 +10,26 @@ caller's latency alone and beside the flood, a ratio within one run, is a `perf`
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import re
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from typing import Any
 
 import httpx2
 import pytest
 
-from datasvc.auth import hash_token
-from datasvc.settings import PROJECT_ROOT
 from tests.support import load
 from tests.support.servers import ProcessServer
+from tests.support.twocallers import TOKENS, Flooded, auth_tokens, flood_beside
 
 pytestmark = pytest.mark.slow
 
 SUSTAINED = 16  # DATASVC_MAX_IN_FLIGHT: what the worker serves at once; a caller's default share is 4
-TOKENS = {"heavy": "heavy-token-0123456789", "light": "light-token-0123456789", "seed": "seed-token-01234567"}
-SCOPES = {"heavy": "users:read", "light": "users:read", "seed": "users:write"}
 LIGHT_INTERVAL = 0.01  # 100 requests/s: light next to the flood, ~200 samples per phase for its p99
-PHASE = 2.0  # seconds the light caller is measured, alone and then beside the flood
-FLOOD_BOUND = 60.0  # seconds: only a flood the test failed to stop runs this long
 # The light caller's p99 beside the flood may be this many times its p99 alone. Generous on purpose: one
 # worker on two shared cores is CPU-bound under the flood (every refusal still costs the event loop a
-# parse, a token hash and an answer), and CI runs other suites at once. Measured 1.5-2.2x (and 1.3-4.3x
-# at load average 5-9); with 429s sent at once instead of paced, 2.7-11x. Without the per-caller share
-# the light caller is not only slowed but shed (503), which fails the 0-errors assertion (figures and
-# commands: docs/security.md, Fair share between callers).
+# parse, a token hash and an answer), and CI runs other suites at once. With 429s sent at once instead of
+# paced the ratio was several times higher; without the per-caller share the light caller is not only
+# slowed but shed (503), which fails the 0-errors assertion (docs/security.md, Fair share between callers).
 FACTOR = 10
-
-
-def _config() -> str:
-    return "; ".join(f"{name} {SCOPES[name]} {hash_token(token)}" for name, token in TOKENS.items())
 
 
 def _refused(base_url: str) -> float:
@@ -57,30 +40,6 @@ def _refused(base_url: str) -> float:
     return sum(float(c) for c in counts)
 
 
-async def _light(base_url: str, path: str) -> list[load.Answer]:
-    return await load.hammer(
-        base_url, path, workers=1, seconds=PHASE, token=TOKENS["light"], interval=LIGHT_INTERVAL
-    )
-
-
-@dataclass(frozen=True)
-class Flooded:
-    """The light caller's answers alone and beside the flood, and the flood's own summary."""
-
-    alone: list[load.Answer]
-    beside: list[load.Answer]
-    heavy: dict[str, Any]
-
-    @property
-    def figure(self) -> str:
-        p99_alone = load.p([a.seconds for a in self.alone], 0.99)
-        p99_beside = load.p([a.seconds for a in self.beside], 0.99)
-        return (
-            f"light alone: {load.summary(self.alone)}; light beside the flood: {load.summary(self.beside)}; "
-            f"p99 ratio {p99_beside / p99_alone:.2f}; heavy ({4 * SUSTAINED} connections): {self.heavy}"
-        )
-
-
 @pytest.fixture
 def flooded(settings, tmp_path) -> Flooded:
     caller_max = int(os.environ.get("FAIRSHARE_CALLER_MAX", "0")) or None  # to measure other shares
@@ -88,7 +47,7 @@ def flooded(settings, tmp_path) -> Flooded:
         pool_min_size=4,
         pool_max_size=4,
         max_in_flight=SUSTAINED,
-        auth_tokens=_config(),
+        auth_tokens=auth_tokens(),
         caller_max_in_flight=caller_max,
     )
     with ProcessServer(settings, tmp_path / "serve.log") as server:
@@ -98,32 +57,15 @@ def flooded(settings, tmp_path) -> Flooded:
             headers={"Authorization": f"Bearer {TOKENS['seed']}"},
         )
         path = f"/api/v1/users/{seeded.json()['id']}"
-        asyncio.run(_light(server.base_url, path))  # warm up: connections, plans
-        alone = asyncio.run(_light(server.base_url, path))
-        # The flood runs until its stdin is closed, once the light caller has been measured beside it;
-        # FLOOD_BOUND only ends a flood this test failed to stop.
-        command = [sys.executable, "-m", "tests.support.flood", server.base_url, path, str(4 * SUSTAINED)]
-        flood = subprocess.Popen(
-            [*command, str(FLOOD_BOUND), "--until-stdin-closes"],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, "FLOOD_TOKEN": TOKENS["heavy"]},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        return flood_beside(
+            server.base_url,
+            path,
+            interval=LIGHT_INTERVAL,
+            flood_path=path,
+            connections=4 * SUSTAINED,
+            full_tilt=lambda: _refused(server.base_url) > 0,  # the flood is at full tilt once it is refused
+            flood=f"{4 * SUSTAINED} connections",
         )
-        try:
-            # The flood is at full tilt once it is refused. The deadline only bounds a hang.
-            deadline = time.monotonic() + FLOOD_BOUND / 2
-            while _refused(server.base_url) == 0:
-                assert flood.poll() is None, "the flood ended before it was refused"
-                assert time.monotonic() < deadline, "the flood was never refused"
-                time.sleep(0.02)
-            beside = asyncio.run(_light(server.base_url, path))
-            assert flood.poll() is None, "the flood ended before the light caller was measured beside it"
-            out, _ = flood.communicate(input="", timeout=FLOOD_BOUND)  # EOF on its stdin: stop
-        finally:
-            flood.kill()
-    return Flooded(alone, beside, json.loads(out))
 
 
 def test_a_flooding_caller_is_held_to_its_share_and_the_light_caller_is_never_refused(flooded):
@@ -144,6 +86,4 @@ def test_a_flooding_caller_is_held_to_its_share_and_the_light_caller_is_never_re
 def test_the_light_callers_p99_beside_the_flood_stays_within_a_factor_of_its_p99_alone(flooded):
     figure = flooded.figure
     print(figure)
-    p99_alone = load.p([a.seconds for a in flooded.alone], 0.99)
-    p99_beside = load.p([a.seconds for a in flooded.beside], 0.99)
-    assert p99_beside <= FACTOR * p99_alone, figure
+    assert flooded.p99_ratio <= FACTOR, figure

@@ -19,6 +19,20 @@ function email_for(i)
   return firsts[i % 20 + 1] .. "." .. lasts[math.floor(i / 20) % 20 + 1] .. "." .. i .. "@" .. domains[i % 4 + 1]
 end
 
+-- A new user, unique across runs, threads and requests: its name <prefix>_<nonce>_<thread>_<counter> (each
+-- create scenario its own prefix) and its JSON body. The nonce is drawn at the first call, after init has
+-- seeded the random numbers.
+local HASH = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"  -- 60 chars
+local created = 0
+local nonce = nil
+function new_user(prefix)
+  nonce = nonce or string.format("%x%04x", os.time(), math.random(0, 0xffff))
+  created = created + 1
+  local u = prefix .. "_" .. nonce .. "_" .. (tid or 0) .. "_" .. created
+  return u, '{"email":"' .. u .. '@bench.example.com","username":"' .. u ..
+            '","hashed_password":"' .. HASH .. '","full_name":"Bench User"}'
+end
+
 -- BENCH_TOKENS (comma list): every request carries one of these bearer tokens, in turn.
 local tokens = {}
 for token in string.gmatch(os.getenv("BENCH_TOKENS") or "", "[^,]+") do tokens[#tokens + 1] = token end

@@ -27,7 +27,7 @@ from datasvc.inputs import QueryBool, read_query
 from datasvc.routing import Operation
 from datasvc.users.listing import PARAMS as LIST_PARAMS
 from datasvc.users.listing import SearchTerm, like_pattern
-from datasvc.users.models import UserStatus
+from datasvc.users.models import User, UserStatus
 from datasvc.users.routes import PREFIX
 
 if TYPE_CHECKING:
@@ -40,18 +40,7 @@ if TYPE_CHECKING:
 PAGE = 1000
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
-COLUMNS = (
-    "id",
-    "email",
-    "username",
-    "full_name",
-    "bio",
-    "status",
-    "is_verified",
-    "is_admin",
-    "created_at",
-    "updated_at",
-)
+COLUMNS = tuple(User.model_fields)  # the CSV's header: a user's fields, in the JSON answers' order
 
 
 class ExportParams(BaseModel):

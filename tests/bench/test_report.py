@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.__main__ import parse_args
+from bench.__main__ import TARGETS, parse_args
 from bench.load import pinned, split_cpus
 from bench.report import render
 from bench.scenarios import SCENARIOS, pgbench_script
@@ -41,18 +41,7 @@ def test_defaults_select_every_target_and_scenario(monkeypatch: pytest.MonkeyPat
     for name in ("TARGETS", "SCENARIOS"):
         monkeypatch.delenv(name, raising=False)
     args = parse_args([])
-    assert args.targets == [
-        "datasvc-1w",
-        "direct-app",
-        "pgbouncer-1.24",
-        "pgbouncer-1.18",
-        "replica",
-        "replica-direct",
-        "ceiling",
-        "peer",
-        "datasvc-2w",
-        "pgbench",
-    ]
+    assert args.targets == list(TARGETS)
     assert [s.key for s in args.selected] == [s.key for s in SCENARIOS]
 
 
