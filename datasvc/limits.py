@@ -31,9 +31,9 @@ from datasvc.responses import send_problem
 NEVER_SHED = frozenset({"/health"})
 # A refused caller's answer waits this long. A caller in a loop resends the moment it is refused, and each
 # refusal still costs the worker a parse, a token hash and an answer: unpaced, 32 such connections kept
-# the one worker's event loop busy and every other caller's requests waited their turn behind them (its
-# p99 5-14x its p99 alone; docs/security.md). Paced, a looping connection costs ~1/PAUSE refusals a
-# second. A well-behaved caller loses nothing: it waits Retry-After (1 s) anyway.
+# the one worker's event loop busy and every other caller's requests waited their turn behind them
+# (docs/security.md). Paced, a looping connection costs ~1/PAUSE refusals a second. A well-behaved
+# caller loses nothing: it waits Retry-After (1 s) anyway.
 PAUSE = 0.25
 # At most this many refusals wait at once (each holds its connection's request task); past it, at once.
 MAX_PAUSED = 1024
