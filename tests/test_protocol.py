@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from datasvc.protocol import MAX_PIPELINED
-from tests.support.rawhttp import exchange, statuses
+from tests.support.rawhttp import connect, exchange, read_until_closed, statuses
 from tests.support.servers import ThreadServer
 from tests.support.values import HASH
 from tests.support.waits import until_blocking
@@ -165,31 +165,21 @@ def test_pipelined_requests_before_a_refused_one_are_answered_first(live, bad, s
 # -- bounds on what one connection may hold ------------------------------------------------------
 
 
-def _connect(base_url: str) -> socket.socket:
-    host, port = base_url.removeprefix("http://").split(":")
-    return socket.create_connection((host, int(port)), timeout=10)
-
-
 def _closed_within(sock: socket.socket, seconds: float) -> bytes:
     """What the server sent before closing; fails if it is still open after ``seconds``."""
     sock.settimeout(seconds)
-    received = b""
     try:
-        while data := sock.recv(65536):
-            received += data
-    except ConnectionResetError:
-        pass
+        return read_until_closed(sock)
     except TimeoutError:
         raise AssertionError(f"the connection was still open after {seconds} s") from None
-    return received
 
 
 def test_a_head_that_does_not_arrive_in_time_closes_the_connection(settings):
     with _serve(settings.with_overrides(head_timeout=0.3)) as base_url:
-        silent = _connect(base_url)
-        partial = _connect(base_url)
+        silent = connect(base_url)
+        partial = connect(base_url)
         partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        kept = _connect(base_url)
+        kept = connect(base_url)
         kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(kept.recv(65536)) == [200]
         # A generous bound: the timeout is 0.3 s; 10 s only stops a server that never closes.
@@ -211,7 +201,7 @@ def _closed_count(base_url: str, reason: str) -> float:
 def test_a_client_that_does_not_read_is_disconnected_after_the_send_timeout(settings):
     """Four 1.4 MB documents asked for and never read: the send buffer stays full, the server aborts."""
     with _serve(settings.with_overrides(send_timeout=0.5)) as base_url:
-        sock = _connect(base_url)
+        sock = connect(base_url)
         sock.sendall(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
         until_blocking(lambda: _closed_count(base_url, "send-timeout") == 1, what="the send timeout")
         assert len(_closed_within(sock, 10)) < 4 * 1_400_000  # aborted: what was not sent is dropped
@@ -228,10 +218,10 @@ def test_pipelining_is_bounded_per_connection(live):
 
 def test_connections_past_the_bound_are_refused_at_once_and_open_ones_served(settings):
     with _serve(settings.with_overrides(max_connections=3)) as base_url:
-        held = [_connect(base_url) for _ in range(3)]
+        held = [connect(base_url) for _ in range(3)]
         held[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert statuses(held[0].recv(65536)) == [200]
-        refused = _connect(base_url)
+        refused = connect(base_url)
         raw = _closed_within(refused, 10)
         assert statuses(raw) == [503]
         headers, problem = _problem(raw)
