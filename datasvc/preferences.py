@@ -49,7 +49,7 @@ def _has_prefer(request: Request) -> bool:
 
 
 def _first_prefer(request: Request) -> bytes | None:
-    # A loop rather than ``any()`` over a generator, which costs a call per header: every write asks.
+    # A loop rather than ``any()`` over a generator, which costs a call per header: every request asks.
     headers: list[tuple[bytes, bytes]] = request.scope["headers"]
     for key, value in headers:
         if key == _KEY:
@@ -82,10 +82,9 @@ def bounded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     # Not a coroutine: it hands back the endpoint's own awaitable, so a request without ``Prefer`` (nearly
     # every one) runs no extra frame, at its call or at each of its awaits.
     def run(request: Request) -> Awaitable[Response]:
-        for key, _ in request.scope["headers"]:  # `_has_prefer`, no generator: every request runs this
-            if key == _KEY:
-                return within_wait(endpoint, request)
-        return endpoint(request)
+        if _first_prefer(request) is None:
+            return endpoint(request)
+        return within_wait(endpoint, request)
 
     return run
 

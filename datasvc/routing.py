@@ -141,7 +141,8 @@ class IndexedRouter(Router):
     and a route with parameters is tried only when the path starts with the text before its first
     parameter (its pattern could not match otherwise). The outcome is the same as trying them all in
     order, given how `build_routes` orders them: a fixed path that a parameter route would also take
-    comes first and takes every method, and no parameter route matches the other fixed paths. Redirects
+    comes first and takes every method, and no parameter route matches the other fixed paths (checked at
+    start-up by `_check_fixed`). Redirects
     (``redirect_slashes``) and a ``root_path`` go through Starlette's own loop.
     """
 
@@ -149,8 +150,9 @@ class IndexedRouter(Router):
         super().__init__(list(routes), redirect_slashes=False, **kwargs)
         self._fixed: dict[str, BaseRoute] = {}
         self._patterns: list[tuple[str, BaseRoute]] = []
-        for route in self.routes:
+        for i, route in enumerate(self.routes):
             if isinstance(route, Route) and not route.param_convertors:
+                _check_fixed(route, i, self.routes)
                 self._fixed.setdefault(route.path, route)
             else:
                 path = getattr(route, "path", "")
@@ -183,3 +185,14 @@ class IndexedRouter(Router):
             await partial[0].handle(scope, receive, send)
             return
         await self.default(scope, receive, send)
+
+
+def _check_fixed(route: Route, at: int, routes: Sequence[BaseRoute]) -> None:
+    """Refuse an order in which Starlette would send a request for ``route``'s path to another route."""
+    for i, other in enumerate(routes):
+        if not (isinstance(other, Route) and other.param_convertors and other.path_regex.match(route.path)):
+            continue
+        if i < at:
+            raise ValueError(f"{route.path} comes after {other.path}, which takes it: put it first")
+        if route.methods is not None:
+            raise ValueError(f"{route.path} takes only some methods, and {other.path} the others: take all")
