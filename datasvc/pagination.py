@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import orjson
 
+from datasvc.envvalues import MIN_SECRET_BYTES
 from datasvc.errors import FieldError, ValidationFailed
-from datasvc.settings import MIN_SECRET_BYTES
 
 Direction = Literal["next", "prev"]
 

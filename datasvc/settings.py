@@ -1,26 +1,24 @@
 """Every setting the service reads, from the environment, once, typed.
 
-Each setting is declared once, as a field of `Settings` annotated with its `Env` (variable name, parser,
-one line of documentation); `FIELDS` is derived from those declarations. tests/test_settings.py checks
-the README's configuration table against them; `datasvc serve` logs the effective values at start-up with
-secrets redacted.
+Each setting is declared once, as a field of `Settings` annotated with its `Env` (variable name, parser
+of its text from `datasvc.envvalues`, one line of documentation); `FIELDS` is derived from those
+declarations. tests/test_settings.py checks the README's configuration table against them; `datasvc
+serve` logs the effective values at start-up with secrets redacted.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any, get_type_hints
-from urllib.parse import urlsplit
+
+from datasvc import envvalues
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The default DATASVC_CALLER_MAX_IN_FLIGHT is DATASVC_MAX_IN_FLIGHT divided by this.
 CALLER_SHARE = 4
-# The cursor secret's least length, the HMAC-SHA256 block's worth of key (`datasvc.pagination`).
-MIN_SECRET_BYTES = 32
 
 
 class SettingsError(ValueError):
@@ -30,178 +28,6 @@ class SettingsError(ValueError):
 SECRET_VARIABLES = frozenset(
     {"DATABASE_URL", "DATASVC_REPLICA_URLS", "DATASVC_CURSOR_SECRET", "DATASVC_AUTH_TOKENS"}
 )
-
-
-# Every duration setting is at most a day: far past any sensible timeout, and well inside what the server
-# (`statement_timeout` in milliseconds, a 32-bit int) and asyncio's timers accept; `inf` is refused.
-MAX_SECONDS = 86_400.0
-SCHEMES = ("postgresql", "postgres")
-
-
-def _seconds(raw: str, *, zero: bool) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("must be a number of seconds") from None
-    if not math.isfinite(value) or value > MAX_SECONDS:
-        raise ValueError(f"must be a finite number of seconds, at most {MAX_SECONDS:g} (one day)")
-    if zero and not value >= 0:
-        raise ValueError("must be >= 0")
-    if not zero and not value > 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    return _seconds(raw, zero=False)
-
-
-def _non_negative_float(raw: str) -> float:
-    return _seconds(raw, zero=True)
-
-
-def _whole(raw: str) -> int:
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-
-
-def positive_int(raw: str) -> int:
-    """A whole number, 1 or more."""
-    value = _whole(raw)
-    if value < 1:
-        raise ValueError("must be >= 1")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = _whole(raw)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def port(raw: str) -> int:
-    """A TCP port, 1-65535 (the parser of ``DATASVC_PORT`` and of ``datasvc serve --port``)."""
-    value = _whole(raw)
-    if not 1 <= value <= 65535:
-        raise ValueError("must be a port number, 1-65535")
-    return value
-
-
-def url_problem(url: str) -> str | None:
-    """What makes ``url`` unusable as a libpq URL (scheme, host list, ports), or None; never quotes it."""
-    scheme, sep, _ = url.partition("://")
-    if not sep:
-        return "must be a URL like postgresql://user:password@host:5432/dbname"
-    if scheme not in SCHEMES:
-        named = f" {scheme!r}" if scheme.isalnum() and len(scheme) < 20 else ""
-        return f"scheme{named} is not supported: use postgresql://"
-    hosts = urlsplit(url).netloc.rpartition("@")[2]
-    for entry in hosts.split(",") if hosts else []:
-        if entry.startswith("["):  # [IPv6]:port
-            host, _, tail = entry[1:].partition("]")
-            if tail and not tail.startswith(":"):
-                return "has a malformed [IPv6] host"
-            number = tail[1:]
-        else:
-            host, _, number = entry.partition(":")
-        if not host and number:
-            return "has a port but no host"
-        if number and not (number.isdigit() and 1 <= int(number) <= 65535):
-            return "port must be a number, 1-65535"
-    return None
-
-
-def _database_url(raw: str) -> str:
-    problem = url_problem(raw.strip())
-    if problem:
-        raise ValueError(problem)
-    return raw.strip()
-
-
-def _url_list(raw: str) -> str:
-    urls = [u.strip() for u in raw.split(",")]
-    for i, url in enumerate(urls, 1):
-        problem = "is empty" if not url else url_problem(url)
-        if problem:
-            raise ValueError(f"entry {i} {problem} (postgresql:// URLs separated by commas)")
-    return ",".join(urls)
-
-
-def _cursor_secret(raw: str) -> str:
-    if len(raw.encode()) < MIN_SECRET_BYTES:
-        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 32`)")
-    return raw
-
-
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class Duration(float):
-    """Seconds, shown in the largest whole unit (``7d``, ``90m``) as the configuration table writes it."""
-
-    def __str__(self) -> str:
-        for unit, seconds in sorted(_DURATION_UNITS.items(), key=lambda item: -item[1]):
-            if self % seconds == 0:
-                return f"{int(self // seconds)}{unit}"
-        return f"{float(self):g}s"
-
-
-def _duration(raw: str) -> Duration:
-    """Seconds from ``45s``, ``30m``, ``12h``, ``7d`` or a plain number of seconds; more than zero."""
-    text = raw.strip().lower()
-    unit = _DURATION_UNITS.get(text[-1:], 0)
-    number = text[:-1] if unit else text
-    try:
-        value = float(number) * (unit or 1)
-    except ValueError:
-        raise ValueError("must be a duration such as 7d, 12h, 30m, 45s or a number of seconds") from None
-    if not value > 0:
-        raise ValueError("must be more than zero")
-    return Duration(value)
-
-
-def _log_level(raw: str) -> str:
-    if raw.lower() not in {"debug", "info", "warning", "error"}:
-        raise ValueError("must be debug, info, warning or error")
-    return raw.lower()
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _pool_mode(raw: str) -> str:
-    if raw.strip().lower() not in {"session", "transaction"}:
-        raise ValueError("must be session or transaction")
-    return raw.strip().lower()
-
-
-def _on_off(raw: str) -> str:
-    try:
-        return "on" if _bool(raw) else "off"
-    except ValueError:
-        raise ValueError("must be on or off") from None
-
-
-def _http_url(raw: str) -> str:
-    if not raw.startswith(("http://", "https://")) or len(raw) <= len("https://"):
-        raise ValueError("must be an http:// or https:// URL (OTLP over HTTP)")
-    return raw
-
-
-def _traces_exporter(raw: str) -> str:
-    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
-    if not names <= {"otlp", "none"} or names == {"otlp", "none"}:
-        raise ValueError("must be otlp or none (spans are sent as OTLP over HTTP)")
-    return names.pop()
 
 
 @dataclass(frozen=True)
@@ -221,21 +47,21 @@ class Settings:
         str | None,
         Env(
             "DATABASE_URL",
-            _database_url,
+            envvalues.database_url,
             "libpq URL of the database. Unset: `datasvc serve` starts a private PostgreSQL.",
         ),
     ] = None
     pool_min_size: Annotated[
-        int, Env("DATASVC_POOL_MIN", _non_negative_int, "Connections the pool keeps open.")
+        int, Env("DATASVC_POOL_MIN", envvalues.non_negative_int, "Connections the pool keeps open.")
     ] = 2
     pool_max_size: Annotated[
-        int, Env("DATASVC_POOL_MAX", positive_int, "Most connections the pool opens.")
+        int, Env("DATASVC_POOL_MAX", envvalues.positive_int, "Most connections the pool opens.")
     ] = 10
     pool_mode: Annotated[
         str,
         Env(
             "DATASVC_POOL_MODE",
-            _pool_mode,
+            envvalues.pool_mode,
             "`session`: the timeouts are sent at connect. `transaction` (behind a transaction pooler such "
             "as PgBouncer): no session state; only `application_name` at connect, the timeouts and "
             "`plan_cache_mode` from the database role, checked at start-up.",
@@ -245,7 +71,7 @@ class Settings:
         int,
         Env(
             "DATASVC_STATEMENT_CACHE_SIZE",
-            _non_negative_int,
+            envvalues.non_negative_int,
             "Prepared statements asyncpg keeps per connection. 0 behind a pooler without prepared-statement "
             "support (PgBouncer < 1.21).",
         ),
@@ -254,18 +80,21 @@ class Settings:
         float,
         Env(
             "DATASVC_ACQUIRE_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds a request waits for a pooled connection before 503.",
         ),
     ] = 2.0
     connect_timeout: Annotated[
-        float, Env("DATASVC_CONNECT_TIMEOUT", _positive_float, "Seconds to open one database connection.")
+        float,
+        Env(
+            "DATASVC_CONNECT_TIMEOUT", envvalues.positive_seconds, "Seconds to open one database connection."
+        ),
     ] = 5.0
     start_timeout: Annotated[
         float,
         Env(
             "DATASVC_START_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "With `DATASVC_POOL_MODE=transaction`: seconds `datasvc serve` waits at start-up for the "
             "database to answer its checks, then exits 1 (SIGINT/SIGTERM stop the wait at once).",
         ),
@@ -274,7 +103,7 @@ class Settings:
         float,
         Env(
             "DATASVC_STATEMENT_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds a statement may run (server `statement_timeout`); then 504.",
         ),
     ] = 5.0
@@ -282,7 +111,7 @@ class Settings:
         float,
         Env(
             "DATASVC_LOCK_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds a statement may wait for a row or table lock (server `lock_timeout`).",
         ),
     ] = 2.0
@@ -290,7 +119,7 @@ class Settings:
         int,
         Env(
             "DATASVC_TRANSACTION_RETRIES",
-            _non_negative_int,
+            envvalues.non_negative_int,
             "Retries of a transaction PostgreSQL rolled back (serialization failure, deadlock); then 503.",
         ),
     ] = 3
@@ -298,7 +127,7 @@ class Settings:
         str,
         Env(
             "DATASVC_REPLICA_URLS",
-            _url_list,
+            envvalues.url_list,
             "libpq URLs of hot standbys, separated by commas: statements declared `-- route: replica` run "
             "there while they keep up. Unset: every statement runs on `DATABASE_URL`.",
         ),
@@ -307,7 +136,7 @@ class Settings:
         float,
         Env(
             "DATASVC_REPLICA_MAX_LAG",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds a replica may be behind the primary (by WAL position) and still take reads.",
         ),
     ] = 1.0
@@ -315,7 +144,7 @@ class Settings:
         int,
         Env(
             "DATASVC_MAX_IN_FLIGHT",
-            _non_negative_int,
+            envvalues.non_negative_int,
             "Requests served at once per worker; more are shed at once as 503 with `Retry-After`. 0: no "
             "limit.",
         ),
@@ -329,13 +158,16 @@ class Settings:
         ),
     ] = "datasvc"
     max_body_bytes: Annotated[
-        int, Env("DATASVC_MAX_BODY_BYTES", positive_int, "Largest request body accepted; larger is 413.")
+        int,
+        Env(
+            "DATASVC_MAX_BODY_BYTES", envvalues.positive_int, "Largest request body accepted; larger is 413."
+        ),
     ] = 65536
     max_header_bytes: Annotated[
         int,
         Env(
             "DATASVC_MAX_HEADER_BYTES",
-            positive_int,
+            envvalues.positive_int,
             "Largest request line plus headers accepted; larger is 431 and the connection is closed.",
         ),
     ] = 16384
@@ -343,7 +175,7 @@ class Settings:
         float,
         Env(
             "DATASVC_HEAD_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds a request line plus headers may take to arrive, from the connection or its first byte; "
             "then the connection is closed.",
         ),
@@ -352,7 +184,7 @@ class Settings:
         float,
         Env(
             "DATASVC_BODY_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds a whole request body may take to arrive after its head; then 408 and the connection "
             "is closed. The body is read before the request takes a slot of `DATASVC_MAX_IN_FLIGHT`.",
         ),
@@ -361,7 +193,7 @@ class Settings:
         float,
         Env(
             "DATASVC_SEND_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds an answer may wait for the client to read it (the send buffer full); then the "
             "connection is closed.",
         ),
@@ -370,19 +202,21 @@ class Settings:
         int,
         Env(
             "DATASVC_MAX_CONNECTIONS",
-            _non_negative_int,
+            envvalues.non_negative_int,
             "Open client connections per worker; past it a new connection is answered 503 and closed at "
             "once. 0: no limit (the descriptor limit is then the bound).",
         ),
     ] = 4096
     host: Annotated[str, Env("DATASVC_HOST", str, "Address `datasvc serve` binds.")] = "127.0.0.1"
-    port: Annotated[int, Env("DATASVC_PORT", port, "Port `datasvc serve` binds.")] = 8000
-    workers: Annotated[int, Env("DATASVC_WORKERS", positive_int, "Worker processes of `datasvc serve`.")] = 1
+    port: Annotated[int, Env("DATASVC_PORT", envvalues.port, "Port `datasvc serve` binds.")] = 8000
+    workers: Annotated[
+        int, Env("DATASVC_WORKERS", envvalues.positive_int, "Worker processes of `datasvc serve`.")
+    ] = 1
     shutdown_timeout: Annotated[
         float,
         Env(
             "DATASVC_SHUTDOWN_TIMEOUT",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds in-flight requests get to finish on SIGTERM; also bounds closing the pool.",
         ),
     ] = 10.0
@@ -390,7 +224,7 @@ class Settings:
         float,
         Env(
             "DATASVC_DRAIN_SECONDS",
-            _non_negative_float,
+            envvalues.non_negative_seconds,
             "Seconds `datasvc serve` keeps serving after SIGTERM, answering readiness 503 and each request "
             "with `Connection: close`, so a balancer drains it; then in-flight requests finish. 0: none.",
         ),
@@ -413,19 +247,21 @@ class Settings:
         int,
         Env(
             "DATASVC_EMBEDDED_PORT",
-            port,
+            envvalues.port,
             "Port (127.0.0.1) of the embedded PostgreSQL when `DATABASE_URL` is unset.",
         ),
     ] = 54329
-    log_level: Annotated[str, Env("DATASVC_LOG_LEVEL", _log_level, "debug, info, warning or error.")] = "info"
-    access_log: Annotated[bool, Env("DATASVC_ACCESS_LOG", _bool, "One JSON line per request on stdout.")] = (
-        True
-    )
+    log_level: Annotated[
+        str, Env("DATASVC_LOG_LEVEL", envvalues.log_level, "debug, info, warning or error.")
+    ] = "info"
+    access_log: Annotated[
+        bool, Env("DATASVC_ACCESS_LOG", envvalues.boolean, "One JSON line per request on stdout.")
+    ] = True
     access_log_flush: Annotated[
         float,
         Env(
             "DATASVC_ACCESS_LOG_FLUSH",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds an access-log line may wait to be written with others (one write per batch).",
         ),
     ] = 0.05
@@ -433,7 +269,7 @@ class Settings:
         str,
         Env(
             "DATASVC_AUTH",
-            _on_off,
+            envvalues.on_off,
             "`off`: serve every caller without a token, on any address, with a warning at start-up (no "
             "token may be configured then). `on`: tokens as configured; with none, `datasvc serve` runs "
             "open on loopback only and refuses to start on any other address.",
@@ -462,7 +298,7 @@ class Settings:
         float,
         Env(
             "DATASVC_AUTH_RELOAD_SECONDS",
-            _positive_float,
+            envvalues.positive_seconds,
             "How often each worker checks `DATASVC_AUTH_TOKENS_FILE` for a change: a token removed from it "
             "is refused within this time.",
         ),
@@ -471,7 +307,7 @@ class Settings:
         int | None,
         Env(
             "DATASVC_CALLER_MAX_IN_FLIGHT",
-            _non_negative_int,
+            envvalues.non_negative_int,
             "Requests one authenticated caller may have in flight per worker; more are 429 with "
             "`Retry-After`. Unset: a quarter of `DATASVC_MAX_IN_FLIGHT` (see Authentication). 0: no limit.",
         ),
@@ -480,7 +316,7 @@ class Settings:
         int,
         Env(
             "DATASVC_LIST_MAX_OFFSET",
-            _non_negative_int,
+            envvalues.non_negative_int,
             "Largest `offset` GET /api/v1/users accepts (larger is 422); deeper pages use the cursors.",
         ),
     ] = 100_000
@@ -488,16 +324,16 @@ class Settings:
         float,
         Env(
             "DATASVC_CHANGES_RETENTION",
-            _duration,
+            envvalues.duration,
             "How long the audit trail (users_changes) keeps a change: `7d`, `12h`, `30m`, `45s` or seconds. "
             "Older changes are purged in batches; a feed cursor behind them is 410 cursor-expired.",
         ),
-    ] = Duration(7 * 86400)
+    ] = envvalues.Duration(7 * 86400)
     cursor_secret: Annotated[
         str | None,
         Env(
             "DATASVC_CURSOR_SECRET",
-            _cursor_secret,
+            envvalues.cursor_secret,
             "HMAC key (32+ bytes) signing listing cursors. Unset: random per `datasvc serve` run, shared "
             "by its workers; set it when several instances serve one API.",
         ),
@@ -506,7 +342,7 @@ class Settings:
         float,
         Env(
             "DATASVC_IDEMPOTENCY_TTL",
-            _positive_float,
+            envvalues.positive_seconds,
             "Seconds an `Idempotency-Key` and its recorded answer are kept (then purged in batches).",
         ),
     ] = 86400.0
@@ -516,7 +352,7 @@ class Settings:
         str | None,
         Env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
-            _http_url,
+            envvalues.http_url,
             "OTLP/HTTP collector base URL (`/v1/traces` is appended). Set: tracing on (see Tracing).",
         ),
     ] = None
@@ -524,7 +360,7 @@ class Settings:
         str | None,
         Env(
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            _http_url,
+            envvalues.http_url,
             "OTLP/HTTP URL spans are posted to, as is. Set: tracing on.",
         ),
     ] = None
@@ -532,7 +368,7 @@ class Settings:
         str | None,
         Env(
             "OTEL_TRACES_EXPORTER",
-            _traces_exporter,
+            envvalues.traces_exporter,
             "`otlp`: tracing on (to http://localhost:4318 unless an endpoint is set); `none`: off.",
         ),
     ] = None

@@ -81,6 +81,7 @@ LAYERS: dict[str, set[str]] = {
     "base": {
         "datasvc.registry",
         "datasvc.settings",
+        "datasvc.envvalues",
         "datasvc.errors",
         "datasvc.dberrors",
         "datasvc.context",

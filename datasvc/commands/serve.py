@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from datasvc.envvalues import port, positive_int
 from datasvc.serve import serve
-from datasvc.settings import Settings, port, positive_int
+from datasvc.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
