@@ -45,6 +45,11 @@ def _bool(raw: str) -> bool:
     raise ValueError("not a boolean")
 
 
+def _bytea(raw: str) -> bytes:
+    """Hex, as PostgreSQL prints bytea (``\\x`` optional)."""
+    return bytes.fromhex(raw.removeprefix("\\x"))
+
+
 def _json(raw: str) -> str:
     orjson.loads(raw)  # fail here, with the parameter's name, rather than in the server
     return raw
@@ -58,6 +63,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "float8": float,
     "numeric": decimal.Decimal,
     "bool": _bool,
+    "bytea": _bytea,
     "json": _json,
     "jsonb": _json,
     "uuid": uuid.UUID,
@@ -190,12 +196,17 @@ def _nodes(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 
 def node_types(plan: Mapping[str, Any]) -> list[str]:
-    """Every node of a JSON plan, depth first, as ``"Node Type"`` plus ``" on relation"`` or index name."""
+    """Every node of a JSON plan, depth first, as ``"Node Type"`` plus ``" on relation"`` or index name.
+
+    A write's node is named as the text plan names it (``Insert``, ``Update``, ``Delete``, ``Merge``), not
+    ``ModifyTable`` as the JSON's node type says, so a write's ``-- expect-plan: Insert on users`` reads
+    the same in either form.
+    """
     found = []
     stack = [plan.get("Plan", plan)]
     while stack:
         node = stack.pop()
-        label = node["Node Type"]
+        label = node["Operation"] if node["Node Type"] == "ModifyTable" else node["Node Type"]
         if "Index Name" in node:
             label += f" using {node['Index Name']}"
         if "Relation Name" in node:

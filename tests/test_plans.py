@@ -26,6 +26,7 @@ from tests.support.pgserver import server as _server
 from tests.support.pgserver import url_for
 
 ROWS = 100_000
+KEYS = 20_000
 MIGRATIONS = PROJECT_ROOT / "migrations"
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 SEED = Registry.load(Path(__file__).parent / "sql" / "plans")  # only ours: tests/sql/faults is not
@@ -56,6 +57,7 @@ def seeded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         asyncio.run(_execute(url, SEED["seed.users"], ROWS))
         migrations.apply(url, MIGRATIONS)
+        asyncio.run(_execute(url, SEED["seed.keys"], KEYS))
         asyncio.run(_execute(url, SEED["seed.analyze"]))
         yield url
 
@@ -128,6 +130,80 @@ def test_batch_statement_probes_the_index_its_header_names_once_per_key(seeded_u
     assert plan["Plan"]["Actual Rows"] == 99
     # A probe per key reads a few index pages and one heap page: nowhere near the table's thousands.
     assert plan["Plan"]["Shared Hit Blocks"] + plan["Plan"].get("Shared Read Blocks", 0) < 100 * 8
+
+
+# The writes: batchCreate, the keyed writes (a key never used, and one used already), and the statements
+# that read and purge the keys. EXPLAIN ANALYZE runs each in a transaction that is rolled back.
+_HASH = "x" * 60
+_FINGERPRINT = "ab" * 32
+_NEW = [200_001 + i for i in range(100)]
+_KEYED = {"scope": "caller_1", "fingerprint": _FINGERPRINT, "ttl_seconds": "86400"}
+WRITES: list[tuple[str, str, dict[str, str]]] = [
+    (
+        "users.batch_create",
+        "100 new users",
+        {
+            "emails": ",".join(f"new.{i}@example.com" for i in _NEW),
+            "usernames": ",".join(f"new_{i}" for i in _NEW),
+            "hashed_passwords": ",".join(_HASH for _ in _NEW),
+            "full_names": ",".join(f"New {i}" for i in _NEW),
+            "bios": ",".join("" for _ in _NEW),
+            **_KEYED,
+            "key": "key-new",
+        },
+    ),
+    (
+        "users.create_keyed",
+        "new key",
+        {
+            "email": "new@example.com",
+            "username": "new_user",
+            "hashed_password": _HASH,
+            "full_name": "New",
+            "bio": "",
+            **_KEYED,
+            "key": "key-new",
+        },
+    ),
+    (
+        "users.create_keyed",
+        "known key",
+        {
+            "email": "new@example.com",
+            "username": "new_user",
+            "hashed_password": _HASH,
+            "full_name": "New",
+            "bio": "",
+            **_KEYED,
+            "key": "key-1",
+        },
+    ),
+    (
+        "users.update_keyed",
+        "new key",
+        {"id": "54321", "patch": '{"full_name": "Changed"}', "versions": "1", **_KEYED, "key": "key-new"},
+    ),
+    ("users.delete_keyed", "new key", {"id": "54321", "versions": "1", **_KEYED, "key": "key-new"}),
+    ("users.delete_keyed", "known key", {"id": "54321", "versions": "1", **_KEYED, "key": "key-1"}),
+    ("idempotency.get", "known key", {"scope": "caller_1", "key": "key-1"}),
+    ("idempotency.purge", "expired keys", {"batch": "500"}),
+]
+
+
+@pytest.mark.parametrize(("name", "case", "params"), WRITES, ids=[f"{n}-{c}" for n, c, _ in WRITES])
+def test_write_statement_takes_the_path_its_header_names(seeded_url, name, case, params):
+    stmt = REGISTRY[name]
+    assert stmt.plan, f"{name} has no -- expect-plan: header"
+    plan = _plan(seeded_url, stmt, params)
+    assert gate(stmt, plan) == [], f"{name}: {node_types(plan)}"
+
+
+def test_a_write_is_named_as_the_text_plan_names_it(seeded_url):
+    """EXPLAIN's JSON calls every write ``ModifyTable``; the gate reads ``Insert on users``, as text does."""
+    plan = _plan(seeded_url, REGISTRY["users.create_keyed"], WRITES[1][2])
+    assert "Insert on users" in node_types(plan)
+    assert "Insert on idempotency_keys" in node_types(plan)
+    assert not [n for n in node_types(plan) if n.startswith("ModifyTable")]
 
 
 def test_the_gate_fails_a_statement_without_an_index(seeded_url, tmp_path):
