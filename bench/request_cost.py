@@ -1,12 +1,13 @@
 """Instructions per request of a whole ``datasvc serve`` process, uvicorn's protocol included.
 
-    python -m bench.request_cost NAME ROOT PORT {id,email,create} {open,tok}
+    python -m bench.request_cost NAME ROOT PORT {id,email,create,batch_get} {open,tok}
 
 Runs the checkout ROOT's service (PYTHONPATH=ROOT) under callgrind with instrumentation off against the
 bench database (``python -m bench`` seeds it), sends 400 requests of warm-up from 8 keep-alive clients,
 switches instrumentation on for N (env ``N``, default 1,600) more, and prints the instructions per request.
-``tok``: four callers' bearer tokens in turn, as ``datasvc-1w-tokens``. Deterministic to within ~1 %, so
-two checkouts compare on a busy machine, where wall-clock figures do not.
+``batch_get``: POST :batchGet of ``BATCH`` (env, default 100) pseudo-random ids, as bench's batch_get
+scenario. ``tok``: four callers' bearer tokens in turn, as ``datasvc-1w-tokens``. Deterministic to within
+~1 %, so two checkouts compare on a busy machine, where wall-clock figures do not.
 """
 
 import hashlib
@@ -33,6 +34,7 @@ def _row(i: int) -> int:
 def main() -> None:
     name, root, port, kind, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
     n = int(os.environ.get("N", "1600"))
+    batch = int(os.environ.get("BATCH", "100"))
     tokens = [f"bench-token-{i}" for i in range(1, 5)] if mode == "tok" else []
     env = dict(os.environ, DATABASE_URL=DATABASE_URL, DATASVC_ACCESS_LOG="on", PYTHONPATH=root)
     if tokens:
@@ -87,6 +89,11 @@ def main() -> None:
                 c.request("POST", "/api/v1/users/", body=body, headers=headers)
             elif kind == "email":
                 c.request("GET", "/api/v1/users/by_email/" + emails[(i * 7 + client) % 200], headers=headers)
+            elif kind == "batch_get":
+                first = (i * CLIENTS + client) * batch
+                body = json.dumps({"ids": [_row(first + k) for k in range(batch)]})
+                headers["Content-Type"] = "application/json"
+                c.request("POST", "/api/v1/users:batchGet", body=body, headers=headers)
             else:
                 c.request(
                     "GET",
