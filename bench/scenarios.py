@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasvc.registry import PlanCache, Registry
+from datasvc.registry import Registry
+from datasvc.sqlfiles import PlanCache
 
 PREFIX = "/api/v1/users"
 FIRSTS = [

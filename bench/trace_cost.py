@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 from datasvc.app import create_app
-from datasvc.registry import PlanCache, Registry
+from datasvc.registry import Registry
 from datasvc.settings import Settings
+from datasvc.sqlfiles import PlanCache
 
 
 async def started(app):

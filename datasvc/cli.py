@@ -19,9 +19,9 @@ import psycopg
 from datasvc import migrations, schema
 from datasvc.commands import db, migrate, serve, sql, token
 from datasvc.embedded import EmbeddedError
-from datasvc.registry import RegistryError
 from datasvc.serve import PortInUse
 from datasvc.settings import Settings, SettingsError, redact_url
+from datasvc.sqlfiles import RegistryError
 
 # What a command that talks to the database may meet when it cannot (refused, unknown host, timeout, a
 # login or SQL error): one line naming the cause, exit 1, never a traceback.

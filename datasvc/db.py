@@ -46,8 +46,9 @@ from datasvc.dberrors import CONNECTION_LOST, READ_ONLY
 from datasvc.errors import DatabaseUnavailable, PoolTimeout
 from datasvc.pool import Pool
 from datasvc.poolstats import PoolCollector
-from datasvc.registry import Registry, Retry, Route, Statement
+from datasvc.registry import Registry
 from datasvc.replicas import Replica, ReplicaSet
+from datasvc.sqlfiles import Retry, Route, Statement
 from datasvc.statements import execute
 
 if TYPE_CHECKING:

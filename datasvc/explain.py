@@ -24,7 +24,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from datasvc.registry import Registry, Statement
+from datasvc.registry import Registry
+from datasvc.sqlfiles import Statement
 from datasvc.statements import execute
 
 # Below this many rows a table fits in a few pages, and reading them all costs the planner less than an

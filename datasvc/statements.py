@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from datasvc.context import request_timing
-from datasvc.registry import Kind, PlanCache, Registry, Statement
+from datasvc.registry import Registry
+from datasvc.sqlfiles import Kind, PlanCache, Statement
 
 if TYPE_CHECKING:
     from datasvc.metrics import Metrics

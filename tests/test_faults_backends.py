@@ -11,8 +11,9 @@ import pytest
 
 from datasvc.db import Database
 from datasvc.dberrors import translate
-from datasvc.registry import Registry, Retry
+from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.sqlfiles import Retry
 from tests.support import load
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import ThreadServer

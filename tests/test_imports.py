@@ -80,6 +80,7 @@ LAYERS: dict[str, set[str]] = {
     # What every layer may use: the registry, settings, errors, request context, metrics, answers.
     "base": {
         "datasvc.registry",
+        "datasvc.sqlfiles",
         "datasvc.settings",
         "datasvc.envvalues",
         "datasvc.errors",

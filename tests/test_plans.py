@@ -20,8 +20,9 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from datasvc import migrations
 from datasvc.explain import explain_json, node_types
-from datasvc.registry import Registry, Statement
+from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.sqlfiles import Statement
 from tests.support.pgserver import server as _server
 from tests.support.pgserver import url_for
 

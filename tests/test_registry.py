@@ -2,17 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from datasvc.registry import (
-    ExpectPlanCache,
-    Kind,
-    PlanCache,
-    Registry,
-    RegistryError,
-    Retry,
-    Route,
-    placeholders,
-)
+from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.sqlfiles import ExpectPlanCache, Kind, PlanCache, RegistryError, Retry, Route, placeholders
 
 GOOD = """\
 -- name: get_by_id :one

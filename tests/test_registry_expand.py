@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from datasvc.cli import main
-from datasvc.registry import Registry, RegistryError
+from datasvc.registry import Registry
+from datasvc.sqlfiles import RegistryError
 
 TEMPLATE = """\
 -- name: page :many

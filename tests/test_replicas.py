@@ -22,8 +22,9 @@ from starlette.testclient import TestClient
 from datasvc import consistency, migrations, replicas
 from datasvc.app import create_app
 from datasvc.consistency import HEADER
-from datasvc.registry import Registry, Route
+from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT, Settings
+from datasvc.sqlfiles import Route
 from tests.support import load
 from tests.support.cluster import Cluster
 

@@ -15,8 +15,9 @@ import psycopg
 import pytest
 
 from datasvc.connections import server_settings
-from datasvc.registry import ExpectPlanCache, PlanCache, Registry
+from datasvc.registry import Registry
 from datasvc.settings import Settings
+from datasvc.sqlfiles import ExpectPlanCache, PlanCache
 from datasvc.statements import execute
 from tests.support.values import HASH
 
