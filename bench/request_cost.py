@@ -42,7 +42,7 @@ def main() -> None:
             f"bench{i} users:read,users:write,credentials:read {hashlib.sha256(t.encode()).hexdigest()}"
             for i, t in enumerate(tokens, 1)
         )
-    out = f"callgrind.{name}.out"
+    out = os.path.join(os.path.abspath(root), f"callgrind.{name}.out")  # the server runs in ROOT
     server = subprocess.Popen(
         [
             *VALGRIND,
