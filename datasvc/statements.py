@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from datasvc import unnamed
 from datasvc.context import request_timing
 from datasvc.registry import Registry
 from datasvc.sqlfiles import Kind, PlanCache, Statement
@@ -36,9 +37,9 @@ async def execute(
     started = time.perf_counter()
     try:
         if span is not None:  # a one-off text (its traceparent): never a cached prepared statement
-            return await _execute_unnamed(conn, stmt, args, span.sql(stmt.text))
-        if stmt.plan_cache is PlanCache.CUSTOM:
-            return await _execute_unnamed(conn, stmt, args, stmt.text)
+            return await unnamed.execute(conn, stmt.kind, stmt.text, span.sql(stmt.text), args)
+        if stmt.plan_cache is PlanCache.CUSTOM:  # planned for its values every time (datasvc.unnamed)
+            return await unnamed.execute(conn, stmt.kind, stmt.text, stmt.text, args)
         if stmt.kind is Kind.ONE:
             return await conn.fetchrow(stmt.text, *args)
         if stmt.kind is Kind.MANY:
@@ -61,33 +62,6 @@ async def execute(
             timing.statements += 1
         if span is not None:
             span.end()
-
-
-async def _execute_unnamed(
-    conn: asyncpg.Connection, stmt: Statement, args: tuple[Any, ...], text: str
-) -> Any:
-    """``-- plan-cache: custom`` (or a traced ``text``): sent as PostgreSQL's unnamed statement, planned
-    for its values every time.
-
-    A named prepared statement (asyncpg's cache, every other statement) may switch to a generic plan after
-    five executions under ``plan_cache_mode = auto``; the unnamed statement is parsed anew on each use, so
-    it never has five custom plans behind it and is always planned with its values (unless a role forces
-    generic plans) — with no session ``SET``, which a transaction pooler would leak to other clients.
-    asyncpg describes it first (types, codecs), then, marked unprepared, sends Parse, Bind and Execute
-    under one Sync, so a transaction pooler cannot hand the Bind to another server than the Parse.
-    """
-    prepared = await conn.prepare(text, name="")
-    # A private API, pinned in pyproject.toml and guarded by tests/test_private_apis.py: asyncpg's own path
-    # when its statement cache is off (PgBouncer).
-    prepared._state.mark_unprepared()
-    if stmt.kind is Kind.ONE:
-        return await prepared.fetchrow(*args)
-    if stmt.kind is Kind.MANY:
-        return await prepared.fetch(*args)
-    if stmt.kind is Kind.VALUE:
-        return await prepared.fetchval(*args)
-    await prepared.fetch(*args)
-    return prepared.get_statusmsg()
 
 
 async def check_statements(conn: asyncpg.Connection, registry: Registry) -> list[tuple[Statement, str]]:

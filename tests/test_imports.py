@@ -68,6 +68,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.poolstats",
         "datasvc.replicas",
         "datasvc.statements",
+        "datasvc.unnamed",
         "datasvc.connections",
         "datasvc.pooler",
         "datasvc.privileges",

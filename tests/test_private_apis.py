@@ -16,8 +16,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.server import ServerState
 
+from datasvc import unnamed
 from datasvc.protocol import HeadLimitedHttpToolsProtocol
-from datasvc.registry import Registry
+from datasvc.registry import Kind, Registry
 from datasvc.settings import PROJECT_ROOT
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
@@ -71,27 +72,62 @@ async def test_uvicorn_httptools_protocol_keeps_the_state_we_read() -> None:
         assert f"self.{name} =" in source, _uvicorn(f"RequestResponseCycle sets .{name}")
 
 
-async def test_asyncpg_unnamed_statement_can_be_marked_unprepared(database_url: str) -> None:
-    """datasvc/statements.py sends ``-- plan-cache: custom`` statements as PostgreSQL's unnamed statement:
-    ``conn.prepare(text, name="")`` then ``prepared._state.mark_unprepared()``, so asyncpg sends Parse with
-    every Bind (asyncpg's own path when its statement cache is off) and no named statement is left."""
-    message = (
-        f"asyncpg {asyncpg.__version__}: datasvc/statements.py assumes PreparedStatement._state."
-        "mark_unprepared() makes the next execution parse the unnamed statement again (a private API: "
-        "see the pin in pyproject.toml)"
+def _unnamed(assumption: str) -> str:
+    return (
+        f"asyncpg {asyncpg.__version__}: datasvc/unnamed.py assumes {assumption} "
+        "(a private API: see the pin in pyproject.toml)"
     )
-    lookup, other = REGISTRY["users.get_by_id"], REGISTRY["session.privileges"]
+
+
+async def test_asyncpg_protocol_has_what_the_unnamed_path_drives(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        prepared = await conn.prepare(lookup.text, name="")
-        assert callable(getattr(getattr(prepared, "_state", None), "mark_unprepared", None)), message
-        prepared._state.mark_unprepared()
-        # Another unnamed statement replaces ours on the server: only a fresh Parse with our Bind (which
-        # marking it unprepared asks for) runs ours; a Bind alone would reach the other one and fail.
-        replacing = await conn.prepare(other.text, name="")
-        replacing._state.mark_unprepared()
-        assert await prepared.fetchrow(987654321) is None, message
-        assert (await replacing.fetchrow())["login_role"], message
+        for name in ("bind_execute", "prepare", "_is_cancelling", "_wait_for_cancellation"):
+            assert callable(getattr(conn._protocol, name, None)), _unnamed(f"Connection._protocol.{name}()")
+        assert callable(getattr(conn._transport, "write", None)), _unnamed("Connection._transport.write()")
+        assert conn._protocol.queries_count >= 0, _unnamed("Protocol.queries_count")
+        parameters = list(inspect.signature(conn._protocol.bind_execute).parameters)
+        expected = ["state", "args", "portal_name", "limit", "return_extra", "timeout"]
+        assert parameters == expected, _unnamed(f"Protocol.bind_execute({', '.join(expected)})")
+        prepared = await conn.prepare(REGISTRY["users.get_by_id"].text, name="")
+        message = _unnamed("PreparedStatement._state is the unnamed statement's PreparedStatementState")
+        assert prepared._state.prepared, message
+        assert prepared._state.name == "", message
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("cache", [100, 0], ids=["statement-cache", "no-statement-cache"])
+async def test_asyncpg_sends_bind_behind_our_parse_in_one_round_trip(database_url: str, cache: int) -> None:
+    """`datasvc.unnamed.execute` writes Parse itself, then ``bind_execute`` with the statement's template
+    (described once per connection) writes Bind, Execute and Sync, and reads ParseComplete in front of its
+    answer: the text parsed is ours, the types the template's. With asyncpg's statement cache off (as
+    behind PgBouncer 1.18) too, where asyncpg's own unnamed state would send a Parse of its own."""
+    template, ours = "SELECT $1::bigint + 0", "SELECT $1::bigint + 1"
+    other = REGISTRY["session.privileges"]
+    conn = await asyncpg.connect(database_url, statement_cache_size=cache)
+    try:
+        for _ in range(2):  # the first time describes the template, the second uses it
+            got = await unnamed.execute(conn, Kind.VALUE, template, ours, (10,))
+            assert got == 11, _unnamed("bind_execute with a prepared state sends no Parse of its own")
+            # Another unnamed statement replaces ours on the server in between: only our Parse in front
+            # of the Bind runs ours, a Bind alone would reach the other one and fail.
+            assert (await unnamed.execute(conn, Kind.ONE, other.text, other.text, ()))["login_role"]
+        assert await unnamed.execute(conn, Kind.MANY, template, ours, (1,)) == [(2,)]
+        assert await unnamed.execute(conn, Kind.EXEC, template, ours, (1,)) == "SELECT 1"
+    finally:
+        await conn.close()
+
+
+async def test_an_argument_asyncpg_cannot_encode_closes_the_connection(database_url: str) -> None:
+    """Our Parse went without its Bind: the connection is not used again (its next answer would start
+    with an unexpected ParseComplete)."""
+    lookup = REGISTRY["users.get_by_id"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.DataError, match="invalid input for query argument"):
+            await unnamed.execute(conn, Kind.ONE, lookup.text, lookup.text, ("not a number",))
+        assert conn.is_closed(), _unnamed("Protocol.queries_count counts a query only once its Bind is sent")
     finally:
         await conn.close()
 
