@@ -37,7 +37,7 @@ from weakref import WeakKeyDictionary
 
 from asyncpg.protocol.protocol import PreparedStatementState
 
-from datasvc.registry import Kind
+from datasvc.sqlfiles import Kind
 
 if TYPE_CHECKING:
     import asyncpg

@@ -18,8 +18,9 @@ from uvicorn.server import ServerState
 
 from datasvc import unnamed
 from datasvc.protocol import HeadLimitedHttpToolsProtocol
-from datasvc.registry import Kind, Registry
+from datasvc.registry import Registry
 from datasvc.settings import PROJECT_ROOT
+from datasvc.sqlfiles import Kind
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 
