@@ -42,6 +42,12 @@ def main() -> None:
             f"bench{i} users:read,users:write,credentials:read {hashlib.sha256(t.encode()).hexdigest()}"
             for i, t in enumerate(tokens, 1)
         )
+    try:
+        http.client.HTTPConnection("127.0.0.1", port, timeout=2).request("GET", "/health")
+    except OSError:
+        pass
+    else:
+        sys.exit(f"port {port} already answers: another service would be measured")
     out = os.path.join(os.path.abspath(root), f"callgrind.{name}.out")  # the server runs in ROOT
     server = subprocess.Popen(
         [
