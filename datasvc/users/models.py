@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from datasvc.errors import FieldError
 from datasvc.inputs import BIGINT_MAX, NFC, SafeStr
@@ -146,16 +158,46 @@ class Credentials(BaseModel):
 
 
 BATCH_MAX = 1000
-UserId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+
+
+# A JSON number written with a fraction or an exponent arrives as a float, exact only up to 2**53.
+FLOAT_EXACT = 2**53
 
 
 def _whole_number(value: Any) -> Any:
-    """2.0 is 2 (JSON Schema's integer admits it); anything else is left to the strict check."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    """2.0 is 2 (JSON Schema's integer admits it); anything else but a float is left to the strict check."""
+    if type(value) is not float:
+        return value
+    if not value.is_integer():
+        raise PydanticCustomError("whole_number", "must be a whole number")
+    if abs(value) >= FLOAT_EXACT:
+        # 9007199254740993.0 parses as ...992.0: taking it would fetch another user than the one asked.
+        raise PydanticCustomError(
+            "whole_number_inexact",
+            "must be a plain integer: from 2**53 on, a number written with a fraction or exponent is rounded",
+        )
+    return int(value)
 
 
-# A batch's ids: whole numbers, also when written with a fraction; never strings.
-BatchId = Annotated[int, BeforeValidator(_whole_number), Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+UserId = Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX)]
+_LENIENT_IDS = TypeAdapter(
+    list[Annotated[int, Field(ge=-BIGINT_MAX - 1, le=BIGINT_MAX), BeforeValidator(_whole_number)]],
+    config=ConfigDict(strict=True),
+)
+
+
+def _ids(value: Any, strict: ValidatorFunctionWrapHandler) -> Any:
+    """Integers validate in pydantic's core, with no Python call per id (a batch's bulk of work before
+    the database); only a list the strict check refuses is validated again item by item, taking whole
+    numbers written as floats, so its errors name each item as the strict ones do."""
+    try:
+        return strict(value)
+    except ValidationError:
+        return _LENIENT_IDS.validate_python(value)
+
+
+# A batch's ids: whole numbers (bigint), also when written with a fraction up to 2**53; never strings.
+BatchIds = Annotated[list[UserId], WrapValidator(_ids)]
 # Keys of a batchGet: any text the lookups by username and email accept; a key no user has is `missing`.
 UsernameKey = Annotated[SafeStr, Field(min_length=1, max_length=50)]
 EmailKey = Annotated[SafeStr, Field(min_length=1, max_length=254), NFC]
@@ -184,7 +226,7 @@ class BatchGet(StrictInput):
         key: f"must hold 1 to {BATCH_MAX} entries (the batch limit)" for key in ("ids", "usernames", "emails")
     }
 
-    ids: list[BatchId] | None = _batch_of("user ids")
+    ids: BatchIds | None = _batch_of("user ids")
     usernames: list[UsernameKey] | None = _batch_of("usernames (exact)")
     emails: list[EmailKey] | None = _batch_of("emails (matched ignoring case and Unicode form)")
 

@@ -5,6 +5,7 @@ import pytest
 from tests.support.api import USER_FIELDS, assert_problem, new_user, statements_run
 
 URL = "/api/v1/users:batchGet"
+JSON = "application/json"
 
 
 @pytest.fixture
@@ -110,3 +111,34 @@ def test_one_statement_per_call_whatever_the_number_of_keys(client, three, kind,
     after = statements_run(client)
     ran = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
     assert ran == {statement: 1}
+
+
+def test_an_id_written_as_a_whole_float_is_taken(client, three):
+    ann = three[0]
+    response = client.post(URL, content=f'{{"ids": [{ann["id"]}.0, 1e1]}}', headers={"Content-Type": JSON})
+    assert response.status_code == 200, response.text
+    assert [u["id"] for u in response.json()["items"]] == [ann["id"]]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("9007199254740993.0", "2**53"),  # parses as ...992.0: another user's id, were it taken
+        ("-9007199254740993.0", "2**53"),
+        ("9.3e18", "2**53"),
+        ("2.5", "whole number"),
+    ],
+)
+def test_an_id_a_float_cannot_hold_exactly_is_422_naming_it_not_rounded(client, raw, reason):
+    response = client.post(URL, content=f'{{"ids": [1, {raw}]}}', headers={"Content-Type": JSON})
+    problem = assert_problem(response, 422, "body.ids.1")
+    assert reason in problem["errors"][0]["reason"]
+
+
+def test_the_openapi_ids_are_bigints(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["BatchGet"]
+    assert schema["properties"]["ids"]["items"] == {
+        "type": "integer",
+        "minimum": -(2**63),
+        "maximum": 2**63 - 1,
+    }
