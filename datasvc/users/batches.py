@@ -1,8 +1,8 @@
 """Many users in one round trip: ``POST /api/v1/users:batchGet`` and ``:batchCreate`` (AIP-231/233).
 
-batchGet: one statement per call whatever the number of keys (``= any($1)``, or a join on the unnested
-keys for emails), routed to a replica like the single lookups; the answer follows the order of the
-request, each user once, and lists the keys no user has.
+batchGet: one statement per call whatever the number of keys (a join on the unnested keys, whose rows
+come in the keys' order), routed to a replica like the single lookups; the answer follows the order of
+the request, each user once, and lists the keys no user has.
 
 batchCreate: one statement (sql/users/batch_create.sql), all or nothing: it looks for every conflict
 first (taken, or repeated in the batch) and inserts only if there is none, so a 409 names each
@@ -33,14 +33,14 @@ if TYPE_CHECKING:
 
 PREFIX = "/api/v1/users"
 
-# The statement for each kind of key, and the column that holds the key in its rows (emails: the
-# position of the key each row matched, as the database folds case, not us).
-_BY_KEY: dict[str, tuple[str, str]] = {
-    "ids": ("users.batch_get_by_id", "id"),
-    "usernames": ("users.batch_get_by_username", "username"),
-    "emails": ("users.batch_get_by_email", "position"),
+# The statement for each kind of key; each returns its rows in the order of the keys.
+_BY_KEY: dict[str, str] = {
+    "ids": "users.batch_get_by_id",
+    "usernames": "users.batch_get_by_username",
+    "emails": "users.batch_get_by_email",
 }
-_NOT_SHOWN = ("version", "position")
+# The column that holds the key itself (emails: the database folds case and form, so they match by position).
+_KEY_COLUMN = {"ids": "id", "usernames": "username"}
 
 
 def _db(request: Request) -> Database:
@@ -48,31 +48,36 @@ def _db(request: Request) -> Database:
     return db
 
 
-def _user(row: Any) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in _NOT_SHOWN}
-
-
 async def batch_get(request: Request) -> Response:
     body = await read_json(request, BatchGet)
     kind, keys = body.keys()
-    name, column = _BY_KEY[kind]
-    rows = await _db(request).run(name, keys)
-    found: dict[Any, Any] = {}
-    for row in rows:
-        found.setdefault(row[column], row)  # emails: a user matched by two spellings keeps the first
-    # Emails are looked up by position (1-based); the others by the key itself.
-    lookup = range(1, len(keys) + 1) if kind == "emails" else keys
-    items: list[dict[str, Any]] = []
+    rows = await _db(request).run(_BY_KEY[kind], keys)
+    items: list[dict[str, Any]]
     missing: list[Any] = []
-    seen: set[int] = set()
-    for key, at in zip(keys, lookup, strict=True):
-        row = found.get(at)
-        if row is None:
-            missing.append(key)
-        elif row["id"] not in seen:
-            seen.add(row["id"])
-            items.append(_user(row))
+    if kind == "emails":
+        items, missing = _by_position(rows, keys)
+    else:
+        # Each key once and unique in the table: each row is another user, already in request order.
+        items = [dict(row) for row in rows]
+        if len(rows) < len(keys):
+            found = {row[_KEY_COLUMN[kind]] for row in rows}
+            missing = [key for key in keys if key not in found]
     return JSONResponse({"items": items, "missing": missing})
+
+
+def _by_position(rows: list[Any], keys: list[Any]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Users matched by emails, each once (two spellings of one address match the same user), and the
+    emails nothing matched; ``rows`` carry the 1-based position of the key they matched, in that order."""
+    items: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    matched: set[int] = set()
+    for row in rows:
+        user = dict(row)
+        matched.add(user.pop("position"))
+        if user["id"] not in seen:
+            seen.add(user["id"])
+            items.append(user)
+    return items, [key for at, key in enumerate(keys, 1) if at not in matched]
 
 
 _ITEM_FIELD = re.compile(r"^body\.users\.(\d+)\.(\w+)$")

@@ -1,9 +1,10 @@
 -- name: batch_get_by_email :many
 -- Fetch the users whose emails are in the array, ignoring case and Unicode form as get_by_email does
 -- (POST /api/v1/users:batchGet {"emails": [...]}). Each row carries `position`, the 1-based place in the
--- array of the email it matched, so that the handler can answer in the order of the request without
--- folding addresses itself: caseless() stays the one rule, in the database. A user matched by two
--- spellings of its address comes back twice; the handler keeps the first.
+-- array of the email it matched, and the rows come in that order, so that the handler answers in the
+-- order of the request without folding addresses itself: caseless() stays the one rule, in the database.
+-- A user matched by two spellings of its address comes back twice; the handler keeps the first.
+-- Timestamps as batch_get_by_id gives them.
 -- `caseless(email) = any(...)` could use the index but would lose which requested key matched; a join on
 -- the unnested array keeps it, probing users_email_caseless_key once per key.
 -- params: emails
@@ -13,6 +14,9 @@
 SELECT
     requested.position,
     users.id, users.email, users.username, users.full_name, users.bio, users.status,
-    users.is_verified, users.is_admin, users.created_at, users.updated_at, users.version
+    users.is_verified, users.is_admin,
+    users.created_at AT TIME ZONE 'UTC' AS created_at,
+    users.updated_at AT TIME ZONE 'UTC' AS updated_at
 FROM unnest($1::text[]) WITH ORDINALITY AS requested (email, position)
 INNER JOIN users ON caseless(users.email) = caseless(requested.email)
+ORDER BY requested.position
