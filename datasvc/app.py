@@ -32,6 +32,7 @@ from datasvc.drain import Drain
 from datasvc.errors import BadRequest, ClientError, DatasvcError, MethodNotAllowed, NotFound
 from datasvc.limits import CallerLimit, ConcurrencyLimitMiddleware, Slots, SlotsCollector
 from datasvc.listener import Listener
+from datasvc.liveness import Liveness
 from datasvc.metrics import Metrics
 from datasvc.middleware import RequestContextMiddleware
 from datasvc.migrations import local_hashes
@@ -164,6 +165,8 @@ def create_app(
     drain = Drain(settings.drain_seconds)
     slots = Slots(settings.max_in_flight)  # shared by the limit middleware and the HTTP protocol
     metrics.register(SlotsCollector(slots))
+    # `GET /health`, answered by the HTTP protocol (never behind the app), counted like the app's answers.
+    liveness = Liveness(metrics.requests("/health", "GET", "200"))
     listener = Listener(settings, registry)
 
     # Rendered once: the document is fixed for the life of the app, and anyone may ask for it (no token),
@@ -225,6 +228,7 @@ def create_app(
                     "cursors": cursors,
                     "drain": drain,
                     "slots": slots,
+                    "liveness": liveness,
                     "listener": listener,
                     "exports": export.Exports(),
                 }

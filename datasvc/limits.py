@@ -10,7 +10,11 @@ Two bounds, both answered with ``Retry-After`` instead of a queue:
   so an over-eager caller is told it is the one over its share rather than that the service is full.
 
 A request holds its slot from the moment it is admitted, its body already read (`datasvc.bodies`),
-until its answer starts: writing the answer waits on the client, not on us, so it holds none.
+until its answer is handed to the transport: writing the answer waits on the client, not on us, so it
+holds none. A bodiless request that is not pipelined is admitted by the HTTP protocol as it is parsed
+(`datasvc.protocol`: the slot taken there, ``scope[RESERVED]`` set, given back there): refused cheaply
+before any task exists, or holding its slot, with no second check here. The others (a body to read first,
+a request pipelined behind another) take theirs here.
 
 Liveness (``/health``) is never shed, so an orchestrator does not restart a process for being busy. Pure
 ASGI: counters, no task of our own; one event loop per worker, so no lock.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -37,6 +42,21 @@ NEVER_SHED = frozenset({"/health"})
 PAUSE = 0.25
 # At most this many refusals wait at once (each holds its connection's request task); past it, at once.
 MAX_PAUSED = 1024
+# Refusals the protocol answers per second per worker, at most (`Slots.pause`): a thousand connections in
+# a resend loop (wrk, a client ignoring Retry-After) would otherwise get 1/PAUSE refusals a second each and
+# the worker would spend its CPU refusing. Past this rate each refusal waits longer, up to `LONGEST_PAUSE`.
+REFUSALS_PER_SECOND = 1000
+# The longest a refusal waits: the Retry-After it carries (a caller honouring it loses nothing).
+LONGEST_PAUSE = 1.0
+# The scope key the protocol sets on a request it admitted with its slot already taken.
+RESERVED = "datasvc.reserved"
+
+
+class Reservation(Protocol):
+    """A worker slot the HTTP protocol took for a request (``scope[RESERVED]``)."""
+
+    def give_back(self) -> None:
+        """Free the slot now (idempotent): the request waits on something else than our work."""
 
 
 class CallerLimit:
@@ -111,16 +131,30 @@ class Slots:
     protocol (`datasvc.protocol`), which reads `full` to refuse before a request costs a task.
     """
 
-    __slots__ = ("in_flight", "limit", "shed", "shed_early")
+    __slots__ = ("in_flight", "limit", "next_refusal", "shed", "shed_early")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
         self.shed = 0  # refused by the middleware
         self.shed_early = 0  # refused by the protocol, before the app
+        self.next_refusal = 0.0  # the loop time before which no further refusal is answered
 
     def full(self) -> bool:
         return bool(self.limit) and self.in_flight >= self.limit
+
+    def pause(self, now: float) -> float:
+        """How long the refusal decided at loop time ``now`` waits before it is answered.
+
+        At least `PAUSE`; refusals are answered `REFUSALS_PER_SECOND` at most, one after the other, so
+        under a flood the pause grows with the refusal rate, up to `LONGEST_PAUSE` (past it every
+        connection is refused at most once a second, whatever their number).
+        """
+        at = max(now + PAUSE, self.next_refusal)
+        if at > now + LONGEST_PAUSE:
+            at = now + LONGEST_PAUSE
+        self.next_refusal = at + 1 / REFUSALS_PER_SECOND
+        return at - now
 
 
 class ConcurrencyLimitMiddleware:
@@ -148,20 +182,28 @@ class ConcurrencyLimitMiddleware:
         return self.slots.shed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        callers = self.callers
+        if RESERVED in scope and not callers.per_caller:
+            # The protocol took the worker's slot and gives it back; no caller share to count.
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
             await self.app(scope, receive, send)
             return
-        callers = self.callers
         caller, over = callers.over_share(scope)
+        reserved: Reservation | None = scope.get(RESERVED)
         if over and caller is not None:
+            if reserved is not None:
+                reserved.give_back()  # the 429 waits its pause without a worker slot
             await callers.refuse(scope, send, caller)
             return
         slots = self.slots
-        if slots.full():
+        if reserved is None and slots.full():
             slots.shed += 1
             await send_problem(scope, send, overloaded(slots.limit))
             return
-        slots.in_flight += 1
+        if reserved is None:
+            slots.in_flight += 1
         if caller is not None:
             callers.take(caller)
         held = True
@@ -170,7 +212,8 @@ class ConcurrencyLimitMiddleware:
             nonlocal held
             if held:
                 held = False
-                slots.in_flight -= 1
+                if reserved is None:
+                    slots.in_flight -= 1
                 if caller is not None:
                     callers.give_back(caller)
 

@@ -22,9 +22,18 @@ paused (``FlowControl``) while the send buffer is over its high-water mark. What
 
 Every answer written here is problem+json with ``Date`` and an ``X-Request-ID`` (the caller's, if it
 sent a safe one already), like the app's; a request the parser cannot read at all is a 400 too.
-The request body's timeout and the slots of ``DATASVC_MAX_IN_FLIGHT`` are the app's (`datasvc.bodies`,
-`datasvc.limits`): a request holds a slot from its body's last byte until its answer is handed to the
-transport, never while the client sends or reads.
+Admission happens here for most requests (`datasvc.limits`): a bodiless request that is not pipelined
+takes its ``DATASVC_MAX_IN_FLIGHT`` slot as its head is parsed, or is refused there with every slot taken
+(a 503 paced by `Slots.pause`, reading paused meanwhile: no task, no middleware). Its slot is given back
+when its answer is handed to the transport (`on_response_complete`), or as soon as writing it waits on
+the client (`pause_writing`), or when its task ends on a lost connection. A request with a body, or one
+pipelined behind another, takes its slot in the app (`datasvc.limits`), its body read first within
+``DATASVC_BODY_TIMEOUT`` (`datasvc.bodies`). ``GET /health`` is answered here (`datasvc.liveness`).
+
+The per-request callbacks replace uvicorn's rather than extend them (`on_message_begin`,
+`on_headers_complete`, `on_url`, `on_header`, `on_body`, `on_message_complete`, `_start_asgi_task`,
+`on_response_complete`): each is on the path of every request, and one frame instead of two with our
+checks inlined is what keeps a request's cost where it was before these bounds.
 
 ``HttpToolsProtocol`` is uvicorn's private API: pyproject.toml pins the tested uvicorn, and
 tests/test_private_apis.py names each callback and attribute this relies on.
@@ -36,18 +45,23 @@ with ``Connection: close`` and its connection closed after the answer, never bef
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import functools
 import struct
 import termios
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
+import httptools
 from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from datasvc.drain import Drain
 from datasvc.errors import BadRequest, DatasvcError, HeadersTooLarge, Overloaded
-from datasvc.limits import NEVER_SHED, PAUSE, Slots, overloaded
+from datasvc.limits import RESERVED, Slots, overloaded
+from datasvc.liveness import Liveness
 from datasvc.middleware import new_request_id, safe_request_id
 from datasvc.responses import raw_problem
 from datasvc.settings import Settings
@@ -58,7 +72,6 @@ if TYPE_CHECKING:
 # Requests a connection may have waiting behind the one being answered. Browsers and HTTP clients do
 # not pipeline; a caller that sends a hundred requests at once and reads nothing only piles up work.
 MAX_PIPELINED = 16
-_NEVER_SHED = frozenset(path.encode() for path in NEVER_SHED)
 # On shutdown, how long a connection without a request yet may take to send one (see `shutdown`).
 LAST_CALL = 1.0
 
@@ -90,23 +103,30 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._parsed_bytes = 0  # URL and header bytes the parser reported
         self._hosts = 0  # Host headers of the request being parsed
         self._coding: bytes | None = None  # the final Transfer-Encoding coding, if any
+        self._body = False  # the request being parsed declares a body
         self._refused = False
         self._deferred: DatasvcError | None = None  # a refusal waiting for earlier pipelined answers
         self._head_timer: asyncio.TimerHandle | None = None
         self._shed_timer: asyncio.TimerHandle | None = None
-        self._sheds: list[tuple[str, bool]] = []  # refused early, not answered yet: (request id, keep-alive)
-        self._shedding = False  # the message being parsed was refused early
-        self._slots: Slots | None = self.app_state.get("slots")
+        # Answered here, not written yet (reading paused): (request id, keep-alive, liveness or refusal).
+        self._sheds: list[tuple[str, bool, bool]] = []
+        self._answered = False  # the message being parsed is answered here: its body is dropped
+        slots: Slots | None = self.app_state.get("slots")
+        self._slots = slots if slots is not None and slots.limit else None
+        self._holding = False  # the running request holds a slot taken here (`give_back`)
+        self._task: asyncio.Task[None] | None = None  # the running request's task
         self._send_timer: asyncio.TimerHandle | None = None
         # The request being answered (uvicorn's `cycle` is the last one parsed, maybe a pipelined one).
         self._running: RequestResponseCycle | None = None
         # The app's lifespan state holds the process's Drain (absent for apps without the lifespan).
         self._metrics: Metrics | None = self.app_state.get("metrics")
+        self._liveness: Liveness | None = self.app_state.get("liveness")
         self._drain: Drain | None = self.app_state.get("drain")
         if self._drain is not None:
             self._drain.connections = self.connections  # uvicorn's one set of open connections
         self._requests = 0  # requests begun on this connection
         self._stopping = False  # the server shuts down: answer what comes with `Connection: close`
+        self._fresh_context = self.config.reset_contextvars
 
     # -- the connection ------------------------------------------------------------------------
 
@@ -129,13 +149,29 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()
         if self.flow is None:  # refused in connection_made: uvicorn never knew it
             return
+        if self._holding:
+            task = self._task
+            if task is None or task.done():
+                self.give_back()
+            else:  # its handler still works (and may hold a database connection): until it ends
+                task.add_done_callback(self._given_back)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # uvicorn's, with the head's bounds: one frame per read.
         if self._refused:
             return
         in_head_before = self._in_head
-        super().data_received(data)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # never taken up (`_should_upgrade`); the request is answered as plain HTTP
+        except httptools.HttpParserError:
+            self.send_400_response("Invalid HTTP request received.")
+            return
         if self._refused:
             return
         if self._in_head and in_head_before:
@@ -143,20 +179,38 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_bytes > self._limit:
                 self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
                 return
-        if self._head_timer is None and (self._in_head or not self._busy()):
-            self._arm_head_timer()  # a head begun and not complete, or bytes that begin none
+        if self._head_timer is None:
+            cycle = self.cycle
+            if self._in_head or cycle is None or cycle.response_complete:
+                self._arm_head_timer()  # a head begun and not complete, or bytes that begin none
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         self._running = cycle
-        super()._start_asgi_task(cycle, app)
+        if self._fresh_context:
+            task = self.loop.create_task(cycle.run_asgi(app), context=contextvars.Context())
+        else:
+            task = self.loop.create_task(cycle.run_asgi(app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._task = task
+
+    def give_back(self) -> None:
+        """Free the slot the running request took here (`limits.Reservation`); idempotent."""
+        if self._holding:
+            self._holding = False
+            self._slots.in_flight -= 1  # type: ignore[union-attr]
+
+    def _given_back(self, task: asyncio.Task[None]) -> None:
+        self.give_back()
 
     def pause_writing(self) -> None:
-        super().pause_writing()
+        self.flow.pause_writing()
+        self.give_back()  # the answer now waits on the client's reading, not on our work
         if self._send_timer is None:
             self._send_timer = self.loop.call_later(self._send_timeout, self._send_timed_out)
 
     def resume_writing(self) -> None:
-        super().resume_writing()
+        self.flow.resume_writing()
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -169,84 +223,171 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self.headers = []  # not the previous request's: the refusal must not echo its id
             self._refuse(Overloaded(f"more than {MAX_PIPELINED} requests pipelined on one connection"))
             raise _Refused
-        super().on_message_begin()
+        # uvicorn's, and our per-request state.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
         self._requests += 1
-        self._shedding = False
+        self._answered = False
         self._in_head = True
         self._head_bytes = 0
         self._parsed_bytes = 0
         self._hosts = 0
         self._coding = None
+        self._body = False
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
+        self._parsed_bytes += len(url)
+        if self._parsed_bytes > self._limit:
+            self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
+            raise _Refused
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)  # ": " and CRLF
-        super().on_header(name, value)
-        name, value = self.headers[-1]  # lower-cased and trimmed by uvicorn
+        self._parsed_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._parsed_bytes > self._limit:
+            self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
+            raise _Refused
+        # uvicorn's: lower-cased name, value without trailing whitespace (RFC 9110 section 5.5).
+        name = name.lower()
+        value = value.rstrip(b" \t")
         if name == b"host":
             self._hosts += 1
+        elif name == b"content-length":
+            self._body = value != b"0"
         elif name == b"transfer-encoding":
             self._coding = value.rpartition(b",")[2].strip().lower()
+            self._body = True
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if error := self._framing_error():
+        parser = self.parser
+        http_version = parser.get_http_version()
+        upgrade = parser.should_upgrade()
+        suspect = upgrade or self._coding is not None or (self._hosts != 1 and http_version == "1.1")
+        if suspect and (error := self._framing_error(http_version, upgrade)):
             self._refuse(error)
             raise _Refused
-        if self._shed_early():
+        scope = self.scope
+        scope["method"] = method = parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        keep_alive = http_version != "1.0" and parser.should_keep_alive() and not upgrade
+        if self._stopping or (self._drain is not None and self._drain.draining):
+            keep_alive = False  # answered with `Connection: close`, then closed
+        url = self.url
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        if self._sheds:  # behind answers not written yet: answered here too, so answers keep their order
+            self._answer_here(keep_alive, live=url == b"/health" and method == "GET")
             return
-        super().on_headers_complete()
-        if self.parser.should_upgrade():
-            self.cycle.keep_alive = False  # the parser reads nothing after an upgrade request
-        draining = self._stopping or (self._drain is not None and self._drain.draining)
-        if draining and self.cycle.scope is self.scope:
-            self.cycle.keep_alive = False  # answered with `Connection: close`, then closed
+        reserve = False
+        if idle:
+            if url == b"/health" and method == "GET" and self._liveness is not None:
+                self._answer_here(keep_alive, live=True)
+                return
+            slots = self._slots
+            if slots is not None:
+                if slots.in_flight >= slots.limit:
+                    self._answer_here(keep_alive, live=False)
+                    return
+                if not self._body:  # a body is read first, outside any slot (`datasvc.bodies`)
+                    slots.in_flight += 1
+                    self._holding = reserve = True
+        # uvicorn's (never upgrading, `limit_concurrency` unused: our bounds replace it).
+        parsed_url = httptools.parse_url(url)
+        raw_path = parsed_url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root_path = self.root_path
+        scope["path"] = root_path + path if root_path else path
+        scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
+        scope["query_string"] = parsed_url.query or b""
+        if reserve:
+            scope[RESERVED] = self  # type: ignore[literal-required]
+        self.cycle = cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            keep_alive=keep_alive,
+            on_response=self.on_response_complete,
+        )
+        if idle:
+            self._start_asgi_task(cycle, self.app)
+        else:  # pipelined: waits for the answers before it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))
 
-    def _shed_early(self) -> bool:
-        """Refuse the request below the app when every slot is taken; its 503 is written `PAUSE` later.
+    def _answer_here(self, keep_alive: bool, *, live: bool) -> None:
+        """Answer the request being parsed below the app: liveness now, a refusal paced.
 
         A refusal through the app costs a task, the middleware stack and an access-log line: under a flood
         of callers that resend at once (wrk, or a client ignoring ``Retry-After``) the worker spent its
-        CPU refusing and its goodput collapsed. Here it costs a parse and a write. The answer waits
-        `PAUSE`, reading paused meanwhile, so a caller in a loop costs at most 1/PAUSE refusals a second;
-        nothing is held but the connection. Liveness is never refused; a connection already answering
-        (pipelining) goes the app's way, so answers keep their order.
+        CPU refusing and its goodput collapsed. Here it costs a parse and a write, and the answer waits
+        `Slots.pause` (reading paused meanwhile), so the refusals a worker answers per second are bounded
+        whatever the number of connections; nothing is held but the connection. Liveness is never
+        refused; behind a refusal not yet written it waits with it, so answers keep their order.
         """
-        slots = self._slots
-        if slots is None:
-            return False
-        # Behind refusals not yet answered, refused too: answers keep their order.
-        admissible = not slots.full() or self._busy() or self.url.partition(b"?")[0] in _NEVER_SHED
-        if admissible and not self._sheds:
-            return False
-        slots.shed_early += 1
-        self._shedding = True  # its body, if any, is read and dropped
-        keep_alive = self.parser.should_keep_alive() and not (
-            self._drain is not None and self._drain.draining
-        )
-        self._sheds.append((self._caller_request_id() or new_request_id(), keep_alive))
+        self._answered = True  # its body, if any, is read and dropped
+        request_id = self._caller_request_id() or new_request_id()
+        if live and not self._sheds:
+            assert self._liveness is not None
+            headers = self._server_headers()
+            self.transport.write(self._liveness.answer(request_id, headers, close=not keep_alive))
+            if not keep_alive:
+                self._refused = True
+                self.transport.close()
+            return
+        if not live:
+            assert self._slots is not None
+            self._slots.shed_early += 1
+        self._sheds.append((request_id, keep_alive, live))
         if self._shed_timer is None:
             self.flow.pause_reading()
-            self._shed_timer = self.loop.call_later(PAUSE, self._answer_sheds)
-        return True
+            pause = self._slots.pause(self.loop.time()) if self._slots is not None else 0.0
+            self._shed_timer = self.loop.call_later(pause, self._answer_sheds)
 
     def _answer_sheds(self) -> None:
         self._shed_timer = None
         sheds, self._sheds = self._sheds, []
         if self.transport.is_closing():
             return
-        assert self._slots is not None
-        error, headers = overloaded(self._slots.limit), self._server_headers()
+        headers = self._server_headers()
+        error = overloaded(self._slots.limit) if self._slots is not None else None
         answers = []
-        for request_id, keep_alive in sheds:
-            answers.append(raw_problem(error, request_id=request_id, headers=headers, close=not keep_alive))
+        for request_id, keep_alive, live in sheds:
+            if live and self._liveness is not None:
+                answers.append(self._liveness.answer(request_id, headers, close=not keep_alive))
+            else:
+                assert error is not None
+                close = not keep_alive
+                answers.append(raw_problem(error, request_id=request_id, headers=headers, close=close))
             if not keep_alive:
+                self._refused = True
                 self.transport.write(b"".join(answers))
                 self.transport.close()
                 return
@@ -254,19 +395,31 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self.flow.resume_reading()
 
     def on_body(self, body: bytes) -> None:
-        if not self._shedding:
-            super().on_body(body)
+        if self._answered:
+            return
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
-        if not self._shedding:
-            super().on_message_complete()
+        if self._answered:
+            return
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        cycle.more_body = False
+        cycle.message_event.set()
 
-    def _framing_error(self) -> DatasvcError | None:
-        if self._hosts != 1 and self.parser.get_http_version() == "1.1":
+    def _framing_error(self, http_version: str, upgrade: bool) -> DatasvcError | None:
+        if self._hosts != 1 and http_version == "1.1":
             return BadRequest(f"an HTTP/1.1 request needs exactly one Host header, not {self._hosts}")
         if self._coding is not None and self._coding != b"chunked":
             return BadRequest("Transfer-Encoding must end with chunked; the body's length is unknown")
-        if self.parser.should_upgrade() and self._upgrade() == b"websocket":
+        if upgrade and self._upgrade() == b"websocket":
             return BadRequest("WebSocket is not served here: this API is plain HTTP requests")
         return None
 
@@ -287,12 +440,6 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if not self._refused:  # a refusal aborts the parser, which uvicorn reports as a parse error
             self._refuse(BadRequest("the request line or headers cannot be parsed as HTTP/1.1"))
-
-    def _count(self, size: int) -> None:
-        self._parsed_bytes += size
-        if self._parsed_bytes > self._limit:
-            self._refuse(HeadersTooLarge(f"the request line and headers exceed {self._limit} bytes"))
-            raise _Refused
 
     def shutdown(self) -> None:
         """The server stops: close when idle, except a connection whose first request may be on its way.
@@ -352,10 +499,27 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
     # -- answers written here ------------------------------------------------------------------
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._deferred is not None and not self._busy():
-            error, self._deferred = self._deferred, None
-            self._answer(error)
+        # uvicorn's, with the slot given back and a deferred refusal written once its turn comes.
+        if self._holding:
+            self._holding = False
+            self._slots.in_flight -= 1  # type: ignore[union-attr]
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            if self._deferred is not None:
+                error, self._deferred = self._deferred, None
+                self._answer(error)
 
     def _busy(self) -> bool:
         """Requests read before the refused one are still being answered (pipelining)."""

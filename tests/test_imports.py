@@ -33,6 +33,7 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.accesslog",
         "datasvc.compression",
         "datasvc.limits",
+        "datasvc.liveness",
         "datasvc.auth",
         "datasvc.tokenfile",
         "datasvc.openapi",
