@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import httpx2
+import pytest
 from starlette.types import Receive, Scope, Send
 
-from datasvc.limits import PAUSE, CallerLimit, ConcurrencyLimitMiddleware
+from datasvc.limits import (
+    LONGEST_PAUSE,
+    PAUSE,
+    REFUSALS_PER_SECOND,
+    CallerLimit,
+    ConcurrencyLimitMiddleware,
+    Slots,
+)
 from datasvc.settings import Settings
 from tests.support import load
 from tests.support.rawhttp import statuses
@@ -164,3 +173,38 @@ async def test_with_every_slot_taken_the_protocol_refuses_paced_and_liveness_ans
 
 async def _eq(value, expected) -> bool:
     return bool(await value == expected)
+
+
+def test_refusals_are_answered_at_a_bounded_rate_each_within_retry_after():
+    """A thousand connections resending at once: the pause grows with the refusal rate, never past the
+    Retry-After, so a worker answers at most REFUSALS_PER_SECOND refusals a second, whatever the callers."""
+    slots = Slots(1)
+    pauses = [slots.pause(100.0) for _ in range(3000)]  # decided in the same instant
+    assert pauses[0] == pytest.approx(PAUSE)
+    assert all(PAUSE - 1e-9 <= p <= LONGEST_PAUSE + 1e-9 for p in pauses)
+    assert pauses == sorted(pauses)
+    early = sum(p < LONGEST_PAUSE - 1e-9 for p in pauses)
+    assert early <= (LONGEST_PAUSE - PAUSE) * REFUSALS_PER_SECOND + 1
+    assert slots.pause(200.0) == pytest.approx(PAUSE)  # the backlog of refusals gone: the least pause again
+
+
+async def test_answers_a_client_does_not_read_hold_no_slot(settings):
+    """With one slot, connections that ask for a large document several times and never read: each
+    answer waits on its client in the transport, not in a slot, so a normal caller is served beside them."""
+    settings = settings.with_overrides(max_in_flight=1)
+    with ThreadServer(settings) as server:
+        hostile = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nHost: x\r\n\r\n" * 4)
+            sock.recv(1, socket.MSG_PEEK)  # its first answer is on its way: the request was admitted
+            hostile.append(sock)
+        try:
+            async with load.client(server.base_url) as c:
+                answers = [(await c.get("/api/v1/users/0")).status_code for _ in range(20)]
+                metrics = (await c.get("/metrics")).text
+        finally:
+            for sock in hostile:
+                sock.close()
+    assert answers == [404] * 20
+    assert "datasvc_http_in_flight 1.0" in metrics  # /metrics itself: the unread answers hold none

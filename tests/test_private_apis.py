@@ -24,21 +24,54 @@ from datasvc.sqlfiles import Kind
 
 REGISTRY = Registry.load(PROJECT_ROOT / "sql")
 
-# datasvc/protocol.py overrides these callbacks of uvicorn's HttpToolsProtocol, calling super() in each:
-# the parser calls them by these names with these parameters.
+# datasvc/protocol.py overrides these callbacks of uvicorn's HttpToolsProtocol (the per-request ones
+# replace uvicorn's body with a copy plus our checks): the parser and the cycle call them by these names
+# with these parameters.
 UVICORN_HOOKS = {
     "data_received": ["data"],
     "on_message_begin": [],
     "on_url": ["url"],
     "on_header": ["name", "value"],
     "on_headers_complete": [],
+    "on_body": ["body"],
+    "on_message_complete": [],
+    "_start_asgi_task": ["cycle", "app"],
     "send_400_response": ["msg"],
     "on_response_complete": [],
+    "pause_writing": [],
+    "resume_writing": [],
 }
 # ... and reads these attributes of the protocol and of its request cycle.
-UVICORN_PROTOCOL_ATTRIBUTES = ("app_state", "connections", "pipeline", "cycle")
-UVICORN_CYCLE_PARAMETERS = ("keep_alive",)
-UVICORN_CYCLE_ATTRIBUTES = ("response_complete", "keep_alive", "scope")
+UVICORN_PROTOCOL_ATTRIBUTES = (
+    "app_state",
+    "connections",
+    "pipeline",
+    "cycle",
+    "flow",
+    "tasks",
+    "server_state",
+    "timeout_keep_alive_task",
+    "timeout_keep_alive",
+    "asgi_version",
+    "root_path",
+    "logger",
+    "access_logger",
+    "access_log",
+)
+UVICORN_CYCLE_PARAMETERS = (
+    "scope",
+    "transport",
+    "flow",
+    "logger",
+    "access_logger",
+    "access_log",
+    "default_headers",
+    "message_event",
+    "expect_100_continue",
+    "keep_alive",
+    "on_response",
+)
+UVICORN_CYCLE_ATTRIBUTES = ("response_complete", "keep_alive", "scope", "body", "more_body", "message_event")
 
 
 def _uvicorn(assumption: str) -> str:
@@ -65,9 +98,11 @@ async def test_uvicorn_httptools_protocol_keeps_the_state_we_read() -> None:
     protocol = HeadLimitedHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
     for name in UVICORN_PROTOCOL_ATTRIBUTES:
         assert hasattr(protocol, name), _uvicorn(f"HttpToolsProtocol instances have .{name}")
-    cycle = inspect.signature(httptools_impl.RequestResponseCycle.__init__).parameters
-    for name in UVICORN_CYCLE_PARAMETERS:
-        assert name in cycle, _uvicorn(f"RequestResponseCycle takes {name}")
+    cycle = list(inspect.signature(httptools_impl.RequestResponseCycle.__init__).parameters)[1:]
+    assert cycle == list(UVICORN_CYCLE_PARAMETERS), _uvicorn(f"RequestResponseCycle({', '.join(cycle)})")
+    assert config.reset_contextvars is False, _uvicorn("Config.reset_contextvars exists, off by default")
+    source = inspect.getsource(httptools_impl.RequestResponseCycle.run_asgi)
+    assert "self.on_response = lambda: None" in source, _uvicorn("a finished cycle calls on_response no more")
     source = inspect.getsource(httptools_impl.RequestResponseCycle.__init__)
     for name in UVICORN_CYCLE_ATTRIBUTES:
         assert f"self.{name} =" in source, _uvicorn(f"RequestResponseCycle sets .{name}")
