@@ -24,7 +24,7 @@ from starlette.routing import Route
 from datasvc import consistency, docs, health, idempotency, openapi, pooler, preferences
 from datasvc.accesslog import AccessLog
 from datasvc.auth import Authenticator, env_entries
-from datasvc.bodies import BodyMiddleware
+from datasvc.bodies import BodyReader
 from datasvc.compression import GZipMiddleware
 from datasvc.db import Database
 from datasvc.dberrors import translate
@@ -258,15 +258,17 @@ def create_app(
             ),
             # Large answers gzipped for callers that accept it (never one with an ETag: compression.py).
             Middleware(GZipMiddleware),
-            # The body whole before a slot is taken: a slow upload holds none (datasvc.bodies).
+            # Inside the request context, so a shed request still has an id and an access-log line. The
+            # body is read whole before a slot is taken: a slow upload holds none (datasvc.bodies).
             Middleware(
-                BodyMiddleware,
-                timeout=settings.body_timeout,
-                on_timeout=functools.partial(metrics.count_closed, "body-timeout"),
-            ),
-            # Inside the request context, so a shed request still has an id and an access-log line.
-            Middleware(
-                ConcurrencyLimitMiddleware, max_in_flight=settings.max_in_flight, callers=callers, slots=slots
+                ConcurrencyLimitMiddleware,
+                max_in_flight=settings.max_in_flight,
+                callers=callers,
+                slots=slots,
+                bodies=BodyReader(
+                    timeout=settings.body_timeout,
+                    on_timeout=functools.partial(metrics.count_closed, "body-timeout"),
+                ),
             ),
         ],
         exception_handlers=_exception_handlers(),

@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Callable
 
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from datasvc.errors import DatasvcError, RequestTimeout
 from datasvc.responses import send_problem
@@ -25,19 +25,26 @@ from datasvc.responses import send_problem
 _BODILESS = frozenset({"GET", "HEAD"})
 
 
-class BodyMiddleware:
-    """Read the request body within ``timeout`` seconds, then call the app with it replayed."""
+class BodyReader:
+    """Read a request's body within ``timeout`` seconds; the app then gets it replayed from memory.
 
-    def __init__(self, app: ASGIApp, *, timeout: float, on_timeout: Callable[[], None] | None = None) -> None:
-        self.app = app
+    Called by the in-flight limit (`datasvc.limits.ConcurrencyLimitMiddleware`) before it takes a slot:
+    one middleware layer, not two, on every request's path.
+    """
+
+    __slots__ = ("on_timeout", "timeout")
+
+    def __init__(self, *, timeout: float, on_timeout: Callable[[], None] | None = None) -> None:
         self.timeout = timeout
         self.on_timeout = on_timeout  # metrics: the `body-timeout` count
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A GET's handler never reads a body, so one sent anyway never holds a slot: not looked for.
-        if scope["type"] != "http" or scope["method"] in _BODILESS or not _has_body(scope["headers"]):
-            await self.app(scope, receive, send)
-            return
+    @staticmethod
+    def expects(scope: Scope) -> bool:
+        """Whether the request has a body to read (a GET's handler never reads one: not looked for)."""
+        return scope["method"] not in _BODILESS and _has_body(scope["headers"])
+
+    async def read(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """The body as a replaying ``receive``; None when the caller was answered (408, 413) instead."""
         try:
             async with asyncio.timeout(self.timeout):
                 body = await _read(receive)
@@ -46,10 +53,10 @@ class BodyMiddleware:
                 self.on_timeout()
             error = RequestTimeout(f"the request body did not arrive within {self.timeout:g} s")
             await send_problem(scope, send, error)
-            return
+            return None
         except DatasvcError as error:  # over DATASVC_MAX_BODY_BYTES, counted as it arrived
             await send_problem(scope, send, error)
-            return
+            return None
         replayed = False
 
         async def replay() -> Message:
@@ -59,7 +66,7 @@ class BodyMiddleware:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+        return replay
 
 
 async def _read(receive: Receive) -> bytes:

@@ -30,6 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from datasvc.bodies import BodyReader
 from datasvc.errors import Overloaded, TooManyRequests
 from datasvc.responses import send_problem
 
@@ -158,7 +159,10 @@ class Slots:
 
 
 class ConcurrencyLimitMiddleware:
-    """Serve at most ``max_in_flight`` HTTP requests at once (0: no limit) and ``callers``' share each."""
+    """Serve at most ``max_in_flight`` HTTP requests at once (0: no limit) and ``callers``' share each.
+
+    ``bodies``: a request's body is read first (`datasvc.bodies`), so a slow upload holds no slot.
+    """
 
     def __init__(
         self,
@@ -167,8 +171,10 @@ class ConcurrencyLimitMiddleware:
         max_in_flight: int,
         callers: CallerLimit | None = None,
         slots: Slots | None = None,
+        bodies: BodyReader | None = None,
     ) -> None:
         self.app = app
+        self.bodies = bodies  # a request's body is read whole first, outside any slot
         self.max_in_flight = max_in_flight
         self.callers = callers if callers is not None else CallerLimit(0, _nobody)
         self.slots = slots if slots is not None else Slots(max_in_flight)
@@ -187,7 +193,16 @@ class ConcurrencyLimitMiddleware:
             # The protocol took the worker's slot and gives it back; no caller share to count.
             await self.app(scope, receive, send)
             return
-        if scope["type"] != "http" or scope["path"] in NEVER_SHED:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        bodies = self.bodies
+        if bodies is not None and bodies.expects(scope):
+            replay = await bodies.read(scope, receive, send)
+            if replay is None:  # answered: 408 or 413
+                return
+            receive = replay
+        if scope["path"] in NEVER_SHED:
             await self.app(scope, receive, send)
             return
         caller, over = callers.over_share(scope)
