@@ -14,7 +14,11 @@ paused (``FlowControl``) while the send buffer is over its high-water mark. What
 - a bound on connections (``DATASVC_MAX_CONNECTIONS``): past it a new connection is answered 503 and
   closed at once, so the descriptor limit is never reached and the connections already open are served;
 - a bound on pipelining: at most `MAX_PIPELINED` requests wait behind the one being answered; the next
-  one is answered 503 after them and the connection closed;
+  one is answered 503 after them and the connection closed; and a pipelined request starts only once
+  its client has read the answers before it (no more than `UNREAD_BOUND` bytes waiting to leave the
+  machine): on loopback the kernel's send buffer takes over a megabyte, so a client that pipelines and
+  never reads would otherwise have all its requests served at once, a burst of work that steals the
+  turn of every other caller (130 such clients: ~2,200 requests) before its writes ever pause;
 - framing the app must never see (RFC 9112): an HTTP/1.1 request with no ``Host`` or several (section
   3.2), a ``Transfer-Encoding`` whose final coding is not ``chunked`` (section 6.3), both 400 and closed;
   a WebSocket upgrade (not served) is a 400 problem, other upgrades (``h2c``) are ignored and the
@@ -74,6 +78,12 @@ if TYPE_CHECKING:
 MAX_PIPELINED = 16
 # On shutdown, how long a connection without a request yet may take to send one (see `shutdown`).
 LAST_CALL = 1.0
+# Bytes of earlier answers a connection may leave unread (in the transport and the kernel's send queue)
+# and still have its next pipelined request started: uvicorn's own high-water mark for a request body.
+UNREAD_BOUND = HIGH_WATER_LIMIT
+# While a client leaves its answers unread, how often its next pipelined request is looked at again: the
+# first look soon, then less and less often; the send timeout ends the wait.
+FIRST_LOOK, LAST_LOOK = 0.02, 1.0
 
 
 @functools.cache
@@ -116,6 +126,7 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._holding = False  # the running request holds a slot taken here (`give_back`)
         self._task: asyncio.Task[None] | None = None  # the running request's task
         self._send_timer: asyncio.TimerHandle | None = None
+        self._pipeline_timer: asyncio.TimerHandle | None = None  # a pipelined request waits for reading
         # The request being answered (uvicorn's `cycle` is the last one parsed, maybe a pipelined one).
         self._running: RequestResponseCycle | None = None
         # The app's lifespan state holds the process's Drain (absent for apps without the lifespan).
@@ -491,10 +502,10 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self._metrics.count_closed(reason)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._send_timer, self._shed_timer):
+        for timer in (self._head_timer, self._send_timer, self._shed_timer, self._pipeline_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._send_timer = self._shed_timer = None
+        self._head_timer = self._send_timer = self._shed_timer = self._pipeline_timer = None
 
     # -- answers written here ------------------------------------------------------------------
 
@@ -511,6 +522,12 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = None
         self.flow.resume_reading()
         if self.pipeline:
+            if self.transport.get_write_buffer_size() + _unsent(self.transport) > UNREAD_BOUND:
+                deadline = self.loop.time() + self._send_timeout
+                self._pipeline_timer = self.loop.call_later(
+                    FIRST_LOOK, self._next_pipelined, deadline, FIRST_LOOK
+                )
+                return
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         else:
@@ -520,6 +537,21 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._deferred is not None:
                 error, self._deferred = self._deferred, None
                 self._answer(error)
+
+    def _next_pipelined(self, deadline: float, waited: float) -> None:
+        """Start the next pipelined request once the client has read the answers before it."""
+        self._pipeline_timer = None
+        if self.transport.is_closing() or not self.pipeline:
+            return
+        if self.transport.get_write_buffer_size() + _unsent(self.transport) > UNREAD_BOUND:
+            if self.loop.time() >= deadline:
+                self._send_timed_out()
+                return
+            waited = min(2 * waited, LAST_LOOK)
+            self._pipeline_timer = self.loop.call_later(waited, self._next_pipelined, deadline, waited)
+            return
+        cycle, app = self.pipeline.pop()
+        self._start_asgi_task(cycle, app)
 
     def _busy(self) -> bool:
         """Requests read before the refused one are still being answered (pipelining)."""
@@ -573,3 +605,15 @@ def _unread(transport: asyncio.Transport) -> bool:
     except OSError:
         return False
     return pending > 0
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written to this connection's socket that its peer has not acknowledged (TIOCOUTQ)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        queued: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+    return queued
