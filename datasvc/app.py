@@ -185,14 +185,15 @@ def create_app(
     tracing = None
     if settings.tracing:
         try:  # only when on: the SDK stays unloaded otherwise
-            from datasvc.tracing import SpanCollector, Tracing
+            from datasvc.spanexport import SpanCollector
+            from datasvc.tracing import Tracing
         except ImportError as exc:
             raise SettingsError(
                 f"tracing is configured (OTEL_*) but OpenTelemetry is not installed ({exc.name}): "
                 "install datasvc[tracing]"
             ) from None
         tracing = Tracing.create(settings, templates)
-        metrics.register(SpanCollector(tracing))
+        metrics.register(SpanCollector(tracing.processor))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

@@ -24,12 +24,9 @@ prepared statements and their generic plans. No child span is made for an unsamp
 
 Spans are made the way the SDK's exporters read them, as finished `ReadableSpan` records built once
 their end is known (the SDK's live `Span`, with its locks and per-attribute validation, costs a request
-several times more), with the sampler, ids, resource and batch processor of the SDK. They leave through
-the SDK's batch processor, whose thread does the encoding and the HTTP: a request only appends to its
-queue. `_Bounded` keeps that queue's bound itself, so every span that never reaches
-the collector is counted (queue full: refused here; export failed: counted by `_Counted`) and reported in
-``/metrics`` by `SpanCollector`. A collector that is down or hangs costs requests nothing: spans are
-dropped and counted. `Tracing.close` flushes within the time it is given, then gives up.
+several times more), with the sampler, ids and resource of the SDK. They leave through the SDK's batch
+processor (`datasvc.spanexport`: a request only appends to its queue, drops are counted).
+`Tracing.close` flushes within the time it is given, then gives up.
 """
 
 from __future__ import annotations
@@ -39,15 +36,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -67,9 +62,9 @@ from opentelemetry.trace import (
     get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.types import Scope
+
+from datasvc.spanexport import SpanQueue
 
 if TYPE_CHECKING:
     from datasvc.settings import Settings
@@ -77,7 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("datasvc.tracing")
 
 SERVICE_NAME = "datasvc"
-_DEFAULT_QUEUE = 2048  # the SDK's default OTEL_BSP_MAX_QUEUE_SIZE
 _TRACEPARENT = b"traceparent"
 _TRACESTATE = b"tracestate"
 _SAMPLERS = (
@@ -99,7 +93,7 @@ class Tracing:
     def __init__(
         self,
         provider: TracerProvider,
-        processor: _Bounded,
+        processor: SpanQueue,
         templates: Mapping[Any, str],
         servers: Mapping[str, dict[str, Any]],
         rule: _Rule,
@@ -122,17 +116,13 @@ class Tracing:
         exporter: SpanExporter | None = None,
     ) -> Tracing:
         """The SDK set up from ``settings`` and its own variables; ``exporter`` replaces OTLP (tests)."""
-        if exporter is None:
-            exporter = OTLPSpanExporter(endpoint=_traces_endpoint(settings))
         detected = OTELResourceDetector().detect()  # OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME
         name = settings.otel_service_name or detected.attributes.get("service.name") or SERVICE_NAME
         resource = Resource.create({"service.name": str(name)})
         # No atexit hook: `close` bounds the flush by the shutdown timeout, the SDK's own would wait 30 s.
         rule = _Rule(os.environ)
         provider = TracerProvider(sampler=rule.sampler, resource=resource, shutdown_on_exit=False)
-        counted = _Counted(exporter)
-        max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", _DEFAULT_QUEUE)
-        processor = _Bounded(BatchSpanProcessor(counted, max_queue_size=max_queue), counted, max_queue)
+        processor = SpanQueue.create(settings, exporter)
         provider.add_span_processor(processor)
         return cls(provider, processor, templates, _servers(settings), rule)
 
@@ -190,11 +180,6 @@ class Tracing:
                 instrumentation_scope=self.scope,
             )
         )
-
-    @property
-    def dropped(self) -> dict[str, int]:
-        """Spans that never reached the collector, by why: the queue was full, or their export failed."""
-        return {"queue_full": self.processor.refused, "export_failed": self.processor.exporter.failed}
 
     def close(self, timeout: float) -> None:
         """Export what is queued and stop, waiting at most ``timeout`` seconds (a hung collector is left)."""
@@ -384,95 +369,6 @@ def _span_id() -> int:
     return span_id
 
 
-class SpanCollector(Collector):
-    """``datasvc_trace_spans_dropped_total{reason}``: spans the collector never got, read when scraped."""
-
-    def __init__(self, tracing: Tracing) -> None:
-        self.tracing = tracing
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        dropped = CounterMetricFamily(
-            "datasvc_trace_spans_dropped",
-            "Spans never delivered to the OTLP collector: its queue was full, or their export failed.",
-            labels=["reason"],
-        )
-        for reason, count in self.tracing.dropped.items():
-            dropped.add_metric([reason], count)
-        yield dropped
-
-
-class _Counted(SpanExporter):
-    """The exporter, counting the spans whose export failed (the collector down, slow or refusing)."""
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        self.exporter = exporter
-        self.taken = 0  # spans the batch processor handed over (written by its thread only)
-        self.failed = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.taken += len(spans)
-        try:
-            result = self.exporter.export(spans)
-        except Exception:
-            self.failed += len(spans)
-            raise
-        if result is not SpanExportResult.SUCCESS:
-            self.failed += len(spans)
-        return result
-
-    def shutdown(self) -> None:
-        self.exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.exporter.force_flush(timeout_millis)
-
-
-class _Bounded(SpanProcessor):
-    """The batch processor behind a bound of its own queue's size, so that what it would drop is counted.
-
-    The SDK's queue drops its oldest span silently when full. Here a span is refused (and counted) when
-    the spans handed over but not yet taken by the exporter fill the queue: an upper bound of the queue's
-    length (the exporter counts a batch as taken just after popping it), so the SDK never drops one itself.
-    """
-
-    def __init__(self, processor: SpanProcessor, exporter: _Counted, max_queue: int) -> None:
-        self.processor = processor
-        self.exporter = exporter
-        self.max_queue = max_queue
-        self.handed = 0  # written by the event loop's thread only (spans end there)
-        self.refused = 0
-
-    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
-        pass
-
-    def _on_ending(self, span: Any) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.handed - self.exporter.taken >= self.max_queue:
-            self.refused += 1
-            return
-        self.handed += 1
-        self.processor.on_end(span)
-
-    def shutdown(self) -> None:
-        self.processor.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.processor.force_flush(timeout_millis)
-
-
-def _traces_endpoint(settings: Settings) -> str | None:
-    if settings.otel_exporter_otlp_traces_endpoint:
-        return settings.otel_exporter_otlp_traces_endpoint
-    if settings.otel_exporter_otlp_endpoint:
-        return settings.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
-    return None  # the SDK's default, http://localhost:4318/v1/traces
-
-
 def _servers(settings: Settings) -> dict[str, dict[str, Any]]:
     """Per target kind, the attributes that say which server and database: from the configured URLs."""
     out: dict[str, dict[str, Any]] = {}
@@ -499,10 +395,3 @@ def _server(url: str) -> dict[str, Any]:
         if port.isdigit():
             attributes["server.port"] = int(port)
     return attributes
-
-
-def _env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default

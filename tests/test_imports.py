@@ -39,6 +39,8 @@ LAYERS: dict[str, set[str]] = {
         "datasvc.openapi",
         "datasvc.docs",
         "datasvc.tracing",
+        "datasvc.spanexport",
+        "datasvc.otlp",
         "datasvc.bodies",
     },
     # Resource handlers, how they are declared (`routing.Operation`) and what they parse and answer.

@@ -183,3 +183,32 @@ async def test_asyncpg_says_whether_a_connection_still_awaits_a_cancel(database_
         assert conn._protocol._is_cancelling() is False, message
     finally:
         await conn.close()
+
+
+def test_the_sdks_otlp_exporter_encodes_where_ours_replaces_it() -> None:
+    """`datasvc.otlp.OTLPExporter.export` is the SDK's ``OTLPSpanExporter.export`` with the encoding
+    replaced: the same steps around it, on the same private attributes."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    def message(assumption: str) -> str:
+        return (
+            f"opentelemetry-exporter-otlp-proto-http {version('opentelemetry-exporter-otlp-proto-http')}: "
+            f"datasvc/otlp.py assumes {assumption} (a private API: see the pin in pyproject.toml)"
+        )
+
+    source = inspect.getsource(OTLPSpanExporter.export)
+    for step in (
+        "if self._shutdown:",
+        "with self._metrics.export_operation(len(spans)) as result:",
+        "serialized_data = encode_spans(spans).SerializePartialToString()",
+        "_is_request_too_large(serialized_data, self._max_request_size)",
+        "export_result = self._client.export(serialized_data)",
+        "result.error = export_result.error",
+        "export_result.status_code",
+        "return SpanExportResult.SUCCESS",
+    ):
+        assert step in source, message(f"OTLPSpanExporter.export does `{step}`")
+    exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces")
+    for name in ("_shutdown", "_metrics", "_max_request_size", "_client"):
+        assert hasattr(exporter, name), message(f"OTLPSpanExporter has .{name}")
+    exporter.shutdown()
