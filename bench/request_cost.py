@@ -8,6 +8,7 @@ switches instrumentation on for N (env ``N``, default 1,600) more, and prints th
 ``batch_get``: POST :batchGet of ``BATCH`` (env, default 100) pseudo-random ids, as bench's batch_get
 scenario. ``tok``: four callers' bearer tokens in turn, as ``datasvc-1w-tokens``. Deterministic to within
 ~1 %, so two checkouts compare on a busy machine, where wall-clock figures do not.
+``KEEP=1`` (env) keeps callgrind's file, for callgrind_annotate.
 """
 
 import hashlib
@@ -126,7 +127,10 @@ def main() -> None:
     with open(out) as f:
         # callgrind 3.19 writes `summary: 0` before `totals:` when instrumentation ends switched off.
         total = max(int(line.split()[1]) for line in f if line.startswith(("totals:", "summary:")))
-    os.unlink(out)
+    if os.environ.get("KEEP"):
+        print(f"kept {out} (callgrind_annotate --inclusive=yes {out})")
+    else:
+        os.unlink(out)
     print(f"{name} {kind} {mode}: {total / n:,.0f} instructions per request")
 
 
