@@ -1,4 +1,4 @@
-"""What the audit trail (migration 0015) costs a write: the service's create and PATCH, triggers off and on.
+"""What the audit trail (migrations 0015, 0016) costs a write: create and PATCH, triggers off and on.
 
     .venv/bin/python -m bench.audit_cost postgresql://postgres@127.0.0.1:5432/<database> [N] [CONCURRENCY]
     .venv/bin/python -m bench.audit_cost postgresql://… [N] [CONCURRENCY] http   # through the service
@@ -9,12 +9,13 @@ backend CPU of every server process of the database per request.
 
 Sends the registry's own statements (`users.create`, `users.update` with a one-field patch, as the service
 sends them, each its own transaction) in windows of N statements per connection over CONCURRENCY
-connections, with the three users_changes triggers disabled, then enabled, three times, alternating, in
-one run. It reports per window the statements per second (wall clock: commits included, so what the
-audit row adds to WAL and flushes shows) and the backend CPU per statement (utime + stime from /proc:
-what a write costs the database, which on a shared machine is steadier than its wall time), and the
-ratio on/off of the means. Rows it inserted are deleted with the triggers in the state they were
-inserted with.
+connections, with the three audit triggers disabled and enabled, ROUNDS times (env, default 3), in one
+run, alternating which state goes first. It reports per window the statements per second (wall clock:
+commits included, so what the audit row adds to WAL and flushes shows) and the backend CPU per
+statement (utime + stime from /proc: what a write costs the database, which on a shared machine is
+steadier than its wall time), and the median over the rounds of each round's ratio on/off (a round's
+two windows run next to each other, so a change in the machine's load between rounds cancels out).
+Rows it inserted are deleted with the triggers in the state they were inserted with.
 
 It runs ALTER TABLE ... DISABLE TRIGGER: a superuser or the owner, on a database of its own (a write by
 anyone else while the triggers are off would not be recorded). It reads /proc: the server must run on
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -62,7 +64,7 @@ async def window(
     what: str,
     tag: str,
     n: int,
-    top: int,
+    top: tuple[int, int],
     registry: Registry,
 ) -> tuple[float, float]:
     """Statements per second and backend CPU µs per statement of one window."""
@@ -136,9 +138,10 @@ async def main(url: str, n: int, concurrency: int, base: str | None = None) -> N
     top = (low, high - low + 1)  # the users patched: ids low .. high (the windows' own are deleted)
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     stamp = int(time.time()) % 100000  # this run's rows, apart from any a failed run left
+    rounds = int(os.environ.get("ROUNDS", "3"))
     try:
-        for round_ in range(3):
-            for state in ("DISABLE", "ENABLE"):
+        for round_ in range(rounds):
+            for state in ("DISABLE", "ENABLE") if round_ % 2 == 0 else ("ENABLE", "DISABLE"):
                 for name in TRIGGERS:
                     await admin.execute(f"ALTER TABLE users {state} TRIGGER {name}")  # names from TRIGGERS
                 tag = f"ac{stamp}r{round_}{state[0].lower()}"
@@ -156,12 +159,13 @@ async def main(url: str, n: int, concurrency: int, base: str | None = None) -> N
             await c.close()
     for what in ("create", "patch"):
         off, on = results[(what, "DISABLE")], results[(what, "ENABLE")]
-        rate_off, rate_on = (sum(r for r, _ in v) / len(v) for v in (off, on))
-        cpu_off, cpu_on = (sum(c for _, c in v) / len(v) for v in (off, on))
+        rate = statistics.median(b[0] / a[0] for a, b in zip(off, on, strict=True))
+        cpu = statistics.median(b[1] / a[1] for a, b in zip(off, on, strict=True))
         print(
             f"{what:6s} statements/s off {' / '.join(f'{r:.0f}' for r, _ in off)}, "
-            f"on {' / '.join(f'{r:.0f}' for r, _ in on)}: on/off {rate_on / rate_off:.3f}; "
-            f"backend CPU µs/statement off {cpu_off:.0f}, on {cpu_on:.0f}: on/off {cpu_on / cpu_off:.3f}"
+            f"on {' / '.join(f'{r:.0f}' for r, _ in on)}: on/off median {rate:.3f}; "
+            f"backend CPU µs/statement off {' / '.join(f'{c:.0f}' for _, c in off)}, "
+            f"on {' / '.join(f'{c:.0f}' for _, c in on)}: on/off median {cpu:.3f}"
         )
 
 

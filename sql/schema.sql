@@ -233,8 +233,7 @@ BEGIN
     INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user)
     SELECT pg_current_xact_id(), 'create', i.id, i.version, statement_timestamp(),
         current_setting('application_name'), users_changes_acting_role()
-    FROM inserted AS i
-    ORDER BY i.id;
+    FROM inserted AS i;
     RETURN NULL;
 END;
 $$;
@@ -253,8 +252,7 @@ BEGIN
     INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user)
     SELECT pg_current_xact_id(), 'delete', d.id, d.version + 1, statement_timestamp(),
         current_setting('application_name'), users_changes_acting_role()
-    FROM deleted AS d
-    ORDER BY d.id;
+    FROM deleted AS d;
     RETURN NULL;
 END;
 $$;
@@ -326,32 +324,34 @@ DECLARE
     changed jsonb := '{}';
 BEGIN
     IF new.email IS DISTINCT FROM old.email THEN
-        changed := changed || jsonb_build_object('email', jsonb_build_object('old', old.email, 'new', new.email));
+        changed := jsonb_set(changed, '{email}', jsonb_object('{old,new}', array[old.email, new.email]));
     END IF;
     IF new.username IS DISTINCT FROM old.username THEN
-        changed := changed
-            || jsonb_build_object('username', jsonb_build_object('old', old.username, 'new', new.username));
+        changed := jsonb_set(changed, '{username}', jsonb_object('{old,new}', array[old.username, new.username]));
     END IF;
     IF new.full_name IS DISTINCT FROM old.full_name THEN
-        changed := changed
-            || jsonb_build_object('full_name', jsonb_build_object('old', old.full_name, 'new', new.full_name));
+        changed := jsonb_set(changed, '{full_name}', jsonb_object('{old,new}', array[old.full_name, new.full_name]));
     END IF;
     IF new.bio IS DISTINCT FROM old.bio THEN
-        changed := changed || jsonb_build_object('bio', jsonb_build_object('old', old.bio, 'new', new.bio));
+        changed := jsonb_set(changed, '{bio}', jsonb_object('{old,new}', array[old.bio, new.bio]));
     END IF;
     IF new.status IS DISTINCT FROM old.status THEN
-        changed := changed || jsonb_build_object('status', jsonb_build_object('old', old.status, 'new', new.status));
+        changed := jsonb_set(changed, '{status}', jsonb_object('{old,new}', array[old.status, new.status]));
     END IF;
-    IF new.is_verified IS DISTINCT FROM old.is_verified THEN
-        changed := changed
-            || jsonb_build_object('is_verified', jsonb_build_object('old', old.is_verified, 'new', new.is_verified));
+    IF new.is_verified IS DISTINCT FROM old.is_verified THEN  -- NOT NULL: it flipped
+        changed := jsonb_set(
+            changed, '{is_verified}',
+            CASE WHEN new.is_verified THEN '{"old": false, "new": true}'::jsonb ELSE '{"old": true, "new": false}' END
+        );
     END IF;
-    IF new.is_admin IS DISTINCT FROM old.is_admin THEN
-        changed := changed
-            || jsonb_build_object('is_admin', jsonb_build_object('old', old.is_admin, 'new', new.is_admin));
+    IF new.is_admin IS DISTINCT FROM old.is_admin THEN  -- NOT NULL: it flipped
+        changed := jsonb_set(
+            changed, '{is_admin}',
+            CASE WHEN new.is_admin THEN '{"old": false, "new": true}'::jsonb ELSE '{"old": true, "new": false}' END
+        );
     END IF;
     IF new.hashed_password IS DISTINCT FROM old.hashed_password THEN
-        changed := changed || '{"hashed_password": {}}'::jsonb;  -- that it changed, never a value
+        changed := jsonb_set(changed, '{hashed_password}', '{}');  -- that it changed, never a value
     END IF;
     INSERT INTO users_changes (xid, op, user_id, version_after, changed_at, caller, db_user, changed)
     VALUES (
@@ -775,7 +775,7 @@ ALTER TABLE public.users_changes OWNER TO datasvc_owner;
 -- Name: TABLE users_changes; Type: COMMENT; Schema: public; Owner: datasvc_owner
 --
 
-COMMENT ON TABLE public.users_changes IS 'Audit trail of users: one row per created, updated or deleted user, written by the users_changes_* triggers in the writing transaction; read in (xid, seq) order by the change feed. Purged by users_changes_purge(). Migration 0015 explains it.';
+COMMENT ON TABLE public.users_changes IS 'Audit trail of users: one row per created, updated or deleted user, written by the users_changes_* triggers in the writing transaction; read in (xid, seq) order by the change feed. Purged by users_changes_purge(). Migrations 0015 and 0016 explain it.';
 
 --
 -- Name: COLUMN users_changes.xid; Type: COMMENT; Schema: public; Owner: datasvc_owner
