@@ -1,7 +1,11 @@
 """POST /api/v1/users:batchGet against a real PostgreSQL: order, duplicates, missing keys, folding, limits."""
 
+import asyncio
+from datetime import UTC, datetime
+
 import pytest
 
+from tests.support import load
 from tests.support.api import USER_FIELDS, assert_problem, new_user, statements_run
 
 URL = "/api/v1/users:batchGet"
@@ -142,3 +146,27 @@ def test_the_openapi_ids_are_bigints(client):
         "minimum": -(2**63),
         "maximum": 2**63 - 1,
     }
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        datetime(2024, 1, 1, tzinfo=UTC),  # no fraction at all
+        datetime(2024, 1, 1, 0, 0, 0, 100000, tzinfo=UTC),  # .1: trailing zeros, which to_json drops
+        datetime(33, 12, 31, 23, 59, 59, 1, tzinfo=UTC),  # a year of two digits, one microsecond
+    ],
+    ids=["whole-second", "trailing-zeros", "small-year"],
+)
+def test_timestamps_are_the_text_a_single_get_gives(client, database_url, created_at):
+    """The statement writes the timestamps itself; they must be GET's text to the byte."""
+    user = client.post("/api/v1/users", json=new_user(username="timed", email="timed@example.com")).json()
+
+    async def set_created_at() -> None:
+        async with load.admin(database_url) as admin:
+            await admin.run("batches.set_created_at", user["id"], created_at)
+
+    asyncio.run(set_created_at())
+    single = client.get(f"/api/v1/users/{user['id']}").json()
+    for body in ({"ids": [user["id"]]}, {"usernames": ["timed"]}, {"emails": ["TIMED@example.com"]}):
+        (item,) = client.post(URL, json=body).json()["items"]
+        assert item == single
