@@ -7,15 +7,16 @@ With ``http`` the same windows are POST /api/v1/users and PATCH /api/v1/users/{i
 (one worker, on BENCH_PORT_BASE + 2) by CONCURRENCY clients of this process: requests per second, and the
 backend CPU of every server process of the database per request.
 
-Sends the registry's own statements (`users.create`, `users.update` with a one-field patch, as the service
-sends them, each its own transaction) in windows of N statements per connection over CONCURRENCY
+Sends the registry's own statements (`users.create`, `users.update` with a one-field patch, as the
+service sends them, each its own transaction) in windows of N statements per connection over CONCURRENCY
 connections, with the three audit triggers disabled and enabled, ROUNDS times (env, default 3), in one
-run, alternating which state goes first. It reports per window the statements per second (wall clock:
-commits included, so what the audit row adds to WAL and flushes shows) and the backend CPU per
-statement (utime + stime from /proc: what a write costs the database, which on a shared machine is
-steadier than its wall time), and the median over the rounds of each round's ratio on/off (a round's
-two windows run next to each other, so a change in the machine's load between rounds cancels out).
-Rows it inserted are deleted with the triggers in the state they were inserted with.
+run, alternating which state goes first, after a round of warm-up that is not counted. It reports per
+window the statements per second (wall clock: commits included, so what the audit row adds to WAL and
+flushes shows) and the backend CPU per statement (utime + stime from /proc: what a write costs the
+database, which on a shared machine is steadier than its wall time), and the median over the rounds of
+each round's ratio on/off (a round's two windows run next to each other, so a change in the machine's
+load between rounds cancels out). Rows it inserted are deleted with the triggers in the state they were
+inserted with.
 
 It runs ALTER TABLE ... DISABLE TRIGGER: a superuser or the owner, on a database of its own (a write by
 anyone else while the triggers are off would not be recorded). It reads /proc: the server must run on
@@ -140,17 +141,26 @@ async def main(url: str, n: int, concurrency: int, base: str | None = None) -> N
     stamp = int(time.time()) % 100000  # this run's rows, apart from any a failed run left
     rounds = int(os.environ.get("ROUNDS", "3"))
     try:
-        for round_ in range(rounds):
-            for state in ("DISABLE", "ENABLE") if round_ % 2 == 0 else ("ENABLE", "DISABLE"):
+        # Round -1 warms up (caches, the service's first requests): not counted.
+        for round_ in range(-1, rounds):
+            states = (
+                ("ENABLE",)
+                if round_ < 0
+                else ("DISABLE", "ENABLE")
+                if round_ % 2 == 0
+                else ("ENABLE", "DISABLE")
+            )
+            for state in states:
                 for name in TRIGGERS:
                     await admin.execute(f"ALTER TABLE users {state} TRIGGER {name}")  # names from TRIGGERS
-                tag = f"ac{stamp}r{round_}{state[0].lower()}"
+                tag = f"ac{stamp}r{round_ + 1}{state[0].lower()}"
                 for what in ("create", "patch"):
                     if base is None:
                         measured = await window(conns, pids, what, tag, n, top, registry)
                     else:
                         measured = await http_window(base, url, what, tag, n, top, concurrency)
-                    results.setdefault((what, state), []).append(measured)
+                    if round_ >= 0:
+                        results.setdefault((what, state), []).append(measured)
                 await admin.execute("DELETE FROM users WHERE email LIKE $1", f"{tag}%@x.example")
     finally:
         for name in TRIGGERS:
