@@ -25,6 +25,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 log = logging.getLogger("datasvc.otlp")
 
@@ -40,6 +41,8 @@ class Encoder:
         self._pairs: dict[tuple[int, str, type, Any], bytes] = {}  # (tag, key, type, value)
         self._resources: dict[Any, bytes] = {}
         self._scopes: dict[Any, bytes] = {}
+        self._names: dict[str, bytes] = {}
+        self._sets: dict[tuple[int, tuple[tuple[str, Any], ...], tuple[type, ...]], bytes] = {}
 
     def encode(self, spans: Iterable[ReadableSpan]) -> bytes:
         """``spans`` as a serialized ``ExportTraceServiceRequest``."""
@@ -65,47 +68,90 @@ class Encoder:
         return b"".join(out)
 
     def _span(self, span: ReadableSpan) -> bytes:
-        context = span.context
-        parent = span.parent
-        parts = [
-            b"\x0a\x10",
-            context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08",
-            context.span_id.to_bytes(8, "big"),
-        ]
-        state = context.trace_state
-        if state:
+        # The SDK's records read through their fields, not their properties (a Python call each, and
+        # an isinstance of an ABC for each dropped count): tests/test_otlp.py holds the result equal to
+        # the SDK's encoding, so a change of these fields fails there.
+        context: Any = span._context
+        parent: Any = span._parent
+        trace_id, span_id, remote = context[0], context[1], parent is not None and parent[2]
+        parts = [b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")]
+        state = context[4]
+        if state is not DEFAULT_TRACE_STATE and state:
             parts.append(_string(0x1A, ",".join([f"{key}={value}" for key, value in state.items()])))
         if parent:
-            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        parts.append(_string(0x2A, span.name))
-        parts.append(_KINDS[span.kind.value])
-        parts.append(_fixed64(0x39, span.start_time))
-        parts.append(_fixed64(0x41, span.end_time))
-        parts.append(self._attributes(0x4A, span.attributes))
-        parts.append(_uint(0x50, span.dropped_attributes))
-        for event in span.events:
-            body = _fixed64(0x09, event.timestamp) + _string(0x12, event.name)
-            body += self._attributes(0x1A, event.attributes) + _uint(0x20, event.dropped_attributes)
-            parts.append(_field(0x5A, body))
-        parts.append(_uint(0x60, span.dropped_events))
-        for link in span.links:
-            linked = link.context
-            body = b"\x0a\x10" + linked.trace_id.to_bytes(16, "big")
-            body += b"\x12\x08" + linked.span_id.to_bytes(8, "big")
-            body += self._attributes(0x22, link.attributes) + _uint(0x28, link.dropped_attributes)
-            body += _LINK_FLAGS[linked.is_remote]
-            parts.append(_field(0x6A, body))
-        parts.append(_uint(0x70, span.dropped_links))
-        status = span.status
-        parts.append(_field(0x7A, _string(0x12, status.description) + _uint(0x18, status.status_code.value)))
-        parts.append(_SPAN_FLAGS[parent is not None and parent.is_remote])
+            parts.append(b"\x22\x08" + parent[1].to_bytes(8, "big"))
+        name = self._names.get(span._name)
+        if name is None:
+            name = _string(0x2A, span._name)
+            if len(self._names) < _CACHED:
+                self._names[span._name] = name
+        parts.append(name)
+        parts.append(_KINDS[span._kind._value_])
+        start, end = span._start_time, span._end_time
+        if start:
+            parts.append(b"\x39" + start.to_bytes(8, "little"))
+        if end:
+            parts.append(b"\x41" + end.to_bytes(8, "little"))
+        attributes = span._attributes
+        if attributes:
+            parts.append(self._attributes(0x4A, attributes))
+            if type(attributes) is not dict:
+                parts.append(_uint(0x50, span.dropped_attributes))
+        events = span._events
+        if events:
+            for event in events:
+                body = _fixed64(0x09, event._timestamp) + _string(0x12, event._name)
+                if event._attributes:
+                    body += self._attributes(0x1A, event._attributes)
+                    if type(event._attributes) is not dict:
+                        body += _uint(0x20, event.dropped_attributes)
+                parts.append(_field(0x5A, body))
+            if type(events) not in _PLAIN:
+                parts.append(_uint(0x60, span.dropped_events))
+        links = span._links
+        if links:
+            for link in links:
+                linked = link.context
+                body = b"\x0a\x10" + linked.trace_id.to_bytes(16, "big")
+                body += b"\x12\x08" + linked.span_id.to_bytes(8, "big")
+                body += self._attributes(0x22, link.attributes) + _uint(0x28, link.dropped_attributes)
+                body += _LINK_FLAGS[linked.is_remote]
+                parts.append(_field(0x6A, body))
+            if type(links) not in _PLAIN:
+                parts.append(_uint(0x70, span.dropped_links))
+        status = span._status
+        description = status._description
+        if description:
+            parts.append(_field(0x7A, _string(0x12, description) + _uint(0x18, status._status_code._value_)))
+        else:
+            parts.append(_STATUSES[status._status_code._value_])
+        parts.append(_SPAN_FLAGS[remote])
         return b"".join(parts)
 
     def _attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> bytes:
-        """Each attribute as a ``KeyValue`` field ``tag``; those seen before as they were encoded."""
+        """Each attribute as a ``KeyValue`` field ``tag``; a set of them or one seen before as it was encoded.
+
+        A whole set is looked up by its items and their types (``True == 1``, but not as attributes),
+        unless it holds a float (``-0.0 == 0.0``) or a value that cannot be hashed.
+        """
         if not attributes:
             return b""
+        kinds = tuple(map(type, attributes.values()))
+        whole = None
+        if float not in kinds:
+            whole = (tag, tuple(attributes.items()), kinds)
+            try:
+                known = self._sets.get(whole)
+            except TypeError:  # a list, say
+                whole = known = None
+            if known is not None:
+                return known
+        encoded = self._each(tag, attributes)
+        if whole is not None and len(self._sets) < _CACHED:
+            self._sets[whole] = encoded
+        return encoded
+
+    def _each(self, tag: int, attributes: Mapping[str, Any]) -> bytes:
         parts = []
         for key, value in attributes.items():
             kind = type(value)
@@ -192,6 +238,7 @@ _KINDS = [bytes((0x30, value + 1)) for value in range(5)]  # OTLP's SpanKind: th
 _SPAN_FLAGS = {False: b"\x85\x01\x00\x01\x00\x00", True: b"\x85\x01\x00\x03\x00\x00"}
 _LINK_FLAGS = {False: b"\x35\x00\x01\x00\x00", True: b"\x35\x00\x03\x00\x00"}
 _CACHEABLE = (str, int, bool)  # not float: -0.0 == 0.0 and nan != nan
+_PLAIN = (list, tuple)  # a span's events or links that cannot have dropped any (a BoundedList can)
 
 
 def _varint(n: int) -> bytes:
@@ -252,3 +299,6 @@ def _value(value: Any) -> bytes:
         pairs = [_field(0x0A, _string(0x0A, str(k)) + _field(0x12, _value(v))) for k, v in value.items()]
         return _field(0x32, b"".join(pairs))
     raise TypeError(f"Invalid type {type(value)} of value {value}")
+
+
+_STATUSES = [_field(0x7A, _uint(0x18, code)) for code in range(3)]  # a status without a description
