@@ -152,13 +152,36 @@ class Pool:
         """A connection named for ``caller`` within ``acquire_timeout``; `PoolTimeout`, or `ShuttingDown`
         once closed. Give it back with `release`, whatever happens.
 
-        The bound is one timer cancelling this task rather than ``asyncio.timeout``, whose Python code
-        costs more than the wait it bounds, which almost never happens. A cancellation that is not our
-        timer's propagates as it came.
+        Most acquires find a place free and a parked connection fit to serve: that path awaits nothing,
+        so it sets no timer (`_wait` bounds every path that awaits).
         """
         if self._closed:
             raise ShuttingDown("the connection pool is closed: the service is stopping")
         name = self.caller_name(caller)
+        entered = self.waitlist.enter(caller)
+        conn = self._unpark(name, caller) if entered else None
+        if conn is None:
+            conn = await self._wait(name, caller, entered)
+        else:
+            self._waited(0.0)
+        lease = self._lent[id(conn)]
+        if lease.name != name:
+            # The round trip is paid only when the caller differs from the connection's previous one.
+            try:
+                await execute(conn, self._registry["session.set_application_name"], (name,))
+            except BaseException as exc:
+                await self.release(conn, exc)
+                raise
+            lease.name = name
+        return conn
+
+    async def _wait(self, name: str, caller: str | None, entered: bool) -> asyncpg.Connection:
+        """For a place (unless ``entered`` holds one already), then a connection, within the timeout.
+
+        The bound is one timer cancelling this task rather than ``asyncio.timeout``, whose Python code
+        costs more than the wait it bounds, which almost never happens. A cancellation that is not our
+        timer's propagates as it came.
+        """
         started = time.perf_counter()
         self.waiting += 1
         task = asyncio.current_task()
@@ -166,7 +189,7 @@ class Pool:
         expiry = _Expiry(task)
         timer = asyncio.get_running_loop().call_later(self._settings.acquire_timeout, expiry.fire)
         try:
-            conn = await self._enter(name, caller)
+            conn = None if entered else await self._enter(name, caller)
             if conn is None:
                 conn = await self._from_pool(caller)
         except asyncio.CancelledError:
@@ -182,22 +205,16 @@ class Pool:
         finally:
             timer.cancel()
             self.waiting -= 1
-            waited = time.perf_counter() - started
-            if self._metrics is not None:
-                self._metrics.observe_acquire(waited, self.kind)
-            timing = request_timing.get()
-            if timing is not None and timing.trace is not None:
-                timing.trace.waited(waited, self.kind)
-        lease = self._lent[id(conn)]
-        if lease.name != name:
-            # The round trip is paid only when the caller differs from the connection's previous one.
-            try:
-                await execute(conn, self._registry["session.set_application_name"], (name,))
-            except BaseException as exc:
-                await self.release(conn, exc)
-                raise
-            lease.name = name
+            self._waited(time.perf_counter() - started)
         return conn
+
+    def _waited(self, seconds: float) -> None:
+        """An acquire's wait, to the metrics and to the request's trace."""
+        if self._metrics is not None:
+            self._metrics.observe_acquire(seconds, self.kind)
+        timing = request_timing.get()
+        if timing is not None and timing.trace is not None:
+            timing.trace.waited(seconds, self.kind)
 
     async def release(self, conn: asyncpg.Connection, error: BaseException | None = None) -> None:
         """Done with ``conn``, after ``error`` if the work on it raised one; never raises.
@@ -258,9 +275,7 @@ class Pool:
 
     # ------------------------------------------------------------------------------------------ places
     async def _enter(self, name: str, caller: str | None) -> asyncpg.Connection | None:
-        """Wait for a place: a connection handed over or parked, or None (take one from the pool)."""
-        if self.waitlist.enter(caller):
-            return self._unpark(name, caller)
+        """Queue for a place: a connection handed over or parked, or None (take one from the pool)."""
         waiter = self.waitlist.join(name, caller)
         if self.waitlist.free > 0:  # only waiters over their caller's share are queued: this one may pass
             self._grant()
