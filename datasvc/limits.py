@@ -23,6 +23,7 @@ ASGI: counters, no task of our own; one event loop per worker, so no lock.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
@@ -49,6 +50,9 @@ MAX_PAUSED = 1024
 REFUSALS_PER_SECOND = 1000
 # The longest a refusal waits: the Retry-After it carries (a caller honouring it loses nothing).
 LONGEST_PAUSE = 1.0
+# Past the rate, a refusal waits LONGEST_PAUSE less up to this much, at random: connections refused in the
+# same burst (a thousand connecting at once) do not all come back in the same instant a second later.
+SPREAD = 0.25
 # The scope key the protocol sets on a request it admitted with its slot already taken.
 RESERVED = "datasvc.reserved"
 
@@ -148,12 +152,13 @@ class Slots:
         """How long the refusal decided at loop time ``now`` waits before it is answered.
 
         At least `PAUSE`; refusals are answered `REFUSALS_PER_SECOND` at most, one after the other, so
-        under a flood the pause grows with the refusal rate, up to `LONGEST_PAUSE` (past it every
-        connection is refused at most once a second, whatever their number).
+        under a flood the pause grows with the refusal rate, up to `LONGEST_PAUSE` (past it, spread over
+        its last `SPREAD`: each connection is refused about once a second, whatever their number).
         """
         at = max(now + PAUSE, self.next_refusal)
         if at > now + LONGEST_PAUSE:
-            at = now + LONGEST_PAUSE
+            at = now + LONGEST_PAUSE - SPREAD * random.random()  # noqa: S311 (pacing, not a secret)
+            return at - now
         self.next_refusal = at + 1 / REFUSALS_PER_SECOND
         return at - now
 
