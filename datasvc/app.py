@@ -163,7 +163,8 @@ def create_app(
         metrics.register(access_log, shared=True)
     cursors = CursorCodec(cursor_secret.encode())
     drain = Drain(settings.drain_seconds)
-    slots = Slots(settings.max_in_flight)  # shared by the limit middleware and the HTTP protocol
+    # Shared by the limit middleware and the HTTP protocol.
+    slots = Slots(settings.max_in_flight, at_parse=not callers.per_caller)
     metrics.register(SlotsCollector(slots))
     # `GET /health`, answered by the HTTP protocol (never behind the app), counted like the app's answers.
     liveness = Liveness(metrics.requests("/health", "GET", "200"))

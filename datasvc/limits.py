@@ -134,12 +134,18 @@ class Slots:
 
     One per app, shared by `ConcurrencyLimitMiddleware` (which takes and gives back slots) and the HTTP
     protocol (`datasvc.protocol`), which reads `full` to refuse before a request costs a task.
+
+    ``at_parse``: whether the protocol takes a bodiless request's slot as it parses it. Not with callers'
+    shares: a burst of one caller's requests over its share would hold every slot between their parsing
+    and their 429, and another caller's request parsed meanwhile would be refused 503; the middleware
+    takes the slot then, once the caller is known to be within its share.
     """
 
-    __slots__ = ("in_flight", "limit", "next_refusal", "shed", "shed_early")
+    __slots__ = ("at_parse", "in_flight", "limit", "next_refusal", "shed", "shed_early")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, at_parse: bool = True) -> None:
         self.limit = limit
+        self.at_parse = at_parse
         self.in_flight = 0
         self.shed = 0  # refused by the middleware
         self.shed_early = 0  # refused by the protocol, before the app

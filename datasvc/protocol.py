@@ -319,7 +319,8 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
                 if slots.in_flight >= slots.limit:
                     self._answer_here(keep_alive, live=False)
                     return
-                if not self._body:  # a body is read first, outside any slot (`datasvc.bodies`)
+                # A body is read first, outside any slot (`datasvc.bodies`); `Slots.at_parse`: why not always.
+                if not self._body and slots.at_parse:
                     slots.in_flight += 1
                     self._holding = reserve = True
         # uvicorn's (never upgrading, `limit_concurrency` unused: our bounds replace it).
