@@ -27,7 +27,8 @@ paused (``FlowControl``) while the send buffer is over its high-water mark. What
 Every answer written here is problem+json with ``Date`` and an ``X-Request-ID`` (the caller's, if it
 sent a safe one already), like the app's; a request the parser cannot read at all is a 400 too.
 Admission happens here for most requests (`datasvc.limits`): a bodiless request that is not pipelined
-takes its ``DATASVC_MAX_IN_FLIGHT`` slot as its head is parsed, or is refused there with every slot taken
+takes its ``DATASVC_MAX_IN_FLIGHT`` slot as its head is parsed (without callers' shares: `Slots.at_parse`),
+or is refused there with every slot taken
 (a 503 paced by `Slots.pause`, reading paused meanwhile: no task, no middleware). Its slot is given back
 when its answer is handed to the transport (`on_response_complete`), or as soon as writing it waits on
 the client (`pause_writing`), or when its task ends on a lost connection. A request with a body, or one
