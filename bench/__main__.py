@@ -67,7 +67,8 @@ TARGETS = (
 # Only when asked for: one worker with DATASVC_ACCESS_LOG=off; one worker with tokens configured (clients
 # send them); pgbench with the pool's session settings (PGOPTIONS), beside the plain one; PgBouncer 1.24
 # reached over its Unix socket; PgBouncer 1.24 and its baseline with four callers' tokens; one worker with
-# OpenTelemetry tracing on, sampling 1 % or all requests (bench/tracing.py).
+# OpenTelemetry tracing on, sampling 1 % or all requests, and the lookups as the unnamed statement
+# (bench/tracing.py).
 EXTRA_TARGETS = (
     "datasvc-1w-nolog",
     "datasvc-1w-tokens",
@@ -76,8 +77,9 @@ EXTRA_TARGETS = (
     "direct-app-tokens",
     "pgbouncer-1.24-tokens",
     *tracing.TARGETS,
+    tracing.UNNAMED,
 )
-# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 17.
+# BENCH_PORT_BASE moves every port (several people benchmarking on one machine): base + 1 … base + 18.
 _BASE = int(os.environ.get("BENCH_PORT_BASE", "8100"))
 PORTS = {
     name: _BASE + i
@@ -99,6 +101,7 @@ PORTS = {
             "pgbouncer-1.24-tokens",
             *tracing.TARGETS,
             "otlp-sink",
+            tracing.UNNAMED,
         ),
         1,
     )
@@ -561,6 +564,14 @@ def measure(
                 database_url=ours,
                 n=args.rows,
                 pooler_env=tracing.env(target, endpoint),
+            )
+            return http_target(svc, [s], args, ours, raw)
+    if target == tracing.UNNAMED:
+        if s.key not in tracing.SCENARIOS:
+            return [], None
+        with tracing.unnamed_sql(PROJECT_ROOT / "sql") as env:
+            svc = services.datasvc(
+                target, port=PORTS[target], workers=1, database_url=ours, n=args.rows, pooler_env=env
             )
             return http_target(svc, [s], args, ours, raw)
     if target in replica.TARGETS:

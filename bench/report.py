@@ -25,6 +25,7 @@ ORDER = (
     "datasvc-1w-tokens",
     "datasvc-1w-traced-1pct",
     "datasvc-1w-traced-all",
+    "datasvc-1w-unnamed",
     "datasvc-2w",
     "ceiling",
     "pgbench",

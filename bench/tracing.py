@@ -1,4 +1,5 @@
-"""The targets with OpenTelemetry tracing on: ``datasvc-1w-traced-1pct`` and ``datasvc-1w-traced-all``.
+"""The targets with OpenTelemetry tracing on: ``datasvc-1w-traced-1pct`` and ``datasvc-1w-traced-all``; and
+``datasvc-1w-unnamed``: tracing off, the lookups sent as the unnamed statement (a sampled one's path).
 
 Both are ``datasvc-1w`` (one worker, access log on) with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set to a sink this
 run starts: ``parentbased_traceidratio`` sampling 1 % of the traces (wrk sends no ``traceparent``, so every
@@ -10,15 +11,22 @@ spans and of the sampled statements' comments, not a collector's.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 TARGETS = {"datasvc-1w-traced-1pct": "0.01", "datasvc-1w-traced-all": "1.0"}
+# Tracing off, the lookups sent as PostgreSQL's unnamed statement (as a sampled request's are): that
+# path's own cost (datasvc/unnamed.py), with no span made.
+UNNAMED = "datasvc-1w-unnamed"
+_LOOKUPS = ("users/get_by_id.sql", "users/get_by_username.sql", "users/get_by_email.sql")
 SCENARIOS = ("by_id", "by_username", "by_email")  # the lookups: where a per-request cost shows most
 
 
@@ -27,6 +35,21 @@ def env(target: str, endpoint: str) -> dict[str, str]:
     ratio = TARGETS[target]
     sampler = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio}
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **(sampler if ratio != "1.0" else {})}
+
+
+@contextmanager
+def unnamed_sql(sql_dir: Path) -> Iterator[dict[str, str]]:
+    """The settings of `UNNAMED`'s service: a copy of ``sql_dir`` whose lookups say ``plan-cache: custom``."""
+    with tempfile.TemporaryDirectory(prefix="datasvc-unnamed-sql-") as tmp:
+        copy = Path(tmp) / "sql"
+        shutil.copytree(sql_dir, copy)
+        for name in _LOOKUPS:
+            path = copy / name
+            if path.exists():
+                text = path.read_text().replace("-- expect-plan-cache: generic\n", "")
+                head, sep, rest = text.partition("\n")
+                path.write_text(f"{head}{sep}-- plan-cache: custom\n{rest}")
+        yield {"DATASVC_SQL_DIR": str(copy)}
 
 
 @contextmanager
