@@ -6,8 +6,10 @@ Runs the checkout ROOT's service (PYTHONPATH=ROOT) under callgrind with instrume
 bench database (``python -m bench`` seeds it), sends 400 requests of warm-up from 8 keep-alive clients,
 switches instrumentation on for N (env ``N``, default 1,600) more, and prints the instructions per request.
 ``batch_get``: POST :batchGet of ``BATCH`` (env, default 100) pseudo-random ids, as bench's batch_get
-scenario. ``tok``: four callers' bearer tokens in turn, as ``datasvc-1w-tokens``. Deterministic to within
-~1 %, so two checkouts compare on a busy machine, where wall-clock figures do not.
+scenario. ``tok``: four callers' bearer tokens in turn, as ``datasvc-1w-tokens``. Two checkouts started
+side by side compare to within ~1 % on a busy machine, where wall-clock figures do not; a figure taken at
+another time does not compare: how many requests share an event-loop turn, and so the count per request,
+moves with the machine's load (fewer on a loaded machine, where more requests share a turn).
 ``KEEP=1`` (env) keeps callgrind's file, for callgrind_annotate.
 """
 
