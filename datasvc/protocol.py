@@ -161,6 +161,12 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()
         if self.flow is None:  # refused in connection_made: uvicorn never knew it
             return
+        running = self._running
+        if running is not None and not running.response_complete:
+            # uvicorn tells only the last request parsed; the one being answered may be an earlier one
+            # (pipelining), woken from waiting to write by this loss: it must drop its answer, not write
+            # it on the closed transport (a RuntimeError logged as a 500 with a traceback).
+            running.disconnected = True
         if self._holding:
             task = self._task
             if task is None or task.done():
