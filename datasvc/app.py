@@ -194,7 +194,7 @@ def create_app(
                 "install datasvc[tracing]"
             ) from None
         tracing = Tracing.create(settings, templates)
-        metrics.register(SpanCollector(tracing.processor))
+        metrics.register(SpanCollector(tracing.processor), shared=True)  # every worker's drops
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
