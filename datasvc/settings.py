@@ -405,6 +405,8 @@ class Settings:
                 f"DATASVC_POOL_MIN={low} is more than DATASVC_POOL_MAX={high}: the pool cannot keep more "
                 "connections open than it may open"
             )
+        if settings.tracing:
+            problems += _batch_processor_problems(env)
         if problems:
             # Every problem at once, one a line: an operator fixes them in one go.
             raise SettingsError("\n".join(problems))
@@ -453,6 +455,33 @@ class Settings:
                 )
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
+
+
+# The SDK's batch-processor variables and its defaults. The SDK reads them itself, in every worker, and
+# refuses a bad combination with a traceback there; checked here, it is a line at start-up instead.
+_BATCH_PROCESSOR = {
+    "OTEL_BSP_MAX_QUEUE_SIZE": 2048,
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512,
+    "OTEL_BSP_SCHEDULE_DELAY": 5000,
+    "OTEL_BSP_EXPORT_TIMEOUT": 30000,
+}
+
+
+def _batch_processor_problems(env: Mapping[str, str]) -> list[str]:
+    values: dict[str, int] = {}
+    problems = []
+    for name, default in _BATCH_PROCESSOR.items():
+        raw = env.get(name) or str(default)
+        values[name] = int(raw) if raw.strip().isdigit() else 0
+        if values[name] <= 0:
+            problems.append(f"{name}={raw[:40]!r}: must be a whole number above 0")
+    batch, queue = values["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"], values["OTEL_BSP_MAX_QUEUE_SIZE"]
+    if not problems and batch > queue:
+        problems.append(
+            f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is more than OTEL_BSP_MAX_QUEUE_SIZE={queue}: "
+            "a batch is taken from the queue"
+        )
+    return problems
 
 
 def redact_url(url: str) -> str:

@@ -220,3 +220,30 @@ def test_every_problem_is_reported_at_once():
 def test_pool_min_above_the_default_max_names_both_values():
     with pytest.raises(SettingsError, match=r"^DATASVC_POOL_MIN=20 is more than DATASVC_POOL_MAX=10"):
         Settings.from_env({"DATASVC_POOL_MIN": "20"})
+
+
+TRACING_ON = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "8"},
+            r"^OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512 is more than OTEL_BSP_MAX_QUEUE_SIZE=8: a batch is taken",
+        ),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, r"^OTEL_BSP_SCHEDULE_DELAY='0': must be a whole number above 0$"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, r"^OTEL_BSP_MAX_QUEUE_SIZE='lots': must be a whole number"),
+    ],
+    ids=["batch-above-queue", "zero-delay", "not-a-number"],
+)
+def test_a_batch_processor_variable_the_sdk_would_refuse_is_one_line_at_start_up(env, message):
+    """The SDK reads ``OTEL_BSP_*`` in each worker and refuses these with a traceback; we say it first."""
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({**TRACING_ON, **env})
+
+
+def test_batch_processor_variables_are_not_checked_with_tracing_off():
+    assert not Settings.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "8"}).tracing
+    small = {"OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4"}
+    assert Settings.from_env({**TRACING_ON, **small}).tracing
