@@ -11,10 +11,11 @@ Two bounds, both answered with ``Retry-After`` instead of a queue:
 
 A request holds its slot from the moment it is admitted, its body already read (`datasvc.bodies`),
 until its answer is handed to the transport: writing the answer waits on the client, not on us, so it
-holds none. A bodiless request that is not pipelined is admitted by the HTTP protocol as it is parsed
-(`datasvc.protocol`: the slot taken there, ``scope[RESERVED]`` set, given back there): refused cheaply
-before any task exists, or holding its slot, with no second check here. The others (a body to read first,
-a request pipelined behind another) take theirs here.
+holds none. Without callers' shares, a bodiless request that is not pipelined is admitted by the HTTP
+protocol as it is parsed (`datasvc.protocol`: the slot taken there, ``scope[RESERVED]`` set, given back
+there): refused cheaply before any task exists, or holding its slot, with no second check here. The
+others (a body to read first, a request pipelined behind another, any request while callers have shares:
+`Slots.at_parse`) take theirs here.
 
 Liveness (``/health``) is never shed, so an orchestrator does not restart a process for being busy. Pure
 ASGI: counters, no task of our own; one event loop per worker, so no lock.
